@@ -1,0 +1,171 @@
+"""Domain errors of reconciler, and the one place they become exit codes.
+
+Every failure the product can meet is one of these classes. Each says whether retrying the
+same call could help (``retryable``), so the engine never has to guess from a message. The
+command line maps them to exit codes in :func:`exit_code_for` and nowhere else.
+
+Messages never contain DICOM metadata values: they name files, lines, attributes, image-set
+ids and service error codes only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2  # plan --detailed-exitcode: changes present; drift: drift found
+
+
+class ReconcilerError(Exception):
+    """Base class. ``retryable`` tells the engine whether the same call may succeed later."""
+
+    retryable = False
+    exit_code = EXIT_ERROR
+
+    def __init__(self, message: str = ""):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(ReconcilerError):
+    """The command line was used wrongly (missing argument, conflicting options, no terminal)."""
+
+
+class ConfigError(ReconcilerError):
+    """``reconciler.yaml`` or an environment setting is invalid."""
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem found in a spec, in the compiler convention ``FILE:LINE:COLUMN: PATH: message``."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class SpecError(ReconcilerError):
+    """One or more specs are invalid; nothing may be sent. Carries every diagnostic."""
+
+    def __init__(self, diagnostics: list[Diagnostic]):
+        self.diagnostics = list(diagnostics)
+        count = len(self.diagnostics)
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} found in the specs")
+
+
+class PlanFileError(ReconcilerError):
+    """A saved plan cannot be used: unreadable, edited by hand, wrong format, or stale."""
+
+
+class StalePlanError(PlanFileError):
+    """The saved plan no longer matches the state or the live image sets."""
+
+
+class StateError(ReconcilerError):
+    """The state cannot be read, written or locked."""
+
+
+class LockError(StateError):
+    """The state lock is held by someone else (the message names the holder)."""
+
+
+class ServiceError(ReconcilerError):
+    """An error answered by HealthImaging (or the emulator), or a failure to reach it.
+
+    ``code`` is the service's error code (``ConflictException`` …); ``status`` the HTTP status.
+    """
+
+    code = "ServiceError"
+
+    def __init__(self, message: str = "", *, code: str | None = None, status: int | None = None,
+                 operation: str | None = None):
+        super().__init__(message)
+        if code:
+            self.code = code
+        self.status = status
+        self.operation = operation
+
+    def __str__(self) -> str:
+        op = f"{self.operation}: " if self.operation else ""
+        return f"{op}{self.code}: {self.message}" if self.message else f"{op}{self.code}"
+
+
+class ConflictError(ServiceError):
+    """409: the version moved on or the image set is locked. Re-read and re-diff, never resend."""
+
+    code = "ConflictException"
+
+
+class ThrottlingError(ServiceError):
+    code = "ThrottlingException"
+    retryable = True
+
+
+class InternalServerError(ServiceError):
+    """500. Retryable for reads; before resending a write, re-read: it may have landed."""
+
+    code = "InternalServerException"
+    retryable = True
+
+
+class ServiceValidationError(ServiceError):
+    code = "ValidationException"
+
+
+class NotFoundError(ServiceError):
+    code = "ResourceNotFoundException"
+
+
+class AccessDeniedError(ServiceError):
+    """403: credentials are wrong for every further call; stop writing."""
+
+    code = "AccessDeniedException"
+
+
+class QuotaExceededError(ServiceError):
+    """402: a service quota is exhausted; stop writing."""
+
+    code = "ServiceQuotaExceededException"
+
+
+class EndpointError(ServiceError):
+    """The endpoint could not be reached (connection refused, DNS, timeout after retries)."""
+
+    code = "EndpointConnectionError"
+    retryable = True
+
+
+class CredentialsError(ServiceError):
+    """No usable AWS credentials were found."""
+
+    code = "NoCredentialsError"
+
+
+class MalformedResponseError(ServiceError):
+    """The service answered something we cannot parse (truncated gzip, invalid JSON)."""
+
+    code = "MalformedResponse"
+
+
+SERVICE_ERRORS: dict[str, type[ServiceError]] = {
+    cls.code: cls
+    for cls in (ConflictError, ThrottlingError, InternalServerError, ServiceValidationError,
+                NotFoundError, AccessDeniedError, QuotaExceededError)
+}
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The one mapping from an error to a process exit code (see the README's table)."""
+    if isinstance(error, ReconcilerError):
+        return error.exit_code
+    return EXIT_ERROR

@@ -1,0 +1,1 @@
+"""JSON Schemas of the documents reconciler reads and writes (installed as reconciler.schemas)."""
