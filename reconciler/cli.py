@@ -67,6 +67,32 @@ def cli(ctx: click.Context, region, profile, endpoint_url, config_path, no_color
 
 
 # --------------------------------------------------------------------------------------------
+# validate
+# --------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.pass_obj
+def validate(opts: GlobalOptions, paths):
+    """Check spec files offline (schema and DICOM rules); no AWS call.
+
+    PATH is a spec file or a directory searched for *.yaml / *.yml. Every problem is printed
+    as FILE:LINE:COLUMN: PATH: message; exit 1 if there is any.
+
+    \b
+    Example:
+      reconciler validate specs/
+    """
+    from .config import load_config
+    from .specs import load_specs
+
+    config = load_config(opts.config_path)
+    specs = load_specs(list(paths), config)
+    if opts.verbosity >= 0:
+        click.echo(f"{len(specs)} spec{'s' if len(specs) != 1 else ''} valid.")
+    return errors.EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
 # emulator
 # --------------------------------------------------------------------------------------------
 @cli.group()
