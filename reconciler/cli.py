@@ -93,6 +93,115 @@ def validate(opts: GlobalOptions, paths):
 
 
 # --------------------------------------------------------------------------------------------
+# plan / show
+# --------------------------------------------------------------------------------------------
+def _redact_option(f):
+    """Output options are accepted after the subcommand too (product.md §1)."""
+    return click.option("--redact/--no-redact", "redact_here", default=None,
+                        help="Hide PHI values (default: on when CI is set).")(f)
+
+
+def _service(opts: GlobalOptions, config):
+    from .aws import BotoHealthImaging, ClientSettings
+    from .pacing import Pacer
+
+    settings = ClientSettings(region=opts.region or config.region, profile=opts.profile,
+                              endpoint_url=opts.endpoint_url)
+    return BotoHealthImaging(settings=settings, pacer=Pacer(config.quotas))
+
+
+def _redactor(opts: GlobalOptions, config, redact_here: bool | None):
+    from .redact import Redactor, redaction_enabled
+
+    flag = redact_here if redact_here is not None else opts.redact
+    return Redactor(redaction_enabled(flag, config.redact))
+
+
+def _print_plan(doc, as_json: bool, opts: GlobalOptions) -> None:
+    from .render import render_json, render_plan
+
+    if as_json:
+        click.echo(render_json(doc), nl=False)
+    elif opts.verbosity >= 0 or doc["summary"]["error"]:
+        click.echo(render_plan(doc, color=opts.color and sys.stdout.isatty()), nl=False)
+
+
+def _plan_exit_code(doc, detailed: bool) -> int:
+    if doc["summary"]["error"]:
+        return errors.EXIT_ERROR
+    if detailed and doc["summary"]["update"]:
+        return errors.EXIT_CHANGES
+    return errors.EXIT_OK
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Save the exact plan here (JSON, mode 0600) for `apply PLANFILE`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan document as JSON only.")
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when nothing changes, 2 when there are changes, 1 on error.")
+@click.option("--target", "targets", multiple=True, metavar="NAME_GLOB",
+              help="Plan only specs whose name matches; repeatable.")
+@click.option("--exclude", "excludes", multiple=True, metavar="NAME_GLOB",
+              help="Leave out specs whose name matches; repeatable.")
+@click.option("--parallelism", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="Image sets read at once (reads are paced to the quotas anyway).")
+@_redact_option
+@click.pass_obj
+def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, excludes,
+         parallelism, redact_here):
+    """Read the live metadata and show the minimal change.
+
+    \b
+    Example:
+      reconciler plan specs/ --out plan.json --detailed-exitcode
+    """
+    from .config import load_config
+    from .planner import PlanOptions, make_plan
+    from .plans import save
+    from .specs import check_overlaps, load_specs
+
+    config = load_config(opts.config_path)
+    specs = load_specs(list(paths), config)
+    doc = make_plan(specs, _service(opts, config), _redactor(opts, config, redact_here),
+                    default_datastore=config.datastore_id, check_overlaps=check_overlaps,
+                    options=PlanOptions(targets=list(targets), excludes=list(excludes),
+                                        parallelism=parallelism))
+    if out:
+        save(doc, out)
+    _print_plan(doc, as_json, opts)
+    if out and not as_json and opts.verbosity >= 0:
+        click.echo(f"Saved the plan to {out}. Apply exactly it with: reconciler apply {out}")
+    return _plan_exit_code(doc, detailed_exitcode)
+
+
+@cli.command()
+@click.argument("planfile", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the plan document as JSON.")
+@_redact_option
+@click.pass_obj
+def show(opts: GlobalOptions, planfile, as_json, redact_here):
+    """Render a saved plan exactly as `plan` printed it.
+
+    A plan saved without redaction is redacted on display when redaction is on now.
+
+    \b
+    Example:
+      reconciler show plan.json
+    """
+    from .config import load_config
+    from .plans import load, redact_values
+
+    doc = load(planfile)
+    redactor = _redactor(opts, load_config(opts.config_path), redact_here)
+    if redactor.enabled and not doc["redacted"]:
+        doc = redact_values(doc, redactor.show)
+    _print_plan(doc, as_json, opts)
+    return errors.EXIT_ERROR if doc["summary"]["error"] else errors.EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
 # emulator
 # --------------------------------------------------------------------------------------------
 @cli.group()

@@ -1,0 +1,200 @@
+"""plan: resolve targets, read each image set pinned to one version, diff, build requests.
+
+For every targeted image set (product.md §3):
+
+1. ``GetImageSet`` → the latest version and its state; a LOCKED image set is waited on
+   (bounded) and read again;
+2. ``GetImageSetMetadata(version)`` → the document the diff is made against, so the diff and
+   the version sent as ``latestVersionId`` always match;
+3. the DICOM-aware diff of the declared attributes only;
+4. one request carrying every change (split only when a document exceeds the blob limit).
+
+Reads run in parallel (``parallelism``), paced by the client's per-operation pacer. Each
+metadata document is dropped as soon as its diff is made. The result is a plan *document*
+(:mod:`reconciler.plans`); nothing here prints.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import errors, plans
+from .diff import Change, ImageSetProblem, diff
+from .model import Spec
+from .payloads import build_requests
+from .redact import Redactor
+from .service import DELETED, HealthImaging, ImageSet
+
+log = logging.getLogger(__name__)
+
+# Selector keys in the order we prefer to send them to SearchImageSets (the API takes at most
+# two filters); the rest are checked on each result's DICOMTags.
+SELECTOR_PRIORITY = ("DICOMStudyInstanceUID", "DICOMSeriesInstanceUID", "DICOMAccessionNumber",
+                     "DICOMPatientId", "DICOMStudyId", "isPrimary")
+MAX_SEARCH_FILTERS = 2
+
+
+@dataclass
+class PlanOptions:
+    targets: list[str] = field(default_factory=list)    # spec-name globs to include
+    excludes: list[str] = field(default_factory=list)   # spec-name globs to leave out
+    parallelism: int = 10
+    lock_wait: float = 300.0        # seconds to wait for a LOCKED image set
+    poll_interval: float = 1.0
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass(frozen=True)
+class Assignment:
+    spec: Spec
+    datastore_id: str
+    image_set_id: str
+
+
+def select_specs(specs: list[Spec], options: PlanOptions) -> list[Spec]:
+    chosen = [s for s in specs
+              if (not options.targets or any(fnmatch.fnmatchcase(s.name, g) for g in options.targets))
+              and not any(fnmatch.fnmatchcase(s.name, g) for g in options.excludes)]
+    if options.targets and not chosen:
+        raise errors.UsageError("--target matched no spec: " + ", ".join(options.targets))
+    return chosen
+
+
+def _summary_matches(summary, key: str, value: Any) -> bool:
+    if key == "isPrimary":
+        return summary.is_primary == value
+    return summary.dicom_tags.get(key) == value
+
+
+def resolve(specs: list[Spec], hi: HealthImaging,
+            default_datastore: str | None) -> list[Assignment]:
+    """Explicit ids as they are; selectors through SearchImageSets (every page)."""
+    assignments: list[Assignment] = []
+    for spec in specs:
+        datastore = spec.target.datastore_id or default_datastore
+        if not datastore:
+            raise errors.ConfigError(
+                f"{spec.position.file}:{spec.position.line}: spec {spec.name} has no "
+                f"target.datastoreId and reconciler.yaml sets no datastoreId")
+        if spec.target.image_set_id:
+            assignments.append(Assignment(spec, datastore, spec.target.image_set_id))
+            continue
+        selector = dict(spec.target.selector or {})
+        keys = sorted(selector, key=lambda k: SELECTOR_PRIORITY.index(k)
+                      if k in SELECTOR_PRIORITY else len(SELECTOR_PRIORITY))
+        sent, checked = keys[:MAX_SEARCH_FILTERS], keys[MAX_SEARCH_FILTERS:]
+        filters = [{"operator": "EQUAL", "values": [{k: selector[k]}]} for k in sent]
+        found = [s.image_set_id for s in hi.search_image_sets(datastore, filters=filters)
+                 if all(_summary_matches(s, k, selector[k]) for k in checked)]
+        if not found and not spec.target.allow_empty:
+            raise errors.ReconcilerError(
+                f"{spec.position.file}:{spec.position.line}: spec {spec.name}: the selector "
+                f"matched no image set in data store {datastore} (set allowEmpty: true if "
+                f"that is expected)")
+        for image_set_id in sorted(set(found)):
+            assignments.append(Assignment(spec, datastore, image_set_id))
+    return assignments
+
+
+def read_pinned(hi: HealthImaging, datastore_id: str, image_set_id: str,
+                options: PlanOptions) -> tuple[ImageSet, dict[str, Any]]:
+    """The latest version that is not LOCKED, and its metadata read *by that version*."""
+    deadline = time.monotonic() + options.lock_wait
+    delay = options.poll_interval
+    while True:
+        try:
+            image_set = hi.get_image_set(datastore_id, image_set_id)
+            if not image_set.locked:
+                return image_set, hi.get_metadata(datastore_id, image_set_id,
+                                                  image_set.version_id)
+        except errors.ConflictError:
+            pass  # the read operations may answer 409 while an update is in flight
+        if time.monotonic() >= deadline:
+            raise errors.ConflictError(
+                f"image set {image_set_id} stayed LOCKED for more than {options.lock_wait:.0f}s",
+                operation="GetImageSet")
+        options.sleep(delay)
+        delay = min(delay * 2, 10.0)
+
+
+def before_digest(changes: list[Change]) -> str:
+    data = json.dumps([[c.path, c.before] for c in changes], sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+def change_entry(change: Change, redactor: Redactor) -> dict[str, Any]:
+    return {"op": change.op, "level": change.level, "key": change.key, "vr": change.vr,
+            "series": change.series, "instance": change.instance, "private": change.private,
+            "before": redactor.show(change.key, change.before, change.vr, change.private),
+            "after": redactor.show(change.key, change.after, change.vr, change.private)}
+
+
+def plan_entry(assignment: Assignment, version_id: str | None, changes: list[Change],
+               redactor: Redactor, error: str | None = None,
+               state_serial: int | None = None) -> dict[str, Any]:
+    spec = assignment.spec
+    requests = [] if error else build_requests(
+        changes, force=spec.force, include_study_image_sets=spec.include_study_image_sets)
+    return {
+        "spec": spec.name, "spec_digest": spec.digest,
+        "datastore_id": assignment.datastore_id, "image_set_id": assignment.image_set_id,
+        "version_id": version_id,
+        "action": plans.ACTION_ERROR if error else
+        (plans.ACTION_UPDATE if changes else plans.ACTION_NOOP),
+        "force": bool(spec.force and any(r.force for r in requests)),
+        "include_study_image_sets": spec.include_study_image_sets,
+        "state_serial": state_serial,
+        "changes": [change_entry(c, redactor) for c in changes],
+        "before_digest": before_digest(changes) if changes else None,
+        "requests": [r.to_json() for r in requests],
+        "error": error,
+    }
+
+
+def plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
+             options: PlanOptions) -> dict[str, Any]:
+    image_set_id = assignment.image_set_id
+    try:
+        image_set, metadata = read_pinned(hi, assignment.datastore_id, image_set_id, options)
+    except errors.NotFoundError:
+        return plan_entry(assignment, None, [], redactor,
+                          error=f"image set {image_set_id} not found (missing)")
+    if image_set.state == DELETED:
+        return plan_entry(assignment, image_set.version_id, [], redactor,
+                          error=f"image set {image_set_id} is DELETED (missing)")
+    try:
+        changes = diff(assignment.spec.attributes, metadata, image_set_id)
+    except ImageSetProblem as exc:
+        return plan_entry(assignment, image_set.version_id, [], redactor, error=str(exc))
+    finally:
+        del metadata  # bounded memory: the document is not needed past its diff
+    try:
+        return plan_entry(assignment, image_set.version_id, changes, redactor)
+    except ValueError as exc:  # a single value larger than the blob limit
+        return plan_entry(assignment, image_set.version_id, [], redactor, error=str(exc))
+
+
+def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
+              default_datastore: str | None, options: PlanOptions | None = None,
+              check_overlaps: Callable[[list[tuple[Spec, str, str]]], list] | None = None,
+              lineage: str | None = None, serial: int | None = None) -> dict[str, Any]:
+    """The whole plan document. Raises :class:`errors.SpecError` when, after selectors are
+    resolved, two specs manage the same attribute of one image set."""
+    options = options or PlanOptions()
+    assignments = resolve(select_specs(specs, options), hi, default_datastore)
+    if check_overlaps is not None:
+        problems = check_overlaps([(a.spec, a.datastore_id, a.image_set_id) for a in assignments])
+        if problems:
+            raise errors.SpecError(problems)
+    log.debug("planning %d image sets with parallelism %d", len(assignments), options.parallelism)
+    with ThreadPoolExecutor(max_workers=max(1, options.parallelism)) as pool:
+        entries = list(pool.map(lambda a: plan_one(hi, a, redactor, options), assignments))
+    return plans.new_plan(entries, redacted=redactor.enabled, lineage=lineage, serial=serial)

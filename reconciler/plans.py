@@ -1,0 +1,159 @@
+"""The saved plan: a versioned JSON document, the only thing renderers and apply read.
+
+As in Terraform, computation produces a plan, the plan is serialised, and every renderer
+(human, JSON, Markdown) works from the serialised document, so ``plan`` and ``show PLANFILE``
+print the same thing. The document follows ``schemas/plan.v1.schema.json``; a ``checksum``
+over its canonical JSON detects a plan edited by hand. The file holds the exact request
+payloads (apply needs them), so it is written with mode 0600; before/after values are stored
+already redacted when redaction is on.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from . import __version__
+from .errors import PlanFileError
+
+FORMAT_VERSION = "1"
+SCHEMA_FILE = "plan.v1.schema.json"
+ACTION_UPDATE, ACTION_NOOP, ACTION_ERROR = "update", "no-op", "error"
+
+
+@cache
+def schema() -> dict[str, Any]:
+    return json.loads(resources.files("reconciler.schemas").joinpath(SCHEMA_FILE).read_text("utf-8"))
+
+
+def _canonical(doc: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def checksum(doc: dict[str, Any]) -> str:
+    return "sha256:" + hashlib.sha256(_canonical(doc)).hexdigest()
+
+
+def new_plan(entries: list[dict[str, Any]], *, redacted: bool,
+             lineage: str | None = None, serial: int | None = None) -> dict[str, Any]:
+    """Assemble a plan document from per-image-set entries (see the schema for their form)."""
+    updates = [e for e in entries if e["action"] == ACTION_UPDATE]
+    doc: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "reconciler_version": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "redacted": redacted,
+        "state": {"lineage": lineage, "serial": serial},
+        "summary": {
+            "update": len(updates),
+            "unchanged": sum(1 for e in entries if e["action"] == ACTION_NOOP),
+            "error": sum(1 for e in entries if e["action"] == ACTION_ERROR),
+            "attributes_changed": sum(len(e["changes"]) for e in updates),
+            "requests": sum(len(e["requests"]) for e in updates),
+        },
+        "image_sets": entries,
+    }
+    doc["checksum"] = checksum(doc)
+    return doc
+
+
+def validate(doc: Any, source: str = "plan") -> dict[str, Any]:
+    """Schema, format version and checksum; raises :class:`PlanFileError` naming the problem."""
+    if not isinstance(doc, dict):
+        raise PlanFileError(f"{source}: not a reconciler plan (expected a JSON object)")
+    version = doc.get("format_version")
+    if version != FORMAT_VERSION:
+        raise PlanFileError(f"{source}: unsupported plan format_version {version!r} "
+                            f"(this reconciler reads {FORMAT_VERSION!r})")
+    problems = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(doc),
+                      key=lambda e: list(e.absolute_path))
+    if problems:
+        first = problems[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(root)"
+        raise PlanFileError(f"{source}: not a valid plan at {where}: {first.message}"
+                            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    if doc.get("checksum") != checksum(doc):
+        raise PlanFileError(f"{source}: checksum mismatch: the plan was modified after it was "
+                            f"written; run plan again")
+    return doc
+
+
+def save(doc: dict[str, Any], path: str | os.PathLike) -> None:
+    """Atomic write (temp file, fsync, rename) with mode 0600: the file holds payloads."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(doc, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanFileError(f"{source}: no such plan file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanFileError(f"{source}: cannot read the plan ({type(exc).__name__})") from exc
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlanFileError(f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
+    return validate(doc, source)
+
+
+def redact_values(doc: dict[str, Any], show) -> dict[str, Any]:
+    """A copy whose before/after values went through ``show(key, value, vr, private)`` (a
+    :meth:`reconciler.redact.Redactor.show`), for printing an unredacted plan where redaction
+    is now on."""
+    view = copy.deepcopy(doc)
+    view["redacted"] = True
+    for entry in view["image_sets"]:
+        for change in entry["changes"]:
+            for side in ("before", "after"):
+                change[side] = show(change["key"], change[side], change["vr"], change["private"])
+    view["checksum"] = checksum(view)
+    return view
+
+
+def public_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """What may be printed when redaction is on: payloads and before-digests hold values, so
+    they are replaced by their size and hash. The result is still a valid plan document."""
+    if not doc.get("redacted"):
+        return doc
+    view = copy.deepcopy(doc)
+    for entry in view["image_sets"]:
+        entry["before_digest"] = None
+        for request in entry["requests"]:
+            for key in ("updatableAttributes", "removableAttributes"):
+                text = request.get(key)
+                if isinstance(text, str):
+                    request[key] = {"redacted": True, "bytes": len(text.encode("utf-8"))}
+    view["checksum"] = checksum(view)
+    return view
+
+
+def is_applicable(doc: dict[str, Any]) -> bool:
+    """A plan printed with redaction lacks its payloads and cannot be applied."""
+    return not any(isinstance(r.get(k), dict) for e in doc["image_sets"] for r in e["requests"]
+                   for k in ("updatableAttributes", "removableAttributes"))

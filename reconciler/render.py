@@ -1,0 +1,120 @@
+"""Renderers of the plan *document* (never of engine objects): human text and JSON.
+
+The human form follows Terraform: one block per image set, ``~`` update, ``-`` remove,
+``+`` add, old -> new values, grouped by level, and a last line
+``Plan: N image sets to update, M unchanged, K attributes changed.``. Values are printed as
+the plan document holds them: redacted markers stay as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import plans
+
+SYMBOL = {"add": "+", "update": "~", "remove": "-", "remove-series": "-", "remove-instance": "-"}
+COLOR = {"+": "green", "~": "yellow", "-": "red"}
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def summary_line(doc: dict[str, Any]) -> str:
+    s = doc["summary"]
+    return (f"Plan: {_plural(s['update'], 'image set', 'image sets')} to update, "
+            f"{s['unchanged']} unchanged, "
+            f"{_plural(s['attributes_changed'], 'attribute', 'attributes')} changed.")
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, str) and value.startswith("<redacted ") and value.endswith(">"):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _group(change: dict[str, Any]) -> str:
+    level = change["level"]
+    if level in ("Patient", "Study"):
+        return level
+    if level == "Series":
+        return f"Series {change['series']}"
+    return f"Instance {change['instance']} (series {change['series']})"
+
+
+def _change_line(change: dict[str, Any]) -> str:
+    op = change["op"]
+    if op == "remove-series":
+        return f"- Series {change['series']} (the whole series)"
+    if op == "remove-instance":
+        return f"- Instance {change['instance']} (the whole instance)"
+    key = change["key"] + (f" ({change['vr']})" if change.get("private") else "")
+    if op == "add":
+        return f"+ {key}: {format_value(change['after'])}"
+    if op == "remove":
+        return f"- {key}: {format_value(change['before'])} -> (absent)"
+    return f"~ {key}: {format_value(change['before'])} -> {format_value(change['after'])}"
+
+
+def _style(text: str, symbol: str, color: bool) -> str:
+    if not color or symbol not in COLOR:
+        return text
+    import click  # only for styling; rendering stays testable without a terminal
+    return click.style(text, fg=COLOR[symbol])
+
+
+def render_entry(entry: dict[str, Any], color: bool = False) -> list[str]:
+    where = f"image set {entry['image_set_id']}"
+    if entry["action"] == plans.ACTION_ERROR:
+        return [_style(f"  # {entry['spec']}: {where}: error: {entry['error']}", "-", color), ""]
+    lines = [f"  # {entry['spec']}: {where} (data store {entry['datastore_id']}, "
+             f"version {entry['version_id']})",
+             _style(f"  ~ {where} {{", "~", color)]
+    current = None
+    for change in entry["changes"]:
+        group = _group(change)
+        if change["op"] == "remove-series":
+            group = "Study"
+        elif change["op"] == "remove-instance":
+            group = f"Series {change['series']}"
+        if group != current:
+            lines.append(f"      {group}")
+            current = group
+        line = _change_line(change)
+        lines.append(_style(f"      {line}", line[0], color))
+    notes = []
+    if entry["force"]:
+        notes.append("sent with force=true (the spec sets force: true and a change needs it)")
+    if entry["include_study_image_sets"]:
+        notes.append("sent with includeStudyImageSets=true: applies to every primary image "
+                     "set of the study")
+    if len(entry["requests"]) > 1:
+        notes.append(f"{len(entry['requests'])} sequential requests: the changes exceed the "
+                     f"30000-byte document limit")
+    lines.extend(f"      # {note}" for note in notes)
+    lines.extend(["    }", ""])
+    return lines
+
+
+def render_plan(doc: dict[str, Any], color: bool = False) -> str:
+    entries = doc["image_sets"]
+    changed = [e for e in entries if e["action"] != plans.ACTION_NOOP]
+    lines: list[str] = []
+    if any(e["action"] == plans.ACTION_UPDATE for e in entries):
+        lines += ["reconciler will perform the following actions:", ""]
+    elif not any(e["action"] == plans.ACTION_ERROR for e in entries):
+        lines += ["No changes. The live metadata matches the specs.", ""]
+    for entry in changed:
+        lines += render_entry(entry, color)
+    lines.append(summary_line(doc))
+    errors = doc["summary"]["error"]
+    if errors:
+        lines.append(f"Error: {_plural(errors, 'image set', 'image sets')} could not be planned.")
+    if doc.get("redacted"):
+        lines.append("Values of PS3.15 Basic Profile attributes are redacted (--no-redact shows them).")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(doc: dict[str, Any]) -> str:
+    return json.dumps(plans.public_view(doc), indent=2, ensure_ascii=False) + "\n"
