@@ -161,7 +161,10 @@ def _diff_attrs(declared: dict[str, Attribute], live: dict[str, Any], level: str
                 series: str | None = None, instance: str | None = None,
                 live_vrs: dict[str, str] | None = None) -> Iterator[Change]:
     for key, attr in declared.items():
-        vr = attr.vr or (live_vrs or {}).get(key)
+        # A private element's VR is the one HealthImaging recorded, when it has one; a spec
+        # removing a private element does not give one.
+        live_vr = (live_vrs or {}).get(key)
+        vr = live_vr if attr.private and (attr.absent or not attr.vr) and live_vr else attr.vr or live_vr
         common = dict(level=level, key=key, vr=vr, series=series, instance=instance,
                       private=attr.private)
         present = key in live

@@ -44,6 +44,10 @@ class Request:
                    include_study_image_sets=bool(data.get("includeStudyImageSets")))
 
 
+class PayloadTooLarge(ValueError):
+    """A single attribute value does not fit in one document: it cannot be sent at all."""
+
+
 def encode(document: dict[str, Any]) -> str:
     """Compact JSON, non-ASCII kept as UTF-8 (the byte limit counts bytes)."""
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
@@ -94,7 +98,7 @@ def _chunks(changes: list[Change], limit: int) -> list[list[Change]]:
     current: list[Change] = []
     for change in changes:
         if size(encode(build_document([change]))) > limit:
-            raise ValueError(f"{change.path}: a single value does not fit in {limit} bytes")
+            raise PayloadTooLarge(f"{change.path}: a single value does not fit in {limit} bytes")
         if current and size(encode(build_document(current + [change]))) > limit:
             chunks.append(current)
             current = []

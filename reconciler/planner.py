@@ -28,7 +28,7 @@ from typing import Any, Callable
 from . import errors, plans
 from .diff import Change, ImageSetProblem, diff
 from .model import Spec
-from .payloads import build_requests
+from .payloads import PayloadTooLarge, build_requests
 from .redact import Redactor
 from .service import DELETED, HealthImaging, ImageSet
 
@@ -178,7 +178,7 @@ def plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
         del metadata  # bounded memory: the document is not needed past its diff
     try:
         return plan_entry(assignment, image_set.version_id, changes, redactor)
-    except ValueError as exc:  # a single value larger than the blob limit
+    except PayloadTooLarge as exc:
         return plan_entry(assignment, image_set.version_id, [], redactor, error=str(exc))
 
 

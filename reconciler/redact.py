@@ -25,14 +25,25 @@ PROFILE_EDITION = "dicomfields_2026c"
 def profile_keywords() -> frozenset[str]:
     """Keywords of every attribute the Basic Profile lists (any action: D, Z, X, U, …)."""
     from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
-    from pydicom.datadict import keyword_for_tag
+    from pydicom.datadict import DicomDictionary, RepeatersDictionary, keyword_for_tag
 
-    tags = dicom_anonymization_database_selector(PROFILE_EDITION)["ALL_TAGS"]
     keywords = set()
-    for group, element in tags:
-        keyword = keyword_for_tag((group << 16) | element)
-        if keyword:
-            keywords.add(keyword)
+    for entry in dicom_anonymization_database_selector(PROFILE_EDITION)["ALL_TAGS"]:
+        if len(entry) == 2:
+            keyword = keyword_for_tag((entry[0] << 16) | entry[1])
+            if keyword:
+                keywords.add(keyword)
+            continue
+        # (group, element, group mask, element mask): a repeating group such as 60xx (overlays)
+        group, element, gmask, emask = entry
+        base, mask = (group << 16) | element, (gmask << 16) | emask
+        for tag, info in DicomDictionary.items():
+            if tag & mask == base & mask and info[4]:
+                keywords.add(info[4])
+        for pattern, info in RepeatersDictionary.items():
+            tag = int(pattern.replace("x", "0"), 16)
+            if tag & mask == base & mask and info[4]:
+                keywords.add(info[4])
     return frozenset(keywords)
 
 
