@@ -1,0 +1,190 @@
+"""The project config, ``reconciler.yaml``: where specs and state live, and project defaults.
+
+The file is optional: without it every command works from the working directory with the
+defaults below. When present it is validated like a spec (the same loader and the JSON Schema
+``schemas/config.v1.schema.json``), and its problems are reported in the same
+``FILE:LINE:COLUMN: PATH: message`` form before anything else happens. Relative paths in it are
+relative to the directory of the file, so a command gives the same result from any directory.
+"""
+
+from __future__ import annotations
+
+import os.path
+import re
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from . import dicom
+from .errors import ConfigError, Diagnostic, SpecError
+from .schemacheck import check, is_flagged
+from .yamlload import load_file
+
+DEFAULT_NAME = "reconciler.yaml"
+DEFAULT_STATE_PATH = ".reconciler/state.json"
+DEFAULT_S3_KEY = "reconciler/state.json"
+REDACT_MODES = ("auto", "always", "never")
+
+# An attribute path glob, as managed paths are written (model.DesiredAttributes.managed_paths):
+# Patient.KEY, Study.KEY, Series[UID], Series[UID].KEY, Series[UID].Instances[UID](.KEY)?
+_KEY = r"[A-Za-z0-9*?]+"
+_UID = r"[0-9.*?]+"
+_ATTRIBUTE_GLOB = re.compile(
+    rf"^(?:(?:Patient|Study|\*)\.(?P<k1>{_KEY})"
+    rf"|Series\[{_UID}\](?:\.Instances\[{_UID}\](?:\.(?P<k2>{_KEY}))?|\.(?P<k3>{_KEY}))?)$")
+
+
+class ConfigFileError(SpecError, ConfigError):
+    """``reconciler.yaml`` is invalid. Carries diagnostics like :class:`SpecError`, so the
+    command line prints them the same way; it is also a :class:`ConfigError`."""
+
+    def __init__(self, diagnostics: list[Diagnostic], file: str):
+        super().__init__(diagnostics)
+        count = len(self.diagnostics)
+        self.message = f"{count} problem{'s' if count != 1 else ''} found in {file}"
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    backend: str = "local"          # "local" | "s3"
+    path: Path | None = None        # local: absolute path of the state file
+    bucket: str | None = None       # s3
+    key: str | None = None          # s3
+    region: str | None = None       # s3: the bucket's region (None: the default chain)
+    endpoint_url: str | None = None  # s3: a custom endpoint (MinIO, moto, VPC endpoint)
+    profile: str | None = None      # s3: AWS profile for the bucket
+    kms_key_id: str | None = None   # s3: SSE-KMS key instead of SSE-S3
+
+
+@dataclass(frozen=True)
+class IgnoreRule:
+    """Drift of these attributes of these specs is reported as ignored."""
+
+    spec: str                       # glob on spec names
+    attributes: tuple[str, ...]     # globs on managed paths; `*` stays inside one name or UID
+    reason: str | None = None
+
+    def matches(self, spec_name: str, managed_path: str) -> bool:
+        if not fnmatchcase(spec_name, self.spec):
+            return False
+        return any(_glob_regex(pattern).match(managed_path) for pattern in self.attributes)
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    # fnmatch would read "[...]" as a character class; here brackets are literal and "*"
+    # never crosses a bracket, so Series[*].X does not match instance attributes.
+    parts = []
+    for char in pattern:
+        parts.append("[^\\[\\]]*" if char == "*" else "[^\\[\\]]" if char == "?"
+                     else re.escape(char))
+    return re.compile("^" + "".join(parts) + "$")
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None = None                 # the config file, None when there is none
+    root: Path = field(default_factory=Path.cwd)   # its directory (absolute), or the cwd
+    specs: tuple[Path, ...] = (Path("."),)   # spec paths, as shown in diagnostics
+    datastore_id: str | None = None
+    region: str | None = None
+    state: StateConfig = field(default_factory=StateConfig)
+    redact: str = "auto"
+    ignore: tuple[IgnoreRule, ...] = ()
+    quotas: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.state.backend == "local" and self.state.path is None:
+            object.__setattr__(self, "state", StateConfig(path=self.root / DEFAULT_STATE_PATH))
+
+    def is_ignored(self, spec_name: str, managed_path: str) -> bool:
+        return any(rule.matches(spec_name, managed_path) for rule in self.ignore)
+
+
+def load_config(path: str | None) -> Config:
+    """Read ``path``, or ``reconciler.yaml`` in the working directory if it exists, or return
+    the defaults. Raises :class:`ConfigFileError` (a ConfigError) listing every problem."""
+    if path is None:
+        file = Path(DEFAULT_NAME)
+        if not file.is_file():
+            return Config()
+    else:
+        file = Path(path)
+        if not file.exists():  # an explicit --config must exist (the default may not)
+            raise ConfigError(f"config file not found: {file}")
+        if not file.is_file():
+            raise ConfigError(f"config path is not a file: {file}")
+    name = str(file)
+    documents, problems = load_file(file, name)
+    if problems:
+        raise ConfigFileError(problems, name)
+    if len(documents) > 1:
+        second = documents[1].start
+        raise ConfigFileError([Diagnostic(name, second.line, second.column, "",
+                                          "reconciler.yaml holds one document, not several")], name)
+    data = documents[0].data if documents else {}
+    doc = documents[0] if documents else None
+    problems = []
+    if doc is not None:
+        for key in ("datastoreId", "region") if isinstance(data, dict) else ():
+            text = doc.source_text((key,))
+            if text is not None:
+                data[key] = text
+        problems, flagged = check(doc, data, "config.v1.schema.json")
+        if isinstance(data, dict):
+            problems += _check_ignore(doc, data, flagged)
+    if problems:
+        raise ConfigFileError(sorted(problems, key=lambda d: (d.line, d.column)), name)
+    return _build(file, data)
+
+
+def _check_ignore(doc: Any, data: dict[str, Any], flagged: set[tuple]) -> list[Diagnostic]:
+    problems = []
+    rules = data.get("ignore")
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        patterns = rule.get("attributes") if isinstance(rule, dict) else None
+        for j, pattern in enumerate(patterns if isinstance(patterns, list) else []):
+            path = ("ignore", i, "attributes", j)
+            if is_flagged(path, flagged) or not isinstance(pattern, str):
+                continue
+            match = _ATTRIBUTE_GLOB.match(pattern)
+            if not match:
+                problems.append(doc.diagnostic(path, (
+                    "not an attribute path: write Patient.KEY, Study.KEY, Series[UID].KEY, "
+                    "Series[UID].Instances[UID].KEY or Series[UID]; * and ? are wildcards")))
+                continue
+            keyword = match["k1"] or match["k2"] or match["k3"]
+            if keyword and not any(c in keyword for c in "*?") and not dicom.is_tag(keyword) \
+                    and not dicom.keyword_exists(keyword):
+                hint = dicom.suggest_keyword(keyword)
+                problems.append(doc.diagnostic(path, f"unknown DICOM keyword {keyword}"
+                                               + (f"; did you mean {hint}?" if hint else "")))
+    return problems
+
+
+def _build(file: Path, data: dict[str, Any]) -> Config:
+    root = file.resolve().parent
+    shown = file.parent   # relative when the user gave a relative path: nicer diagnostics
+    specs = data.get("specs", ".")
+    specs = [specs] if isinstance(specs, str) else specs
+    state_data = data.get("state", {})
+    backend = state_data.get("backend", "local")
+    if backend == "s3":
+        state = StateConfig("s3", None, state_data["bucket"], state_data.get("key", DEFAULT_S3_KEY),
+                            state_data.get("region", data.get("region")),
+                            state_data.get("endpointUrl"), state_data.get("profile"),
+                            state_data.get("kmsKeyId"))
+    else:
+        state = StateConfig("local", root / state_data.get("path", DEFAULT_STATE_PATH))
+    ignore = tuple(IgnoreRule(rule.get("spec", "*"), tuple(rule["attributes"]), rule.get("reason"))
+                   for rule in data.get("ignore", []))
+    return Config(
+        path=file, root=root,
+        specs=tuple(Path(_normalise(shown / entry)) for entry in specs),
+        datastore_id=data.get("datastoreId"), region=data.get("region"), state=state,
+        redact=data.get("redact", "auto"), ignore=ignore,
+        quotas={op: float(rate) for op, rate in data.get("quotas", {}).items()})
+
+
+def _normalise(path: Path) -> str:
+    return os.path.normpath(path)
