@@ -1,0 +1,222 @@
+"""Running the emulator: ``reconciler emulator serve`` and the in-thread server for tests.
+
+:func:`build` assembles one emulator (store, backend, seeds, faults, quotas, WSGI app) from
+options; :class:`ThreadedEmulator` runs it on a werkzeug threaded server in a background
+thread on port 0 (moto's ``threaded_moto_server`` shape) and starts/stops in milliseconds;
+:func:`serve` runs it in the foreground until SIGINT/SIGTERM and exits cleanly.
+
+What ``serve`` prints goes to stdout, flushed line by line even into a pipe: first
+``Emulator listening on http://HOST:PORT``, then ``datastore <id> <name>`` per data store and
+``image-set <id> datastore=<id>`` per seeded image set. Never a metadata value.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from .behaviours import BehaviourError, Behaviours
+from .dicom_seed import SeedError, load_seeds
+from .entities import ImageSet
+from .faults import FaultError, Faults
+from .models import HealthImagingBackend, Settings
+from .quotas import Quotas
+from .responses import EmulatorApp
+from .store import open_store
+
+
+@dataclass
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 0
+    data_dir: str | None = None
+    seeds: list[str] = field(default_factory=list)
+    quotas: str = "off"
+    time_scale: float = 1.0
+    update_delay: float = 0.5
+    faults_file: str | None = None
+    validation: str = "async"
+    behaviours: dict[str, str] = field(default_factory=dict)
+
+
+class OptionsError(ValueError):
+    """Options that cannot run an emulator (bad behaviour, faults file, seed path …)."""
+
+
+@dataclass
+class Emulator:
+    """One assembled emulator, not yet bound to a socket."""
+
+    backend: HealthImagingBackend
+    faults: Faults
+    quotas: Quotas
+    app: EmulatorApp
+    seeded: list[ImageSet]
+    options: ServeOptions
+
+
+def build(options: ServeOptions, clock: Callable[[], float] | None = None) -> Emulator:
+    if options.time_scale <= 0:
+        raise OptionsError("time-scale must be > 0")
+    if options.update_delay < 0:
+        raise OptionsError("update-delay must be >= 0")
+    if options.validation not in ("async", "sync"):
+        raise OptionsError("validation must be async or sync")
+    try:
+        behaviours = Behaviours(options.behaviours)
+        quotas = Quotas(options.quotas, options.time_scale, behaviours.write_burst,
+                        clock=clock or time.monotonic)
+        faults = Faults()
+        if options.faults_file:
+            faults.load_file(options.faults_file)
+    except (BehaviourError, FaultError, OSError, ValueError) as exc:
+        raise OptionsError(str(exc)) from None
+    settings = Settings(options.update_delay, options.time_scale, options.validation, behaviours)
+    backend = HealthImagingBackend(settings, open_store(options.data_dir),
+                                   clock=clock or time.time)
+    seeded: list[ImageSet] = []
+
+    def seed() -> None:
+        backend.default_datastore()
+        try:
+            documents = load_seeds(options.seeds, behaviours.instance_storage_keys == "on")
+        except SeedError as exc:
+            raise OptionsError(str(exc)) from None
+        seeded[:] = backend.seed(documents)
+
+    def reset() -> None:
+        backend.reset()
+        seed()
+
+    seed()
+    app = EmulatorApp(backend, faults, quotas, on_reset=reset)
+    return Emulator(backend, faults, quotas, app, seeded, options)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No per-request log lines (they would flood test output and stdout)."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002
+        if type == "error":
+            sys.stderr.write(f"emulator: {message % args}\n")
+
+
+def _bind(emulator: Emulator) -> BaseWSGIServer:
+    return make_server(emulator.options.host, emulator.options.port, emulator.app,
+                       threaded=True, request_handler=_QuietHandler)
+
+
+class ThreadedEmulator:
+    """An emulator on a background thread, for tests (moto's ``ThreadedMotoServer`` shape).
+
+    Keyword options mirror :class:`ServeOptions`; ``clock`` replaces ``time.time`` (and the
+    quota clock) for deterministic tests. ``.backend``, ``.faults`` and ``.quotas`` give direct
+    access; ``.datastore_id`` is the default data store, ``.image_set_ids`` the seeded sets.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, data_dir: str | None = None,
+                 seeds: list[str] | tuple[str, ...] = (), quotas: str = "off",
+                 time_scale: float = 1.0, update_delay: float = 0.0,
+                 faults_file: str | None = None, validation: str = "async",
+                 behaviours: dict[str, Any] | None = None,
+                 clock: Callable[[], float] | None = None):
+        self.options = ServeOptions(host, port, data_dir, [str(s) for s in seeds], quotas,
+                                    time_scale, update_delay, faults_file, validation,
+                                    {k: str(v).lower() if isinstance(v, bool) else str(v)
+                                     for k, v in (behaviours or {}).items()})
+        self._emulator = build(self.options, clock)
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.url: str | None = None
+
+    backend = property(lambda self: self._emulator.backend)
+    faults = property(lambda self: self._emulator.faults)
+    quotas = property(lambda self: self._emulator.quotas)
+    app = property(lambda self: self._emulator.app)
+
+    @property
+    def datastore_id(self) -> str:
+        return self.backend.default_datastore().datastore_id
+
+    @property
+    def image_set_ids(self) -> list[str]:
+        return [s.image_set_id for s in self._emulator.seeded]
+
+    def start(self) -> str:
+        if self._server is None:
+            self._server = _bind(self._emulator)
+            self._thread = threading.Thread(target=self._server.serve_forever,
+                                            kwargs={"poll_interval": 0.02},
+                                            name="healthimaging-emulator", daemon=True)
+            self._thread.start()
+            self.url = f"http://{self.options.host}:{self._server.server_port}"
+        return self.url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._server = self._thread = None
+
+    def reset(self) -> None:
+        """Back to the seeded state: data, faults and quota buckets (like POST /_emulator/reset)."""
+        self.faults.clear()
+        self.quotas.reset()
+        self._emulator.app.on_reset()
+
+    def __enter__(self) -> "ThreadedEmulator":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def serve(options: ServeOptions) -> None:
+    """Run until SIGINT or SIGTERM, then return (exit status 0)."""
+    try:
+        emulator = build(options)
+    except OptionsError as exc:
+        print(f"Error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    # Handlers first: a client may signal as soon as it has read the first line.
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server = _bind(emulator)
+    except OSError as exc:
+        print(f"Error: cannot listen on {options.host}:{options.port}: {exc}", file=sys.stderr,
+              flush=True)
+        raise SystemExit(1) from None
+    _say(f"Emulator listening on http://{options.host}:{server.server_port}")
+    for ds in sorted(emulator.backend.datastores.values(), key=lambda d: d.created_at):
+        _say(f"datastore {ds.datastore_id} {ds.name}")
+    for image_set in emulator.seeded:
+        _say(f"image-set {image_set.image_set_id} datastore={image_set.datastore_id}")
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                              daemon=True)
+    thread.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.shutdown()
+        server.server_close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

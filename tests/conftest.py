@@ -1,0 +1,68 @@
+"""Session-wide test setup shared by every test package.
+
+* Fake AWS credentials and region for the whole session, and no profile or endpoint override
+  leaking in from the developer's environment: nothing here may ever reach real AWS.
+* ``emulator`` / ``emulator_client``: a local HealthImaging emulator seeded with the bundled
+  DICOM files (``examples/dicom``) and a boto3 client for it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_DICOM = REPO_ROOT / "examples" / "dicom"
+TEST_DATA = Path(__file__).resolve().parent / "data"
+
+_FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+_SAVED_ENV: dict[str, str] = {}
+
+
+def pytest_configure(config):
+    """Before collection, so that even import-time code sees only the fake environment."""
+    _SAVED_ENV.update(os.environ)
+    for name in list(os.environ):
+        if name == "AWS_PROFILE" or name.startswith("AWS_ENDPOINT_URL") or name in (
+                "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            del os.environ[name]
+    os.environ.update(_FAKE_AWS_ENV)
+    # An empty file, so no developer config (profiles, retries, endpoints) applies.
+    os.environ["AWS_CONFIG_FILE"] = os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+
+
+def pytest_unconfigure(config):
+    os.environ.clear()
+    os.environ.update(_SAVED_ENV)
+
+
+def medical_imaging_client(url: str, **config):
+    """A boto3 client for an emulator URL (host-prefix injection off, as it must be)."""
+    return boto3.client("medical-imaging", endpoint_url=url, region_name="us-east-1",
+                        config=Config(inject_host_prefix=False, **config))
+
+
+@pytest.fixture
+def emulator():
+    """A running emulator seeded with examples/dicom (update delay 0.05 s)."""
+    from reconciler.emulator.server import ThreadedEmulator
+
+    with ThreadedEmulator(seeds=[str(EXAMPLES_DICOM)], update_delay=0.05) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emulator_client(emulator):
+    return medical_imaging_client(emulator.url)
