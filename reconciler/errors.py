@@ -79,6 +79,11 @@ class LockError(StateError):
     """The state lock is held by someone else (the message names the holder)."""
 
 
+class StateConflictError(StateError):
+    """The stored state moved on since it was read (another run wrote it, or it has another
+    lineage): the write was refused and nothing was overwritten. Re-read, merge, write again."""
+
+
 class ServiceError(ReconcilerError):
     """An error answered by HealthImaging (or the emulator), or a failure to reach it.
 

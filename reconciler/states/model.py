@@ -1,0 +1,317 @@
+"""The state document: what our last apply (or rollback) did, per spec and image set.
+
+The state exists so that ``drift`` can tell, later, whether someone changed a managed attribute
+behind our back, and so that ``rollback`` knows which version to revert to. Both need only
+equality and version ids, so the document holds **no metadata values**: for each managed
+attribute path it keeps ``sha256(salt + canonical JSON of the value)``, with a random salt
+chosen once per state (hashes cannot be compared across states or looked up in a table made
+for another). Everything else in it is an id, a version, a time or a digest, and the JSON
+Schema ``schemas/state.v1.schema.json`` (the file validated against here) allows nothing else.
+
+Serial and lineage follow Terraform: ``lineage`` is a uuid4 fixed when the state is created,
+``serial`` grows by one with every write. The *backend* increments it (see
+:meth:`State.commit`), so a caller can never write two different snapshots under one serial.
+A record remembers the serial of the write that recorded it.
+
+A :class:`State` may be shared by apply's worker threads: mutations and the write of a
+snapshot are serialised by one lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from functools import cache
+from importlib import resources
+from typing import Any, Callable, TypeVar
+
+import jsonschema
+
+from .. import __version__
+from ..errors import StateError
+
+FORMAT_VERSION = "1"
+SCHEMA_FILE = "state.v1.schema.json"
+OP_APPLY, OP_ROLLBACK = "apply", "rollback"
+SALT_BYTES = 16
+
+T = TypeVar("T")
+
+
+def utc_now() -> str:
+    """Now, as the state writes times: UTC, ISO 8601, seconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def utc_time(moment: datetime) -> str:
+    """A timezone-aware datetime as the state writes times (converted to UTC)."""
+    if moment.tzinfo is None:
+        raise ValueError("state times must be timezone-aware")
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """The bytes a value is hashed over: compact JSON, sorted keys, UTF-8 (the same form the
+    redactor hashes). Raises TypeError/ValueError (without the value) for non-JSON input."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+@cache
+def schema() -> dict[str, Any]:
+    return json.loads(resources.files("reconciler.schemas").joinpath(SCHEMA_FILE).read_text("utf-8"))
+
+
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema())
+
+
+@dataclass(frozen=True)
+class ImageSetRecord:
+    """What our last operation on one image set did. ``hashes`` maps managed attribute paths
+    (``Patient.PatientName``, ``Series[1.2.3].Instances[1.2.3.4]`` …) to
+    :meth:`State.hash_value` of the value applied. ``serial`` is stamped by :meth:`State.put`."""
+
+    datastore_id: str
+    image_set_id: str
+    version_before: str
+    version_after: str
+    spec_digest: str
+    hashes: Mapping[str, str] = field(default_factory=dict)
+    applied_at: str = field(default_factory=utc_now)
+    last_operation: str = OP_APPLY
+    last_checked_at: str | None = None
+    serial: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["hashes"] = dict(self.hashes)
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> ImageSetRecord:
+        return cls(**{**doc, "hashes": dict(doc["hashes"])})
+
+
+class State:
+    """The state model. Create with :meth:`new` (or read one from a backend); change with
+    :meth:`put` / :meth:`remove`; persist with ``backend.write(state)``."""
+
+    def __init__(self, *, lineage: str, serial: int, salt: str,
+                 specs: Mapping[str, Mapping[str, ImageSetRecord]] | None = None,
+                 last_checked_at: str | None = None):
+        self._lineage = lineage
+        self._serial = serial
+        self._salt = salt
+        self._salt_bytes = bytes.fromhex(salt)
+        self._specs: dict[str, dict[str, ImageSetRecord]] = {
+            name: dict(records) for name, records in (specs or {}).items()}
+        self.last_checked_at = last_checked_at
+        self._lock = threading.RLock()
+
+    @classmethod
+    def new(cls) -> State:
+        """A state never written yet: a fresh lineage and salt, serial 0 (the first write is 1)."""
+        return cls(lineage=str(uuid.uuid4()), serial=0, salt=secrets.token_hex(SALT_BYTES))
+
+    # -- identity --------------------------------------------------------------------------
+    @property
+    def lineage(self) -> str:
+        return self._lineage
+
+    @property
+    def serial(self) -> int:
+        """The serial of the snapshot this state was read as or last written as (0: never)."""
+        return self._serial
+
+    @property
+    def salt(self) -> str:
+        return self._salt
+
+    @property
+    def salt_bytes(self) -> bytes:
+        """For :class:`reconciler.redact.Redactor`, so redacted output hashes like the state."""
+        return self._salt_bytes
+
+    # -- hashing ---------------------------------------------------------------------------
+    def hash_value(self, value: Any) -> str:
+        """sha256 hex of salt + the canonical JSON of ``value`` (``None`` — absent — included).
+        The caller passes the value already normalised the way the diff compares it."""
+        return hashlib.sha256(self._salt_bytes + canonical_bytes(value)).hexdigest()
+
+    def hash_values(self, values: Mapping[str, Any]) -> dict[str, str]:
+        """``{path: value}`` → ``{path: hash}``, ready for :class:`ImageSetRecord.hashes`."""
+        return {path: self.hash_value(value) for path, value in values.items()}
+
+    def matches(self, record: ImageSetRecord, path: str, value: Any) -> bool | None:
+        """Whether ``value`` is what was applied at ``path`` (None when the path is unmanaged)."""
+        recorded = record.hashes.get(path)
+        return None if recorded is None else secrets.compare_digest(recorded, self.hash_value(value))
+
+    # -- records ---------------------------------------------------------------------------
+    def get(self, spec: str, image_set_id: str) -> ImageSetRecord | None:
+        with self._lock:
+            return self._specs.get(spec, {}).get(image_set_id)
+
+    def put(self, spec: str, record: ImageSetRecord) -> ImageSetRecord:
+        """Record (or replace) the record of ``record.image_set_id`` under ``spec``; returns it
+        stamped with the serial of the next write, the one that will hold it."""
+        if record.last_operation not in (OP_APPLY, OP_ROLLBACK):
+            raise ValueError(f"last_operation must be {OP_APPLY!r} or {OP_ROLLBACK!r}")
+        with self._lock:
+            stamped = replace(record, hashes=dict(record.hashes), serial=self._serial + 1)
+            self._specs.setdefault(spec, {})[record.image_set_id] = stamped
+            return stamped
+
+    def remove(self, spec: str, image_set_id: str | None = None) -> int:
+        """Forget one image set of ``spec``, or the whole spec; returns how many records went."""
+        with self._lock:
+            records = self._specs.get(spec)
+            if records is None:
+                return 0
+            if image_set_id is None:
+                del self._specs[spec]
+                return len(records)
+            removed = int(records.pop(image_set_id, None) is not None)
+            if not records:
+                del self._specs[spec]
+            return removed
+
+    def mark_checked(self, when: str | None = None, spec: str | None = None,
+                     image_set_id: str | None = None) -> None:
+        """Record a drift check: of the whole state (no ``spec``), or of one image set. The
+        record keeps its serial: a check is not an operation on the image set."""
+        when = when or utc_now()
+        with self._lock:
+            if spec is None:
+                self.last_checked_at = when
+                return
+            record = self._specs.get(spec, {}).get(image_set_id or "")
+            if record is None:
+                raise KeyError(f"no record of image set {image_set_id} under spec {spec}")
+            self._specs[spec][record.image_set_id] = replace(record, last_checked_at=when)
+
+    def spec_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._specs)
+
+    def records(self, spec: str | None = None) -> list[tuple[str, ImageSetRecord]]:
+        """``(spec name, record)`` pairs, sorted by spec name then image set id."""
+        with self._lock:
+            names = [spec] if spec is not None else sorted(self._specs)
+            return [(name, self._specs[name][isid]) for name in names if name in self._specs
+                    for isid in sorted(self._specs[name])]
+
+    def __iter__(self) -> Iterator[tuple[str, ImageSetRecord]]:
+        return iter(self.records())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(records) for records in self._specs.values())
+
+    # -- persistence -----------------------------------------------------------------------
+    def to_dict(self, serial: int | None = None) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "format_version": FORMAT_VERSION,
+                "lineage": self._lineage,
+                "serial": self._serial if serial is None else serial,
+                "salt": self._salt,
+                "reconciler_version": __version__,
+                "last_checked_at": self.last_checked_at,
+                "specs": {name: {"image_sets": {isid: rec.to_dict() for isid, rec in records.items()}}
+                          for name, records in self._specs.items()},
+            }
+
+    def to_json(self, serial: int | None = None) -> str:
+        """Deterministic JSON (sorted keys, indent 2), validated against the schema first: a
+        document that would not validate (a value where a hash belongs) is never written."""
+        doc = self.to_dict(serial)
+        validate(doc, "state to be written")
+        return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "state") -> State:
+        """Parse and validate; ``source`` (the backend location) names the state in errors."""
+        try:
+            doc = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            where = f":{exc.lineno}:{exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+            raise StateError(f"{source}{where}: the state is not valid JSON "
+                             f"({type(exc).__name__})") from None
+        return cls.from_dict(doc, source)
+
+    @classmethod
+    def from_dict(cls, doc: Any, source: str = "state") -> State:
+        validate(doc, source)
+        specs = {name: {isid: ImageSetRecord.from_dict(rec) for isid, rec in body["image_sets"].items()}
+                 for name, body in doc["specs"].items()}
+        return cls(lineage=doc["lineage"], serial=doc["serial"], salt=doc["salt"], specs=specs,
+                   last_checked_at=doc.get("last_checked_at"))
+
+    def commit(self, write: Callable[[str, int], T]) -> T:
+        """For backends: serialise this state at ``serial + 1`` and call ``write(text,
+        new_serial)``; on success the state *is* that serial. Holding the state's lock
+        throughout means no record put meanwhile is stamped with a serial it is not in."""
+        with self._lock:
+            new_serial = self._serial + 1
+            result = write(self.to_json(new_serial), new_serial)
+            self._serial = new_serial
+            return result
+
+    def __repr__(self) -> str:
+        return f"State(lineage={self._lineage!r}, serial={self._serial}, records={len(self)})"
+
+
+def validate(doc: Any, source: str = "state") -> dict[str, Any]:
+    """Format version first (a newer one is refused with its own message), then the schema,
+    then the invariants the schema cannot say. Messages name paths and rules, never values."""
+    if not isinstance(doc, dict):
+        raise StateError(f"{source}: not a reconciler state (expected a JSON object)")
+    version = doc.get("format_version")
+    if isinstance(version, str) and version.isdigit() and int(version) > int(FORMAT_VERSION):
+        writer = doc.get("reconciler_version")
+        by = f" (written by reconciler {writer})" if isinstance(writer, str) else ""
+        raise StateError(f"{source}: state format_version {version}{by} is newer than this "
+                         f"reconciler reads ({FORMAT_VERSION}); upgrade reconciler to use this state")
+    problems = sorted(_validator().iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise StateError(f"{source}: not a valid state at {_where(first)}: {_describe(first)}{more}")
+    for name, body in doc["specs"].items():
+        for isid, rec in body["image_sets"].items():
+            where = f"specs/{name}/image_sets/{isid}"
+            if rec["image_set_id"] != isid:
+                raise StateError(f"{source}: not a valid state at {where}: image_set_id differs from its key")
+            if rec["serial"] > doc["serial"]:
+                raise StateError(f"{source}: not a valid state at {where}/serial: "
+                                 f"a record newer than the state")
+    return doc
+
+
+def _where(error: jsonschema.ValidationError) -> str:
+    return "/".join(str(p) for p in error.absolute_path) or "(root)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    # jsonschema's own messages quote the offending instance, which could be a value someone
+    # pasted where a hash belongs; only messages that quote property *names* are passed on.
+    if error.validator == "required":
+        return error.message                      # names one of our own keys
+    if error.validator == "additionalProperties":
+        return "has a property the schema does not allow"
+    if error.validator == "const":
+        return f"must be {error.validator_value!r}"
+    if error.validator == "propertyNames":
+        return "a key does not have the expected form"
+    if error.validator in ("pattern", "type", "enum", "minimum", "maxLength"):
+        return f"fails '{error.validator}' {error.validator_value!r}"
+    return f"fails '{error.validator}'"
