@@ -1,4 +1,5 @@
-"""`make demo`: the local emulator seeded with real DICOM, and reconciler run against it.
+"""`make demo`: the local emulator seeded with real DICOM, and reconciler run against it:
+validate, plan, apply, drift after an out-of-band change, rollback, and convergence.
 
 Every step prints one line saying what it shows, then runs the real command line in a fresh
 working directory, exactly as a user would. The demo fails (exit 1) if a step does not end
@@ -20,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DICOM = ROOT / "examples" / "dicom"
 SPECS = ROOT / "examples" / "specs"
+NM_STUDY = "1.3.6.1.4.1.5962.1.2.8.20040826185059.5457"
 
 
 def say(text: str) -> None:
@@ -73,8 +75,8 @@ def main() -> int:
 
         say(f"A metadata repository in {work}: reconciler.yaml and three specs")
         shutil.copytree(SPECS, work / "specs")
-        (work / "reconciler.yaml").write_text(
-            f"datastoreId: {datastore['datastoreId']}\nspecs: [specs]\n")
+        config = (ROOT / "examples" / "reconciler.yaml").read_text()
+        (work / "reconciler.yaml").write_text(config)
         for spec in sorted((work / "specs").iterdir()):
             print(f"--- specs/{spec.name}")
             print(spec.read_text().rstrip())
@@ -82,33 +84,40 @@ def main() -> int:
         say("validate: every spec is checked offline, with no AWS call")
         run(["validate"], work, env, expect=0)
 
-        say("plan: read each image set pinned to its version and show the minimal change")
+        say("plan: each image set read pinned to its version; the minimal change, saved")
         run(["plan", "--detailed-exitcode", "--out", "plan.json"], work, env, expect=2)
 
-        say("show: the saved plan renders exactly as plan printed it")
-        run(["show", "plan.json"], work, env, expect=0)
+        say("apply: exactly the reviewed requests, each against the version it was planned on")
+        run(["apply", "plan.json"], work, env, expect=0)
 
-        say("Until `apply` lands, the project's client sends the saved plan's requests itself")
-        plan = json.loads((work / "plan.json").read_text())
-        for entry in plan["image_sets"]:
-            version = entry["version_id"]
-            for request in entry["requests"]:
-                result = hi.update_metadata(
-                    entry["datastore_id"], entry["image_set_id"], version,
-                    updatable=request["updatableAttributes"],
-                    removable=request["removableAttributes"], force=request["force"],
-                    include_study_image_sets=request["includeStudyImageSets"])
-                while True:
-                    image_set = hi.get_image_set(entry["datastore_id"], entry["image_set_id"])
-                    if not image_set.locked:
-                        break
-                    time.sleep(0.1)
-                version = image_set.version_id
-                print(f"{entry['spec']}: image set {entry['image_set_id']} version "
-                      f"{result.latest_version_id}: {image_set.state}/{image_set.workflow_status}")
-
-        say("plan again: the live metadata now matches the specs, nothing to change")
+        say("plan again: the live metadata matches the specs, nothing to change")
         run(["plan", "--detailed-exitcode"], work, env, expect=0)
+
+        say("drift: every image set is still the version our apply made")
+        run(["drift"], work, env, expect=0)
+
+        say("Someone edits a managed attribute behind our back (a plain boto3 call)")
+        nm = next(s for s in hi.search_image_sets(datastore["datastoreId"], filters=[
+            {"operator": "EQUAL", "values": [{"DICOMStudyInstanceUID": NM_STUDY}]}]))
+        live = hi.get_image_set(datastore["datastoreId"], nm.image_set_id)
+        hi.update_metadata(datastore["datastoreId"], nm.image_set_id, live.version_id,
+                           updatable=json.dumps({"SchemaVersion": 1.1, "Study": {
+                               "DICOM": {"StudyDescription": "BONE SCAN (edited by hand)"}}}))
+        while hi.get_image_set(datastore["datastoreId"], nm.image_set_id).locked:
+            time.sleep(0.1)
+        print(f"image set {nm.image_set_id}: StudyDescription changed out of band")
+
+        say("drift: the change is found and named; exit code 2 says so to a scheduler")
+        run(["drift"], work, env, expect=2)
+
+        say("rollback: ct-small goes back to the version before our apply (revertToVersionId)")
+        run(["rollback", "ct-small", "--auto-approve"], work, env, expect=0)
+
+        say("apply again: the drifted and rolled-back image sets converge to the specs")
+        run(["apply", "--auto-approve"], work, env, expect=0)
+
+        say("drift: everything in sync")
+        run(["drift"], work, env, expect=0)
     finally:
         emulator.send_signal(signal.SIGINT)
         try:

@@ -42,7 +42,46 @@ def _setup_logging(verbosity: int) -> None:
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class ReconcilerGroup(click.Group):
+    """The top-level group: the one place where errors become exit codes, so that the console
+    script, ``python -m reconciler`` and ``CliRunner`` in tests all behave alike."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        code = self._mapped(lambda: super(ReconcilerGroup, self).main(
+            args, prog_name, complete_var, standalone_mode=False, **extra))
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    @staticmethod
+    def _mapped(call) -> int:
+        try:
+            # Commands return their exit code (0, or 2 for "changes" / "drift").
+            result = call()
+        except click.exceptions.Exit as exc:
+            return exc.exit_code
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            return errors.EXIT_ERROR
+        except click.ClickException as exc:  # usage errors: 1, not click's 2
+            exc.show()
+            return errors.EXIT_ERROR
+        except errors.SpecError as exc:
+            for diagnostic in exc.diagnostics:
+                click.echo(str(diagnostic), err=True)
+            click.echo(f"Error: {exc}", err=True)
+            return exc.exit_code
+        except errors.ReconcilerError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            return errors.exit_code_for(exc)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            return 130
+        return result if isinstance(result, int) else errors.EXIT_OK
+
+
+@click.group(cls=ReconcilerGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="reconciler")
 @click.option("--region", envvar=None, help="AWS region (default: the standard AWS chain).")
 @click.option("--profile", help="AWS shared-config profile.")
@@ -110,11 +149,35 @@ def _service(opts: GlobalOptions, config):
     return BotoHealthImaging(settings=settings, pacer=Pacer(config.quotas))
 
 
-def _redactor(opts: GlobalOptions, config, redact_here: bool | None):
+def _redactor(opts: GlobalOptions, config, redact_here: bool | None, state=None):
+    """Redaction as the flags, config and CI say; hashes salted with the state's salt when
+    there is a state, so plan and drift show equal values alike."""
     from .redact import Redactor, redaction_enabled
 
     flag = redact_here if redact_here is not None else opts.redact
-    return Redactor(redaction_enabled(flag, config.redact))
+    return Redactor(redaction_enabled(flag, config.redact),
+                    salt=state.salt_bytes if state is not None else None)
+
+
+def _backend(config):
+    from .states import open_backend
+
+    return open_backend(config.state, config.root)
+
+
+def _make_plan(opts: GlobalOptions, config, specs, state, redactor, targets=(), excludes=(),
+               parallelism: int = 10):
+    from .planner import PlanOptions, make_plan
+    from .runs import state_serials
+    from .specs import check_overlaps
+
+    return make_plan(specs, _service(opts, config), redactor,
+                     default_datastore=config.datastore_id, check_overlaps=check_overlaps,
+                     options=PlanOptions(targets=list(targets), excludes=list(excludes),
+                                         parallelism=parallelism),
+                     lineage=state.lineage if state else None,
+                     serial=state.serial if state else None,
+                     state_serial=state_serials(state) if state else None)
 
 
 def _print_plan(doc, as_json: bool, opts: GlobalOptions) -> None:
@@ -158,16 +221,14 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
       reconciler plan specs/ --out plan.json --detailed-exitcode
     """
     from .config import load_config
-    from .planner import PlanOptions, make_plan
     from .plans import save
-    from .specs import check_overlaps, load_specs
+    from .specs import load_specs
 
     config = load_config(opts.config_path)
     specs = load_specs(list(paths), config)
-    doc = make_plan(specs, _service(opts, config), _redactor(opts, config, redact_here),
-                    default_datastore=config.datastore_id, check_overlaps=check_overlaps,
-                    options=PlanOptions(targets=list(targets), excludes=list(excludes),
-                                        parallelism=parallelism))
+    state = _backend(config).read()
+    doc = _make_plan(opts, config, specs, state, _redactor(opts, config, redact_here, state),
+                     targets, excludes, parallelism)
     if out:
         save(doc, out)
     _print_plan(doc, as_json, opts)
@@ -199,6 +260,269 @@ def show(opts: GlobalOptions, planfile, as_json, redact_here):
         doc = redact_values(doc, redactor.show)
     _print_plan(doc, as_json, opts)
     return errors.EXIT_ERROR if doc["summary"]["error"] else errors.EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# apply
+# --------------------------------------------------------------------------------------------
+def _is_plan_file(paths) -> bool:
+    from pathlib import Path
+
+    return (len(paths) == 1 and Path(paths[0]).is_file()
+            and Path(paths[0]).suffix.lower() not in (".yaml", ".yml"))
+
+
+def _confirm(question: str) -> None:
+    if not sys.stdin.isatty():
+        raise errors.UsageError("refusing to apply without a terminal to confirm: pass "
+                                "--auto-approve, or apply a reviewed plan file; nothing was written")
+    click.echo(f"{question}\n  Only 'yes' will be accepted to approve.\n")
+    if click.prompt("  Enter a value", default="", show_default=False).strip() != "yes":
+        raise errors.ReconcilerError("apply cancelled; nothing was written")
+
+
+def _print_report(doc, as_json: bool, opts: GlobalOptions) -> None:
+    from .render import render_report
+
+    if as_json:
+        import json
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_report(doc), nl=False)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--auto-approve", is_flag=True, help="Apply without asking (a saved plan never asks).")
+@click.option("--fail-fast", is_flag=True, help="Stop writing after the first image set fails.")
+@click.option("--parallelism", type=click.IntRange(1, 100), default=4, show_default=True,
+              help="Image sets in flight at once (updates are paced to the quota anyway).")
+@click.option("--lock-timeout", type=float, default=0.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for the state lock held by another run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the apply report as JSON.")
+@_redact_option
+@click.pass_obj
+def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, lock_timeout, as_json,
+          redact_here):
+    """Apply a saved plan exactly, or plan and apply after confirmation.
+
+    With PLANFILE (from `plan --out`) the reviewed payloads are sent as they are, each against
+    the version it was computed from; an image set that moved on in a way that changes the
+    reviewed change stops as stale. With spec PATHs (or none) it plans, shows the plan and asks.
+
+    \b
+    Examples:
+      reconciler apply plan.json
+      reconciler apply specs/ --auto-approve
+    """
+    from .applier import ApplyOptions
+    from .config import load_config
+    from .plans import load
+    from .runs import apply_plan, report_failed
+    from .specs import load_specs
+    from .states import State
+
+    config = load_config(opts.config_path)
+    saved = _is_plan_file(paths)
+    plan_doc = load(paths[0]) if saved else None
+    specs = load_specs([] if saved else list(paths), config)
+    backend = _backend(config)
+    with backend.lock("apply", timeout=lock_timeout):
+        state = backend.read() or State.new()
+        redactor = _redactor(opts, config, redact_here, state)
+        if not saved:
+            plan_doc = _make_plan(opts, config, specs, state, redactor, parallelism=parallelism)
+            if not as_json:
+                _print_plan(plan_doc, False, opts)
+            if plan_doc["summary"]["error"]:
+                return errors.EXIT_ERROR
+            if plan_doc["summary"]["update"] and not auto_approve:
+                _confirm("Do you want to perform these actions?")
+        doc = apply_plan(plan_doc, specs, _service(opts, config), backend, state,
+                         ApplyOptions(fail_fast=fail_fast, parallelism=parallelism), saved)
+    _print_report(doc, as_json, opts)
+    return errors.EXIT_ERROR if report_failed(doc) else errors.EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# drift
+# --------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the drift report as JSON.")
+@click.option("--parallelism", type=click.IntRange(1, 100), default=10, show_default=True)
+@_redact_option
+@click.pass_obj
+def drift(opts: GlobalOptions, paths, as_json, parallelism, redact_here):
+    """Compare live metadata with the state and the specs; exit 2 when anything drifted.
+
+    \b
+    Example:
+      reconciler drift --json > drift.json
+    """
+    import json
+
+    from .config import load_config
+    from .drift import detect, has_drift
+    from .render import render_drift
+    from .specs import load_specs
+    from .states import State
+
+    config = load_config(opts.config_path)
+    specs = load_specs(list(paths), config)
+    state = _backend(config).read() or State.new()
+    report = detect(_service(opts, config), state, specs, config.is_ignored,
+                    _redactor(opts, config, redact_here, state), parallelism)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_drift(report), nl=False)
+    return errors.EXIT_CHANGES if has_drift(report) else errors.EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# rollback
+# --------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("name")
+@click.option("--to-version", help="Revert to this version instead of the one before our apply.")
+@click.option("--image-set-id", help="Only this image set of the spec.")
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--lock-timeout", type=float, default=0.0, show_default=True, metavar="SECONDS")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def rollback(opts: GlobalOptions, name, to_version, image_set_id, auto_approve, lock_timeout,
+             as_json):
+    """Revert a spec's image sets to the version recorded before our last apply.
+
+    Sends revertToVersionId (a new version with the old content), waits, verifies, records.
+
+    \b
+    Example:
+      reconciler rollback ct-small --auto-approve
+    """
+    from .config import load_config
+    from .runs import RollbackOptions, report_failed
+    from .runs import rollback as do_rollback
+    from .states import State
+
+    config = load_config(opts.config_path)
+    backend = _backend(config)
+    with backend.lock("rollback", timeout=lock_timeout):
+        state = backend.read() or State.new()
+        records = [r for _, r in state.records(name)
+                   if image_set_id in (None, r.image_set_id)]
+        if records and not auto_approve:
+            for r in records:
+                click.echo(f"  image set {r.image_set_id}: revert to version "
+                           f"{to_version or r.version_before}")
+            _confirm(f"Roll back spec {name}?")
+        doc = do_rollback(name, _service(opts, config), backend, state,
+                          RollbackOptions(to_version=to_version, image_set_id=image_set_id))
+    _print_report(doc, as_json, opts)
+    return errors.EXIT_ERROR if report_failed(doc) else errors.EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# state
+# --------------------------------------------------------------------------------------------
+@cli.group()
+def state():
+    """Inspect the state, or break a stale lock."""
+
+
+@state.command("list")
+@click.pass_obj
+def state_list(opts: GlobalOptions):
+    """List the spec names and image sets in the state."""
+    from .config import load_config
+
+    backend = _backend(load_config(opts.config_path))
+    current = backend.read()
+    if current is None:
+        click.echo(f"No state at {backend.describe()}.")
+        return errors.EXIT_OK
+    for name, record in current.records():
+        click.echo(f"{name}\t{record.image_set_id}\tversion {record.version_after}\t"
+                   f"{record.last_operation} {record.applied_at}")
+    return errors.EXIT_OK
+
+
+@state.command("show")
+@click.argument("name")
+@click.pass_obj
+def state_show(opts: GlobalOptions, name):
+    """Show what the state records for one spec (ids, versions, times; hashes, never values)."""
+    import json
+
+    from .config import load_config
+
+    current = _backend(load_config(opts.config_path)).read()
+    records = current.records(name) if current else []
+    if not records:
+        raise errors.StateError(f"no spec named {name} in the state")
+    click.echo(json.dumps({n: {r.image_set_id: r.to_dict() for _, r in records}
+                           for n in {name}}, indent=2))
+    return errors.EXIT_OK
+
+
+@state.command("unlock")
+@click.option("--force", is_flag=True, help="Remove the lock even if a live run holds it.")
+@click.pass_obj
+def state_unlock(opts: GlobalOptions, force):
+    """Remove a lock left by a run that died."""
+    from .config import load_config
+
+    backend = _backend(load_config(opts.config_path))
+    holder = backend.unlock(force=force)
+    click.echo(f"Unlocked {backend.describe()}" + (f" (was held by {holder.describe()})"
+                                                    if holder else " (it was not locked)"))
+    return errors.EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# import
+# --------------------------------------------------------------------------------------------
+@cli.command("import")
+@click.option("--datastore-id", help="Data store (default: datastoreId of reconciler.yaml).")
+@click.option("--image-set-id", "image_set_ids", multiple=True, help="Image set; repeatable.")
+@click.option("--selector", "selectors", multiple=True, metavar="KEY=VALUE",
+              help="SearchImageSets EQUAL filter, e.g. DICOMStudyInstanceUID=1.2.3; repeatable.")
+@click.option("--level", "levels", default="Patient,Study", show_default=True,
+              help="Comma-separated levels to import: Patient, Study, Series, Instance.")
+@click.pass_obj
+def import_(opts: GlobalOptions, datastore_id, image_set_ids, selectors, levels):
+    """Write a starting spec (YAML on stdout) from live metadata; plan then shows no change.
+
+    \b
+    Example:
+      reconciler import --selector DICOMStudyInstanceUID=1.2.3 > specs/study.yaml
+    """
+    from .config import load_config
+    from .importer import import_specs
+
+    config = load_config(opts.config_path)
+    datastore_id = datastore_id or config.datastore_id
+    if not datastore_id:
+        raise errors.UsageError("--datastore-id is required (reconciler.yaml sets none)")
+    if bool(image_set_ids) == bool(selectors):
+        raise errors.UsageError("give --image-set-id or --selector (one of the two)")
+    hi = _service(opts, config)
+    ids = list(image_set_ids)
+    if selectors:
+        filters = []
+        for item in selectors:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise errors.UsageError(f"--selector expects KEY=VALUE, got {item!r}")
+            typed = value.lower() == "true" if key == "isPrimary" else value
+            filters.append({"operator": "EQUAL", "values": [{key: typed}]})
+        ids = sorted({s.image_set_id for s in hi.search_image_sets(datastore_id, filters=filters)})
+        if not ids:
+            raise errors.ReconcilerError("the selector matched no image set")
+    chosen = tuple(part.strip() for part in levels.split(",") if part.strip())
+    click.echo(import_specs(hi, config, datastore_id, ids, chosen), nl=False)
+    return errors.EXIT_OK
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,31 +580,8 @@ def emulator_serve(host, port, data_dir, seeds, quotas, time_scale, update_delay
 
 # --------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the group and turns every error into the documented exit code."""
-    try:
-        # Commands return their exit code (0, or 2 for "changes" / "drift"); non-standalone
-        # mode hands it back here instead of exiting.
-        result = cli.main(args=argv, prog_name="reconciler", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.Abort:
-        click.echo("Aborted.", err=True)
-        return errors.EXIT_ERROR
-    except click.ClickException as exc:  # usage errors: 1, not click's 2
-        exc.show()
-        return errors.EXIT_ERROR
-    except errors.SpecError as exc:
-        for diagnostic in exc.diagnostics:
-            click.echo(str(diagnostic), err=True)
-        click.echo(f"Error: {exc}", err=True)
-        return exc.exit_code
-    except errors.ReconcilerError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        return errors.exit_code_for(exc)
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        return 130
-    return result if isinstance(result, int) else errors.EXIT_OK
+    """Entry point: runs the group and returns the documented exit code."""
+    return cli.main(args=argv, prog_name="reconciler", standalone_mode=False)
 
 
 def run() -> None:

@@ -17,9 +17,11 @@ attributes under one is an :class:`ImageSetProblem`, not a change.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
@@ -218,3 +220,85 @@ def diff(desired: DesiredAttributes, metadata: dict[str, Any],
                                        series=suid, instance=sop,
                                        live_vrs=linst.get("DICOMVRs") or {}))
     return changes
+
+
+# -- the managed essence as comparable values (state hashes and drift) ----------------------
+_PATH = re.compile(r"^(?:(?P<level>Patient|Study)\.(?P<key>[^.\[\]]+)"
+                   r"|Series\[(?P<series>[^\]]+)\](?:\.Instances\[(?P<instance>[^\]]+)\])?"
+                   r"(?:\.(?P<skey>[^.\[\]]+))?)$")
+PRESENT = "<present>"
+
+
+def comparable(value: Any, vr: str | None) -> Any:
+    """The canonical form as plain JSON data (tuples → lists, numbers → strings), so that it
+    can be hashed; ``None`` stays ``None`` (absent)."""
+    if value is None:
+        return None
+    return json.loads(json.dumps(canonical(value, vr), default=str))
+
+
+def desired_values(desired: DesiredAttributes) -> dict[str, Any]:
+    """Path → comparable desired value (``None``: must be absent), for every managed path."""
+    values: dict[str, Any] = {}
+
+    def put(prefix: str, attributes: dict[str, Attribute]) -> None:
+        for key, attr in attributes.items():
+            values[f"{prefix}.{key}"] = None if attr.absent else comparable(attr.value, attr.vr)
+
+    put(PATIENT, desired.patient)
+    put(STUDY, desired.study)
+    for suid, series in desired.series.items():
+        base = f"{SERIES}[{suid}]"
+        if series.absent:
+            values[base] = None
+            continue
+        put(base, series.attributes)
+        for sop, inst in series.instances.items():
+            ibase = f"{base}.Instances[{sop}]"
+            if inst.absent:
+                values[ibase] = None
+            else:
+                put(ibase, inst.attributes)
+    return values
+
+
+def resolve(path: str, metadata: dict[str, Any]) -> tuple[bool, Any, str | None]:
+    """``(present, raw value, VR)`` at a managed path of a metadata document. For a series or
+    instance path the value is :data:`PRESENT`; the VR is the dictionary's, or for a private
+    element the one HealthImaging recorded in ``DICOMVRs``."""
+    match = _PATH.match(path)
+    if not match:
+        raise ValueError(f"not a managed attribute path: {path}")
+    if match["level"]:
+        node = _dicom(metadata.get(match["level"]))
+        key = match["key"]
+        return key in node, node.get(key), vr_for_keyword(key)
+    study = metadata.get("Study") if isinstance(metadata.get("Study"), dict) else {}
+    all_series = study.get("Series") if isinstance(study.get("Series"), dict) else {}
+    node, vrs = all_series.get(match["series"]), {}
+    if node is not None and match["instance"]:
+        instances = node.get("Instances") if isinstance(node.get("Instances"), dict) else {}
+        node = instances.get(match["instance"])
+        vrs = (node or {}).get("DICOMVRs") or {}
+    if node is None:
+        return False, None, None
+    key = match["skey"]
+    if key is None:
+        return True, PRESENT, None
+    dicom = _dicom(node)
+    return key in dicom, dicom.get(key), vrs.get(key) or vr_for_keyword(key)
+
+
+def live_values(paths: Iterable[str], metadata: dict[str, Any]) -> dict[str, Any]:
+    """Path → comparable live value at each managed path (``None``: absent; present-but-empty
+    compares as the empty value, never as absent)."""
+    values: dict[str, Any] = {}
+    for path in paths:
+        present, value, vr = resolve(path, metadata)
+        if not present:
+            values[path] = None
+        elif value == PRESENT:
+            values[path] = PRESENT
+        else:
+            values[path] = comparable("" if value is None else value, vr)
+    return values

@@ -138,8 +138,7 @@ def change_entry(change: Change, redactor: Redactor) -> dict[str, Any]:
 
 
 def plan_entry(assignment: Assignment, version_id: str | None, changes: list[Change],
-               redactor: Redactor, error: str | None = None,
-               state_serial: int | None = None) -> dict[str, Any]:
+               redactor: Redactor, error: str | None = None) -> dict[str, Any]:
     spec = assignment.spec
     requests = [] if error else build_requests(
         changes, force=spec.force, include_study_image_sets=spec.include_study_image_sets)
@@ -151,7 +150,7 @@ def plan_entry(assignment: Assignment, version_id: str | None, changes: list[Cha
         (plans.ACTION_UPDATE if changes else plans.ACTION_NOOP),
         "force": bool(spec.force and any(r.force for r in requests)),
         "include_study_image_sets": spec.include_study_image_sets,
-        "state_serial": state_serial,
+        "state_serial": None,  # filled in by plan_one from the state
         "changes": [change_entry(c, redactor) for c in changes],
         "before_digest": before_digest(changes) if changes else None,
         "requests": [r.to_json() for r in requests],
@@ -159,8 +158,19 @@ def plan_entry(assignment: Assignment, version_id: str | None, changes: list[Cha
     }
 
 
+StateSerial = Callable[[str, str], "int | None"]  # (spec, image set) → serial of its record
+
+
 def plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
-             options: PlanOptions) -> dict[str, Any]:
+             options: PlanOptions, state_serial: StateSerial | None = None) -> dict[str, Any]:
+    serial = state_serial(assignment.spec.name, assignment.image_set_id) if state_serial else None
+    entry = _plan_one(hi, assignment, redactor, options)
+    entry["state_serial"] = serial
+    return entry
+
+
+def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
+              options: PlanOptions) -> dict[str, Any]:
     image_set_id = assignment.image_set_id
     try:
         image_set, metadata = read_pinned(hi, assignment.datastore_id, image_set_id, options)
@@ -185,7 +195,8 @@ def plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
 def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
               default_datastore: str | None, options: PlanOptions | None = None,
               check_overlaps: Callable[[list[tuple[Spec, str, str]]], list] | None = None,
-              lineage: str | None = None, serial: int | None = None) -> dict[str, Any]:
+              lineage: str | None = None, serial: int | None = None,
+              state_serial: StateSerial | None = None) -> dict[str, Any]:
     """The whole plan document. Raises :class:`errors.SpecError` when, after selectors are
     resolved, two specs manage the same attribute of one image set."""
     options = options or PlanOptions()
@@ -196,5 +207,6 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
             raise errors.SpecError(problems)
     log.debug("planning %d image sets with parallelism %d", len(assignments), options.parallelism)
     with ThreadPoolExecutor(max_workers=max(1, options.parallelism)) as pool:
-        entries = list(pool.map(lambda a: plan_one(hi, a, redactor, options), assignments))
+        entries = list(pool.map(lambda a: plan_one(hi, a, redactor, options, state_serial),
+                                assignments))
     return plans.new_plan(entries, redacted=redactor.enabled, lineage=lineage, serial=serial)

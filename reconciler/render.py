@@ -118,3 +118,47 @@ def render_plan(doc: dict[str, Any], color: bool = False) -> str:
 
 def render_json(doc: dict[str, Any]) -> str:
     return json.dumps(plans.public_view(doc), indent=2, ensure_ascii=False) + "\n"
+
+
+# -- apply / rollback reports ------------------------------------------------------------------
+REPORT_ORDER = ("applied", "unchanged", "stale", "failed", "skipped", "missing")
+
+
+def render_report(doc: dict[str, Any]) -> str:
+    """One line per image set (status, spec, id, versions, reason), then the counts."""
+    lines = []
+    for item in doc["image_sets"]:
+        versions = ""
+        if item["version_after"] and item["version_after"] != item["version_before"]:
+            versions = f" version {item['version_before']} -> {item['version_after']}"
+        elif item["version_after"]:
+            versions = f" version {item['version_after']}"
+        reason = f": {item['reason']}" if item["reason"] else ""
+        lines.append(f"  {item['status']:<9} {item['spec']}: image set "
+                     f"{item['image_set_id']}{versions}{reason}")
+    counts = doc["summary"]
+    done = ", ".join(f"{counts[k]} {k}" for k in REPORT_ORDER if counts[k])
+    verb = doc["operation"].capitalize()
+    lines.append(f"{verb} complete: {done or 'nothing to do'}." if not (
+        counts["failed"] or counts["stale"] or counts["missing"] or counts["skipped"])
+        else f"{verb} finished with problems: {done}.")
+    return "\n".join(lines) + "\n"
+
+
+# -- drift ---------------------------------------------------------------------------------------
+def render_drift(doc: dict[str, Any]) -> str:
+    lines = []
+    for item in doc["image_sets"]:
+        where = f"image set {item['image_set_id']}" if item["image_set_id"] else "(no image set)"
+        reason = f" ({item['reason']})" if item["reason"] else ""
+        lines.append(f"  {item['status']:<17} {item['spec']}: {where}{reason}")
+        for attr in item["attributes"]:
+            mark = "ignored" if attr["ignored"] else "drifted"
+            lines.append(f"      {mark}: {attr['path']} is now {format_value(attr['live'])}")
+    s = doc["summary"]
+    lines.append(f"Drift: {s['drifted']} drifted, {s['missing']} missing, "
+                 f"{s['changed-elsewhere']} changed elsewhere, {s['in-sync']} in sync, "
+                 f"{s['not-applied']} not applied.")
+    if doc.get("redacted"):
+        lines.append("Values of PS3.15 Basic Profile attributes are redacted (--no-redact shows them).")
+    return "\n".join(lines) + "\n"

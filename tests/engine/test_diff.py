@@ -121,3 +121,21 @@ def test_empty_string_is_sent_as_null_and_multi_values_need_force():
         series={SERIES: {"SoftwareVersions": ["A", "B"]}}), SAMPLE)}
     assert changes["Study.StudyDescription"].after is None
     assert changes[f"Series[{SERIES}].SoftwareVersions"].needs_force
+
+
+def test_desired_and_live_values_agree_exactly_when_the_diff_is_empty():
+    from reconciler.diff import desired_values, live_values
+
+    wanted = desired(patient={"PatientName": "MISTER^CR^^", "PatientSex": ""},
+                     study={"StudyDescription": "pelvis ", "StudyID": None},
+                     series={SERIES: {"SeriesNumber": "01",
+                                      "Instances": {SOP: {"00191013": {"vr": "LO",
+                                                                       "value": "RP1KT"}}}},
+                             "9.9.9": None})
+    want = desired_values(wanted)
+    live = live_values(want, SAMPLE)
+    assert diff(wanted, SAMPLE) == [c for c in diff(wanted, SAMPLE) if c.path == "Study.StudyID"]
+    assert {p for p in want if want[p] != live[p]} == {"Study.StudyID"}  # null present ≠ absent
+    assert live["Series[9.9.9]"] is None
+    assert live[f"Series[{SERIES}].Instances[{SOP}].00191013"] == want[
+        f"Series[{SERIES}].Instances[{SOP}].00191013"]

@@ -1,0 +1,266 @@
+"""apply: send reviewed requests with optimistic concurrency, wait, verify, record.
+
+For each image set of a plan (product.md §4):
+
+* each request goes with ``latestVersionId`` = the version its payload was computed from;
+* on ``ConflictException`` (or a 500 / timeout, after which a write may have landed behind
+  our back) the image set is re-read and re-diffed against its spec, then:
+  - the desired state is already there → success with no write;
+  - with a saved plan, a re-diff that differs from the reviewed one (payloads or before
+    values) → **stale**: nothing unreviewed is written;
+  - otherwise the (identical, or freshly planned) payload is sent against the new version;
+* updates are asynchronous: the new version is polled until it leaves ``LOCKED``; it must end
+  ``UPDATED`` (``UPDATE_FAILED`` reports the service's message); then the metadata of that
+  version is read again and the managed attributes must match the spec;
+* independent image sets go on after one fails, unless ``fail_fast``; ``AccessDenied`` and
+  ``ServiceQuotaExceeded`` stop every further write.
+
+The applier knows nothing of the state: after each image set it calls ``on_result``, which the
+caller uses to save the state at once (so a crash loses nothing already applied).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import errors
+from .diff import Change, ImageSetProblem, diff
+from .model import Spec
+from .payloads import Request, build_requests
+from .planner import PlanOptions, before_digest, read_pinned
+from .service import UPDATE_FAILED, UPDATED, HealthImaging
+
+log = logging.getLogger(__name__)
+
+APPLIED, UNCHANGED, STALE, FAILED, SKIPPED, MISSING = (
+    "applied", "unchanged", "stale", "failed", "skipped", "missing")
+
+
+@dataclass
+class ApplyOptions:
+    saved_plan: bool = True          # a reviewed plan: never write what differs from it
+    fail_fast: bool = False
+    parallelism: int = 4
+    max_attempts: int = 5            # re-read / re-diff rounds per image set
+    wait_timeout: float = 600.0      # seconds for one update to leave LOCKED
+    poll_interval: float = 0.2
+    backoff_base: float = 0.5
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass
+class Outcome:
+    """What happened to one image set; the report and the state are made from it."""
+
+    spec: str
+    datastore_id: str
+    image_set_id: str
+    status: str
+    reason: str = ""
+    version_before: str | None = None      # the version our first write was pinned to
+    version_after: str | None = None       # the verified version holding the desired state
+    writes: int = 0
+    response: dict[str, Any] = field(default_factory=dict)   # last UpdateImageSetMetadata answer
+
+
+def flatten(payload: str | None, kind: str) -> set[tuple[str, str, str]]:
+    """The leaves of a request document as ``(kind, path, canonical JSON value)``; an empty
+    series / instance object is itself a leaf (a whole removal)."""
+    if not payload:
+        return set()
+    items: set[tuple[str, str, str]] = set()
+
+    def walk(node: Any, path: str, parent: str) -> None:
+        if parent in ("DICOM", "DICOMVRs") or not isinstance(node, dict) or not node:
+            items.add((kind, path, json.dumps(node, sort_keys=True)))
+            return
+        for key, value in node.items():
+            if key != "SchemaVersion":
+                walk(value, f"{path}/{key}", path.rsplit("/", 1)[-1])
+
+    walk(json.loads(payload), "", "")
+    return items
+
+
+class _Stop(Exception):
+    """Stop this image set with an outcome (stale, failed, missing)."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+class Applier:
+    def __init__(self, hi: HealthImaging, options: ApplyOptions | None = None):
+        self.hi = hi
+        self.options = options or ApplyOptions()
+        self._halt = threading.Event()     # AccessDenied / quota / fail-fast: no more writes
+        self._halt_reason = ""
+
+    # -- one image set -------------------------------------------------------------------------
+    def _wait(self, ds: str, image_set_id: str, version: str) -> dict[str, Any]:
+        """Poll *our* version until it leaves LOCKED; require UPDATED."""
+        deadline = time.monotonic() + self.options.wait_timeout
+        delay = self.options.poll_interval
+        while True:
+            image_set = self.hi.get_image_set(ds, image_set_id, version)
+            if not image_set.locked:
+                break
+            if time.monotonic() >= deadline:
+                raise _Stop(FAILED, f"version {version} stayed LOCKED for more than "
+                                    f"{self.options.wait_timeout:.0f}s")
+            self.options.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+        if image_set.workflow_status == UPDATE_FAILED:
+            raise _Stop(FAILED, f"UPDATE_FAILED: {image_set.message or 'no message'}")
+        if image_set.workflow_status != UPDATED:
+            raise _Stop(FAILED, f"version {version} ended {image_set.state}/"
+                                f"{image_set.workflow_status}, not UPDATED")
+        return {"imageSetState": image_set.state, "imageSetWorkflowStatus": image_set.workflow_status,
+                "message": image_set.message}
+
+    def _reread(self, spec: Spec, ds: str, image_set_id: str) -> tuple[str, list[Change]]:
+        image_set, metadata = read_pinned(self.hi, ds, image_set_id,
+                                          PlanOptions(lock_wait=self.options.wait_timeout,
+                                                      sleep=self.options.sleep))
+        return image_set.version_id, diff(spec.attributes, metadata, image_set_id)
+
+    def _send(self, ds: str, image_set_id: str, version: str, request: Request):
+        return self.hi.update_metadata(
+            ds, image_set_id, version, updatable=request.updatable, removable=request.removable,
+            force=request.force, include_study_image_sets=request.include_study_image_sets)
+
+    def _acceptable(self, fresh: list[Request], changes: list[Change], entry: dict[str, Any],
+                    writes: int) -> bool:
+        """May ``fresh`` be sent under a saved plan? Before any write: only if it is exactly
+        the reviewed change (same payloads, same before values). In the middle of a split
+        sequence: only if every change it carries was in a reviewed payload."""
+        if not self.options.saved_plan:
+            return True
+        if writes == 0:
+            return ([r.to_json() for r in fresh] == entry["requests"]
+                    and before_digest(changes) == entry["before_digest"])
+        reviewed = set()
+        for request in entry["requests"]:
+            reviewed |= flatten(request.get("updatableAttributes"), "set")
+            reviewed |= flatten(request.get("removableAttributes"), "remove")
+        return all(item in reviewed for r in fresh
+                   for item in flatten(r.updatable, "set") | flatten(r.removable, "remove"))
+
+    def apply_one(self, entry: dict[str, Any], spec: Spec) -> Outcome:
+        ds, image_set_id = entry["datastore_id"], entry["image_set_id"]
+        version = entry["version_id"]
+        outcome = Outcome(entry["spec"], ds, image_set_id, FAILED, version_before=version)
+        requests = [Request.from_json(r) for r in entry["requests"]]
+        if not requests:
+            outcome.status, outcome.version_after = UNCHANGED, version
+            return outcome
+        attempt = 0
+        try:
+            while requests:
+                if self._halt.is_set():
+                    raise _Stop(SKIPPED, f"not attempted: {self._halt_reason}")
+                try:
+                    result = self._send(ds, image_set_id, version, requests[0])
+                except (errors.ConflictError, errors.InternalServerError, errors.EndpointError,
+                        errors.ThrottlingError) as exc:
+                    attempt += 1
+                    if attempt >= self.options.max_attempts:
+                        raise _Stop(FAILED, f"gave up after {attempt} attempts: {exc}") from exc
+                    self.options.sleep(self.options.backoff_base * (2 ** (attempt - 1))
+                                       * (0.5 + random.random()))
+                    if isinstance(exc, errors.ThrottlingError):
+                        continue  # refused, not accepted: same payload, same version
+                    # The version moved on, or our write may have landed: re-read, re-diff.
+                    version, changes = self._reread(spec, ds, image_set_id)
+                    if not changes:
+                        outcome.version_after = version
+                        outcome.status = APPLIED if outcome.writes else UNCHANGED
+                        outcome.reason = "the desired state is already there"
+                        return outcome
+                    fresh = build_requests(changes, force=spec.force,
+                                           include_study_image_sets=spec.include_study_image_sets)
+                    if not self._acceptable(fresh, changes, entry, outcome.writes):
+                        raise _Stop(STALE, f"the image set moved to version {version} and the "
+                                           f"change now differs from the reviewed plan; plan "
+                                           f"again")
+                    requests = fresh
+                    continue
+                outcome.writes += 1
+                outcome.response = {
+                    "latestVersionId": result.latest_version_id,
+                    "imageSetState": result.state,
+                    "imageSetWorkflowStatus": result.workflow_status,
+                    "message": result.message,
+                    "createdAt": result.created_at.isoformat() if result.created_at else None,
+                    "updatedAt": result.updated_at.isoformat() if result.updated_at else None,
+                }
+                outcome.response.update(self._wait(ds, image_set_id, result.latest_version_id))
+                version = result.latest_version_id
+                requests = requests[1:]
+            # every request landed: verify the managed attributes on the version we made
+            metadata = self.hi.get_metadata(ds, image_set_id, version)
+            left = diff(spec.attributes, metadata, image_set_id)
+            del metadata
+            if left:
+                raise _Stop(FAILED, f"verification failed: {len(left)} managed attribute(s) "
+                                    f"differ on version {version}: "
+                                    + ", ".join(c.path for c in left[:5]))
+            outcome.status, outcome.version_after = APPLIED, version
+        except _Stop as stop:
+            outcome.status, outcome.reason = stop.status, stop.reason
+        except ImageSetProblem as exc:
+            outcome.status, outcome.reason = FAILED, str(exc)
+        except errors.NotFoundError as exc:
+            outcome.status, outcome.reason = MISSING, f"image set not found: {exc.message}"
+        except errors.ServiceValidationError as exc:
+            outcome.status, outcome.reason = FAILED, f"ValidationException: {exc.message}"
+        except (errors.AccessDeniedError, errors.QuotaExceededError) as exc:
+            self.halt(f"{exc.code} on an earlier image set")
+            outcome.status, outcome.reason = FAILED, str(exc)
+        except errors.ServiceError as exc:
+            outcome.status, outcome.reason = FAILED, str(exc)
+        return outcome
+
+    def halt(self, reason: str) -> None:
+        if not self._halt.is_set():
+            self._halt_reason = reason
+            self._halt.set()
+
+    # -- the whole plan ------------------------------------------------------------------------
+    def apply(self, plan: dict[str, Any], specs: dict[str, Spec],
+              on_result: Callable[[Outcome, Spec], None] | None = None,
+              skip: dict[str, str] | None = None) -> list[Outcome]:
+        """Apply every entry of ``plan``; ``skip`` maps image set ids to a reason they must not
+        be touched (stale against the state). ``on_result`` runs once per image set, in the
+        worker thread, as soon as it is done."""
+        skip = skip or {}
+        lock = threading.Lock()
+
+        def one(entry: dict[str, Any]) -> Outcome:
+            spec = specs[entry["spec"]]
+            if entry["image_set_id"] in skip:
+                outcome = Outcome(entry["spec"], entry["datastore_id"], entry["image_set_id"],
+                                  STALE, skip[entry["image_set_id"]],
+                                  version_before=entry["version_id"])
+            elif entry["action"] == "error":
+                outcome = Outcome(entry["spec"], entry["datastore_id"], entry["image_set_id"],
+                                  FAILED, f"not planned: {entry['error']}")
+            else:
+                outcome = self.apply_one(entry, spec)
+            if outcome.status in (FAILED, STALE, MISSING) and self.options.fail_fast:
+                self.halt(f"--fail-fast after {entry['spec']} ({outcome.status})")
+            if on_result is not None:
+                with lock:
+                    on_result(outcome, spec)
+            return outcome
+
+        with ThreadPoolExecutor(max_workers=max(1, self.options.parallelism)) as pool:
+            return list(pool.map(one, plan["image_sets"]))

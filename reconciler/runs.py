@@ -1,0 +1,179 @@
+"""The commands that write: apply and rollback, around the state and its lock.
+
+Each function here is one engine call of a CLI command: it takes the loaded config, specs and
+client, holds the state lock for the whole run, and saves the state after **every** image set
+(atomically, by the backend), so a failure half way loses nothing already done and a re-run
+converges. It returns a report document; rendering is the caller's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from . import __version__, errors, plans
+from .applier import (APPLIED, FAILED, MISSING, SKIPPED, STALE, UNCHANGED, Applier, ApplyOptions,
+                      Outcome)
+from .diff import desired_values, live_values
+from .model import Spec
+from .service import UPDATED, HealthImaging
+from .states import OP_APPLY, OP_ROLLBACK, ImageSetRecord, State, StateBackend
+
+REPORT_FORMAT = "1"
+
+
+def record_for(state: State, spec: Spec, outcome: Outcome) -> ImageSetRecord:
+    return ImageSetRecord(
+        datastore_id=outcome.datastore_id, image_set_id=outcome.image_set_id,
+        version_before=outcome.version_before or outcome.version_after,
+        version_after=outcome.version_after, spec_digest=spec.digest,
+        hashes=state.hash_values(desired_values(spec.attributes)), last_operation=OP_APPLY)
+
+
+def state_serials(state: State) -> Callable[[str, str], int | None]:
+    def serial(spec: str, image_set_id: str) -> int | None:
+        record = state.get(spec, image_set_id)
+        return record.serial if record else None
+    return serial
+
+
+def stale_entries(plan: dict[str, Any], state: State, specs: dict[str, Spec]) -> dict[str, str]:
+    """Image sets of a saved plan that must not be applied, with why (Terraform refuses a plan
+    whose state moved; here it is per image set, so unrelated applies do not block a plan)."""
+    stale: dict[str, str] = {}
+    for entry in plan["image_sets"]:
+        image_set_id, name = entry["image_set_id"], entry["spec"]
+        spec = specs.get(name)
+        record = state.get(name, image_set_id) if image_set_id else None
+        if spec is None:
+            stale[image_set_id] = f"spec {name} is no longer in the specs"
+        elif spec.digest != entry["spec_digest"]:
+            stale[image_set_id] = f"spec {name} changed since the plan was made"
+        elif (record.serial if record else None) != entry["state_serial"]:
+            stale[image_set_id] = "the state of this image set changed since the plan was made"
+    return stale
+
+
+def check_plan_lineage(plan: dict[str, Any], state: State) -> None:
+    lineage = plan["state"]["lineage"]
+    if lineage is not None and lineage != state.lineage:
+        raise errors.StalePlanError(
+            f"the plan was made against another state (lineage {lineage}, the state is "
+            f"{state.lineage}); plan again")
+    if not plans.is_applicable(plan):
+        raise errors.PlanFileError("this plan was printed with redaction and holds no "
+                                   "payloads; save one with plan --out")
+
+
+def report(outcomes: list[Outcome], operation: str) -> dict[str, Any]:
+    counts = {s: sum(1 for o in outcomes if o.status == s)
+              for s in (APPLIED, UNCHANGED, STALE, FAILED, SKIPPED, MISSING)}
+    return {
+        "format_version": REPORT_FORMAT, "reconciler_version": __version__,
+        "operation": operation,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "summary": counts,
+        "image_sets": [{
+            "spec": o.spec, "datastore_id": o.datastore_id, "image_set_id": o.image_set_id,
+            "status": o.status, "reason": o.reason or None, "version_before": o.version_before,
+            "version_after": o.version_after, "writes": o.writes, "response": o.response or None,
+        } for o in outcomes],
+    }
+
+
+def report_failed(doc: dict[str, Any]) -> bool:
+    s = doc["summary"]
+    return bool(s[FAILED] or s[STALE] or s[MISSING] or s[SKIPPED])
+
+
+def apply_plan(plan: dict[str, Any], specs: list[Spec], hi: HealthImaging, backend: StateBackend,
+               state: State, options: ApplyOptions, saved: bool) -> dict[str, Any]:
+    """Apply ``plan`` under a lock the caller holds; save the state after each image set."""
+    by_name = {s.name: s for s in specs}
+    skip: dict[str, str] = {}
+    if saved:
+        check_plan_lineage(plan, state)
+        skip = stale_entries(plan, state, by_name)
+
+    def save(outcome: Outcome, spec: Spec) -> None:
+        if outcome.status in (APPLIED, UNCHANGED) and outcome.version_after:
+            state.put(spec.name, record_for(state, spec, outcome))
+            backend.write(state)
+
+    options.saved_plan = saved
+    outcomes = Applier(hi, options).apply(plan, by_name, on_result=save, skip=skip)
+    return report(outcomes, "apply")
+
+
+@dataclass
+class RollbackOptions:
+    to_version: str | None = None
+    image_set_id: str | None = None
+    wait_timeout: float = 600.0
+    poll_interval: float = 0.2
+    sleep: Callable[[float], None] = time.sleep
+
+
+def rollback(name: str, hi: HealthImaging, backend: StateBackend, state: State,
+             options: RollbackOptions) -> dict[str, Any]:
+    """Revert each image set of spec ``name`` to the version recorded before our last apply
+    (or ``to_version``) with ``revertToVersionId``, wait, verify, record."""
+    records = [r for _, r in state.records(name)
+               if options.image_set_id in (None, r.image_set_id)]
+    if not records:
+        raise errors.StateError(f"no image set of spec {name} is recorded in the state"
+                                + (f" with id {options.image_set_id}" if options.image_set_id else ""))
+    outcomes = []
+    for record in records:
+        target = options.to_version or record.version_before
+        outcome = Outcome(name, record.datastore_id, record.image_set_id, FAILED)
+        try:
+            live = hi.get_image_set(record.datastore_id, record.image_set_id)
+            outcome.version_before = live.version_id
+            if live.locked:
+                raise errors.ConflictError(f"image set {record.image_set_id} is LOCKED")
+            result = hi.update_metadata(record.datastore_id, record.image_set_id, live.version_id,
+                                        revert_to_version_id=target)
+            outcome.writes = 1
+            deadline = time.monotonic() + options.wait_timeout
+            while True:
+                image_set = hi.get_image_set(record.datastore_id, record.image_set_id,
+                                             result.latest_version_id)
+                if not image_set.locked or time.monotonic() > deadline:
+                    break
+                options.sleep(options.poll_interval)
+            outcome.response = {"latestVersionId": result.latest_version_id,
+                                "imageSetState": image_set.state,
+                                "imageSetWorkflowStatus": image_set.workflow_status,
+                                "message": image_set.message}
+            if image_set.locked or image_set.workflow_status != UPDATED:
+                raise errors.ServiceError(
+                    f"revert ended {image_set.state}/{image_set.workflow_status}: "
+                    f"{image_set.message or 'no message'}")
+            reverted = hi.get_metadata(record.datastore_id, record.image_set_id,
+                                       result.latest_version_id)
+            wanted = hi.get_metadata(record.datastore_id, record.image_set_id, target)
+            for doc in (reverted, wanted):
+                for key in ("DatastoreID", "ImageSetID", "SchemaVersion"):
+                    doc.pop(key, None)
+            if reverted != wanted:
+                raise errors.ServiceError(f"verification failed: version "
+                                          f"{result.latest_version_id} does not equal version "
+                                          f"{target}")
+            live_now = live_values(record.hashes, reverted)
+            state.put(name, ImageSetRecord(
+                datastore_id=record.datastore_id, image_set_id=record.image_set_id,
+                version_before=live.version_id, version_after=result.latest_version_id,
+                spec_digest=record.spec_digest, hashes=state.hash_values(live_now),
+                last_operation=OP_ROLLBACK))
+            backend.write(state)
+            outcome.status, outcome.version_after = APPLIED, result.latest_version_id
+            outcome.reason = f"reverted to the content of version {target}"
+        except errors.NotFoundError as exc:
+            outcome.status, outcome.reason = MISSING, str(exc)
+        except errors.ServiceError as exc:
+            outcome.reason = str(exc)
+        outcomes.append(outcome)
+    return report(outcomes, "rollback")
