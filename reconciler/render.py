@@ -14,7 +14,8 @@ from typing import Any
 from . import plans
 
 SYMBOL = {"add": "+", "update": "~", "remove": "-", "remove-series": "-", "remove-instance": "-"}
-COLOR = {"+": "green", "~": "yellow", "-": "red"}
+ANSI = {"+": "\x1b[32m", "~": "\x1b[33m", "-": "\x1b[31m"}   # green, yellow, red
+RESET = "\x1b[0m"
 
 
 def _plural(n: int, one: str, many: str) -> str:
@@ -58,10 +59,9 @@ def _change_line(change: dict[str, Any]) -> str:
 
 
 def _style(text: str, symbol: str, color: bool) -> str:
-    if not color or symbol not in COLOR:
+    if not color or symbol not in ANSI:
         return text
-    import click  # only for styling; rendering stays testable without a terminal
-    return click.style(text, fg=COLOR[symbol])
+    return f"{ANSI[symbol]}{text}{RESET}"
 
 
 def render_entry(entry: dict[str, Any], color: bool = False) -> list[str]:
