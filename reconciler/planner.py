@@ -29,6 +29,7 @@ from . import errors, plans
 from .diff import Change, ImageSetProblem, diff
 from .model import Spec
 from .payloads import PayloadTooLarge, build_requests
+from .progress import Progress
 from .redact import Redactor
 from .service import DELETED, HealthImaging, ImageSet
 
@@ -49,6 +50,7 @@ class PlanOptions:
     lock_wait: float = 300.0        # seconds to wait for a LOCKED image set
     poll_interval: float = 1.0
     sleep: Callable[[float], None] = time.sleep
+    progress: bool | None = None    # None: on when stderr is a terminal
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,15 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
         if problems:
             raise errors.SpecError(problems)
     log.debug("planning %d image sets with parallelism %d", len(assignments), options.parallelism)
+    progress = Progress("plan", len(assignments), enabled=options.progress,
+                        throttles=getattr(getattr(hi, "pacer", None), "throttle_count", None))
+
+    def one(assignment: Assignment) -> dict[str, Any]:
+        entry = plan_one(hi, assignment, redactor, options, state_serial)
+        progress.step()
+        return entry
+
     with ThreadPoolExecutor(max_workers=max(1, options.parallelism)) as pool:
-        entries = list(pool.map(lambda a: plan_one(hi, a, redactor, options, state_serial),
-                                assignments))
+        entries = list(pool.map(one, assignments))
+    progress.close()
     return plans.new_plan(entries, redacted=redactor.enabled, lineage=lineage, serial=serial)
