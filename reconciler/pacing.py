@@ -87,8 +87,10 @@ class Pacer:
                     return waited
                 now = self._clock()
                 self._refill(bucket, now)
-                if bucket.tokens >= 1.0:
-                    bucket.tokens -= 1.0
+                # A hair under one token is one token: refills are float sums, and waiting for
+                # the last 1e-16 would spin on a clock too coarse to move.
+                if bucket.tokens >= 1.0 - 1e-9:
+                    bucket.tokens = max(0.0, bucket.tokens - 1.0)
                     return waited
                 delay = (1.0 - bucket.tokens) / bucket.rate
             self._sleep(delay)
