@@ -1,0 +1,92 @@
+"""No patient data where product.md says it must not be: seed known PHI, run every command
+(with --verbose logging, in CI mode, and through error paths), and scan stdout, stderr, the
+saved plan and the state file for every value the specs and the live metadata hold."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+# Values the live metadata holds (from the bundled DICOM files) and values the specs declare.
+LIVE_PHI = sorted({str(pydicom.dcmread(f, stop_before_pixels=True).get(k))
+                   for f in (EXAMPLES / "dicom").glob("*.dcm")
+                   for k in ("PatientName", "PatientID", "ReferringPhysicianName",
+                             "InstitutionName")} - {"None", ""})
+SPEC_PHI = ["DOE^JANE", "19700101", "ACC-0042", "ANON^0001", "ANON0001", "CT CHEST",
+            "NM WHOLE BODY BONE", "AXIAL 5mm"]
+
+
+def _values_in(text: str, values) -> list[str]:
+    return [v for v in values if len(v) >= 4 and v in text]
+
+
+@pytest.fixture
+def project(emulator, tmp_path):
+    shutil.copytree(EXAMPLES / "specs", tmp_path / "specs")
+    (tmp_path / "reconciler.yaml").write_text(
+        f"datastoreId: {emulator.datastore_id}\nspecs: [specs]\n"
+        "quotas: {UpdateImageSetMetadata: 100}\n")
+    return tmp_path
+
+
+def _run(emulator, project, *args, ci=True):
+    env = dict(os.environ, AWS_ENDPOINT_URL_MEDICAL_IMAGING=emulator.url)
+    env.pop("CI", None)
+    if ci:
+        env["CI"] = "true"
+    return subprocess.run([sys.executable, "-m", "reconciler", "--verbose", *args], cwd=project,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_no_phi_in_output_logs_or_state_across_every_command(emulator, project):
+    assert LIVE_PHI, "the bundled data must hold patient names to scan for"
+    outputs = []
+    for args in (["validate"], ["plan"], ["plan", "--json"], ["plan", "--out", "plan.json"],
+                 ["show", "plan.json"], ["show", "plan.json", "--json"],
+                 ["apply", "plan.json"], ["drift"], ["drift", "--json"],
+                 ["state", "list"], ["state", "show", "ct-small"],
+                 ["rollback", "ct-small", "--auto-approve"], ["apply", "--auto-approve"],
+                 ["drift", "--json"]):
+        result = _run(emulator, project, *args)
+        assert result.returncode in (0, 2), (args, result.stderr)
+        outputs.append((args, result.stdout, result.stderr))
+    # error paths: a bad spec, a stale plan, an unreachable endpoint
+    (project / "specs" / "bad.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: ImageSetMetadata\nmetadata: {name: bad}\n"
+        "target: {imageSetId: " + "a" * 32 + "}\n"
+        "attributes:\n  Patient: {PatientName: 'SECRET^PATIENT', PatientBirthDate: '19991399'}\n")
+    bad = _run(emulator, project, "plan")
+    assert bad.returncode == 1
+    outputs.append((["plan", "bad"], bad.stdout, bad.stderr))
+    assert "SECRET" not in bad.stdout + bad.stderr and "19991399" not in bad.stdout + bad.stderr
+    for args, out, err in outputs:
+        assert _values_in(out, LIVE_PHI + SPEC_PHI) == [], (args, "stdout")
+        assert _values_in(err, LIVE_PHI + SPEC_PHI) == [], (args, "stderr")
+    state = (project / ".reconciler" / "state.json").read_text()
+    assert _values_in(state, LIVE_PHI + SPEC_PHI + ["SECRET^PATIENT"]) == []
+    # The saved plan must carry its payloads (new values, and the current value of what it
+    # removes: HealthImaging requires it), but nothing else: not the values it replaces.
+    plan = json.loads((project / "plan.json").read_text())
+    payloads = "".join(r["updatableAttributes"] or "" for e in plan["image_sets"]
+                       for r in e["requests"]) + "".join(
+        r["removableAttributes"] or "" for e in plan["image_sets"] for r in e["requests"])
+    without_payloads = json.dumps({**plan, "image_sets": [
+        {**e, "requests": []} for e in plan["image_sets"]]})
+    assert _values_in(without_payloads, LIVE_PHI + SPEC_PHI) == []
+    assert "DOE^JANE" in payloads            # the payload is what apply sends
+    assert "CompressedSamples^CT1" not in (project / "plan.json").read_text()
+    assert oct((project / "plan.json").stat().st_mode & 0o777) == "0o600"
+    assert oct((project / ".reconciler" / "state.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_without_ci_values_show_but_logs_still_hold_none(emulator, project):
+    result = _run(emulator, project, "plan", ci=False)
+    assert "DOE^JANE" in result.stdout                   # output shows values outside CI
+    assert _values_in(result.stderr, LIVE_PHI + SPEC_PHI) == []   # logs never do
