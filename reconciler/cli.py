@@ -97,7 +97,15 @@ class ReconcilerGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, region, profile, endpoint_url, config_path, no_color, quiet, verbose,
         redact):
-    """Declarative reconciler for AWS HealthImaging image-set metadata."""
+    """Declarative reconciler for AWS HealthImaging image-set metadata.
+
+    \b
+    Example:
+      reconciler validate && reconciler plan --out plan.json && reconciler apply plan.json
+    \b
+    Shell completion (bash; zsh and fish alike with zsh_source / fish_source):
+      eval "$(_RECONCILER_COMPLETE=bash_source reconciler)"
+    """
     verbosity = 1 if verbose else -1 if quiet else 0
     _setup_logging(verbosity)
     ctx.obj = GlobalOptions(region=region, profile=profile, endpoint_url=endpoint_url,
@@ -129,6 +137,38 @@ def validate(opts: GlobalOptions, paths):
     if opts.verbosity >= 0:
         click.echo(f"{len(specs)} spec{'s' if len(specs) != 1 else ''} valid.")
     return errors.EXIT_OK
+
+
+@cli.command("fmt")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--check", is_flag=True,
+              help="Change nothing; exit 1 if any file is not formatted (for CI).")
+@click.pass_obj
+def fmt_(opts: GlobalOptions, paths, check):
+    """Rewrite spec files in the canonical layout, keeping comments, order and quoting.
+
+    PATH as for validate (default: the specs of reconciler.yaml). Exit 1 with --check when a
+    file would change, or when a file cannot be formatted safely.
+
+    \b
+    Examples:
+      reconciler fmt               # rewrite in place
+      reconciler fmt --check specs/
+    """
+    from .config import load_config
+    from .fmt import format_paths
+
+    result = format_paths(list(paths), load_config(opts.config_path), check=check)
+    for problem in result.problems:
+        click.echo(problem, err=True)
+    for path in result.changed:
+        if opts.verbosity >= 0 or check:
+            click.echo(f"{'would reformat' if check else 'reformatted'} {path}")
+    if opts.verbosity >= 0:
+        n = len(result.changed) + len(result.unchanged)
+        click.echo(f"{n} file{'s' if n != 1 else ''} checked, {len(result.changed)} "
+                   f"{'to reformat' if check else 'reformatted'}.", err=True)
+    return errors.EXIT_ERROR if result.problems or (check and result.changed) else errors.EXIT_OK
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,6 +229,38 @@ def _print_plan(doc, as_json: bool, opts: GlobalOptions) -> None:
         click.echo(render_plan(doc, color=opts.color and sys.stdout.isatty()), nl=False)
 
 
+FORMATS = ("text", "markdown", "json")
+
+
+def _format_options(f):
+    """--format text|markdown|json (``--json`` is ``--format json``) and --json-stream."""
+    f = click.option("--json-stream", "json_stream", is_flag=True,
+                     help="Print NDJSON events, one per line (see the README).")(f)
+    return click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+                        help="Output format (default: text).")(f)
+
+
+def _chosen_format(as_json: bool, fmt: str | None, json_stream: bool = False) -> str:
+    chosen = {"json"} if as_json else set()
+    chosen |= {fmt} if fmt else set()
+    chosen |= {"stream"} if json_stream else set()
+    if len(chosen) > 1:
+        raise errors.UsageError("choose one output: --json, --format or --json-stream")
+    return chosen.pop() if chosen else "text"
+
+
+def _write_plan(doc, output: str, opts: GlobalOptions) -> None:
+    """The plan in the chosen output (text and json as _print_plan prints them)."""
+    if output == "markdown":
+        from .markdown import render_plan_markdown
+        click.echo(render_plan_markdown(doc), nl=False)
+    elif output == "stream":
+        from .events import plan_events, write
+        write(plan_events(doc), click.echo)
+    else:
+        _print_plan(doc, output == "json", opts)
+
+
 def _plan_exit_code(doc, detailed: bool) -> int:
     if doc["summary"]["error"]:
         return errors.EXIT_ERROR
@@ -210,16 +282,19 @@ def _plan_exit_code(doc, detailed: bool) -> int:
               help="Leave out specs whose name matches; repeatable.")
 @click.option("--parallelism", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Image sets read at once (reads are paced to the quotas anyway).")
+@_format_options
 @_redact_option
 @click.pass_obj
 def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, excludes,
-         parallelism, redact_here):
+         parallelism, fmt, json_stream, redact_here):
     """Read the live metadata and show the minimal change.
 
     \b
-    Example:
+    Examples:
       reconciler plan specs/ --out plan.json --detailed-exitcode
+      reconciler plan --out plan.json --format markdown > plan.md   # a PR comment
     """
+    output = _chosen_format(as_json, fmt, json_stream)
     from .config import load_config
     from .plans import save
     from .specs import load_specs
@@ -231,8 +306,8 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
                      targets, excludes, parallelism)
     if out:
         save(doc, out)
-    _print_plan(doc, as_json, opts)
-    if out and not as_json and opts.verbosity >= 0:
+    _write_plan(doc, output, opts)
+    if out and output == "text" and opts.verbosity >= 0:
         click.echo(f"Saved the plan to {out}. Apply exactly it with: reconciler apply {out}")
     return _plan_exit_code(doc, detailed_exitcode)
 
@@ -240,17 +315,21 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
 @cli.command()
 @click.argument("planfile", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the plan document as JSON.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Output format (default: text).")
 @_redact_option
 @click.pass_obj
-def show(opts: GlobalOptions, planfile, as_json, redact_here):
+def show(opts: GlobalOptions, planfile, as_json, fmt, redact_here):
     """Render a saved plan exactly as `plan` printed it.
 
     A plan saved without redaction is redacted on display when redaction is on now.
 
     \b
-    Example:
+    Examples:
       reconciler show plan.json
+      reconciler show plan.json --format markdown
     """
+    output = _chosen_format(as_json, fmt)
     from .config import load_config
     from .plans import load, redact_values
 
@@ -258,7 +337,7 @@ def show(opts: GlobalOptions, planfile, as_json, redact_here):
     redactor = _redactor(opts, load_config(opts.config_path), redact_here)
     if redactor.enabled and not doc["redacted"]:
         doc = redact_values(doc, redactor.show)
-    _print_plan(doc, as_json, opts)
+    _write_plan(doc, output, opts)
     return errors.EXIT_ERROR if doc["summary"]["error"] else errors.EXIT_OK
 
 
@@ -300,10 +379,12 @@ def _print_report(doc, as_json: bool, opts: GlobalOptions) -> None:
 @click.option("--lock-timeout", type=float, default=0.0, show_default=True, metavar="SECONDS",
               help="How long to wait for the state lock held by another run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the apply report as JSON.")
+@click.option("--json-stream", "json_stream", is_flag=True,
+              help="Print NDJSON events, one per line (see the README).")
 @_redact_option
 @click.pass_obj
 def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, lock_timeout, as_json,
-          redact_here):
+          json_stream, redact_here):
     """Apply a saved plan exactly, or plan and apply after confirmation.
 
     With PLANFILE (from `plan --out`) the reviewed payloads are sent as they are, each against
@@ -314,6 +395,7 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, lock
     Examples:
       reconciler apply plan.json
       reconciler apply specs/ --auto-approve
+      reconciler apply plan.json --json-stream   # NDJSON events for CI
     """
     from .applier import ApplyOptions
     from .config import load_config
@@ -324,6 +406,10 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, lock
 
     config = load_config(opts.config_path)
     saved = _is_plan_file(paths)
+    output = _chosen_format(as_json, None, json_stream)
+    if output == "stream" and not (saved or auto_approve):
+        raise errors.UsageError("--json-stream cannot ask for confirmation: apply a saved plan "
+                                "or pass --auto-approve")
     plan_doc = load(paths[0]) if saved else None
     specs = load_specs([] if saved else list(paths), config)
     backend = _backend(config)
@@ -332,15 +418,22 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, lock
         redactor = _redactor(opts, config, redact_here, state)
         if not saved:
             plan_doc = _make_plan(opts, config, specs, state, redactor, parallelism=parallelism)
-            if not as_json:
-                _print_plan(plan_doc, False, opts)
+            if output != "json":
+                _write_plan(plan_doc, output, opts)
             if plan_doc["summary"]["error"]:
                 return errors.EXIT_ERROR
             if plan_doc["summary"]["update"] and not auto_approve:
                 _confirm("Do you want to perform these actions?")
+        if output == "stream":
+            from .events import apply_start_events, write
+            write(apply_start_events(plan_doc), click.echo)
         doc = apply_plan(plan_doc, specs, _service(opts, config), backend, state,
                          ApplyOptions(fail_fast=fail_fast, parallelism=parallelism), saved)
-    _print_report(doc, as_json, opts)
+    if output == "stream":
+        from .events import apply_result_events, write
+        write(apply_result_events(doc), click.echo)
+    else:
+        _print_report(doc, as_json, opts)
     return errors.EXIT_ERROR if report_failed(doc) else errors.EXIT_OK
 
 
@@ -351,15 +444,18 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, lock
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the drift report as JSON.")
 @click.option("--parallelism", type=click.IntRange(1, 100), default=10, show_default=True)
+@_format_options
 @_redact_option
 @click.pass_obj
-def drift(opts: GlobalOptions, paths, as_json, parallelism, redact_here):
+def drift(opts: GlobalOptions, paths, as_json, parallelism, fmt, json_stream, redact_here):
     """Compare live metadata with the state and the specs; exit 2 when anything drifted.
 
     \b
-    Example:
+    Examples:
       reconciler drift --json > drift.json
+      reconciler drift --format markdown >> "$GITHUB_STEP_SUMMARY"
     """
+    output = _chosen_format(as_json, fmt, json_stream)
     import json
 
     from .config import load_config
@@ -373,8 +469,14 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, redact_here):
     state = _backend(config).read() or State.new()
     report = detect(_service(opts, config), state, specs, config.is_ignored,
                     _redactor(opts, config, redact_here, state), parallelism)
-    if as_json:
+    if output == "json":
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    elif output == "markdown":
+        from .markdown import render_drift_markdown
+        click.echo(render_drift_markdown(report), nl=False)
+    elif output == "stream":
+        from .events import drift_events, write
+        write(drift_events(report), click.echo)
     else:
         click.echo(render_drift(report), nl=False)
     return errors.EXIT_CHANGES if has_drift(report) else errors.EXIT_OK
@@ -428,13 +530,23 @@ def rollback(opts: GlobalOptions, name, to_version, image_set_id, auto_approve, 
 # --------------------------------------------------------------------------------------------
 @cli.group()
 def state():
-    """Inspect the state, or break a stale lock."""
+    """Inspect the state, or break a stale lock.
+
+    \b
+    Example:
+      reconciler state list
+    """
 
 
 @state.command("list")
 @click.pass_obj
 def state_list(opts: GlobalOptions):
-    """List the spec names and image sets in the state."""
+    """List the spec names and image sets in the state.
+
+    \b
+    Example:
+      reconciler state list
+    """
     from .config import load_config
 
     backend = _backend(load_config(opts.config_path))
@@ -452,7 +564,12 @@ def state_list(opts: GlobalOptions):
 @click.argument("name")
 @click.pass_obj
 def state_show(opts: GlobalOptions, name):
-    """Show what the state records for one spec (ids, versions, times; hashes, never values)."""
+    """Show what the state records for one spec (ids, versions, times; hashes, never values).
+
+    \b
+    Example:
+      reconciler state show ct-small
+    """
     import json
 
     from .config import load_config
@@ -470,7 +587,12 @@ def state_show(opts: GlobalOptions, name):
 @click.option("--force", is_flag=True, help="Remove the lock even if a live run holds it.")
 @click.pass_obj
 def state_unlock(opts: GlobalOptions, force):
-    """Remove a lock left by a run that died."""
+    """Remove a lock left by a run that died.
+
+    \b
+    Example:
+      reconciler state unlock
+    """
     from .config import load_config
 
     backend = _backend(load_config(opts.config_path))
@@ -490,13 +612,16 @@ def state_unlock(opts: GlobalOptions, force):
               help="SearchImageSets EQUAL filter, e.g. DICOMStudyInstanceUID=1.2.3; repeatable.")
 @click.option("--level", "levels", default="Patient,Study", show_default=True,
               help="Comma-separated levels to import: Patient, Study, Series, Instance.")
+@click.option("--out-dir", type=click.Path(file_okay=False),
+              help="Write one file per study here (study-<hash>.yaml) instead of stdout.")
 @click.pass_obj
-def import_(opts: GlobalOptions, datastore_id, image_set_ids, selectors, levels):
+def import_(opts: GlobalOptions, datastore_id, image_set_ids, selectors, levels, out_dir):
     """Write a starting spec (YAML on stdout) from live metadata; plan then shows no change.
 
     \b
-    Example:
+    Examples:
       reconciler import --selector DICOMStudyInstanceUID=1.2.3 > specs/study.yaml
+      reconciler import --image-set-id ID1 --image-set-id ID2 --out-dir specs/
     """
     from .config import load_config
     from .importer import import_specs
@@ -521,6 +646,11 @@ def import_(opts: GlobalOptions, datastore_id, image_set_ids, selectors, levels)
         if not ids:
             raise errors.ReconcilerError("the selector matched no image set")
     chosen = tuple(part.strip() for part in levels.split(",") if part.strip())
+    if out_dir:
+        from .importer import import_to_dir
+        for path, count in import_to_dir(hi, config, datastore_id, ids, chosen, out_dir):
+            click.echo(f"Wrote {path} ({count} image set{'s' if count != 1 else ''}).")
+        return errors.EXIT_OK
     click.echo(import_specs(hi, config, datastore_id, ids, chosen), nl=False)
     return errors.EXIT_OK
 
@@ -530,7 +660,12 @@ def import_(opts: GlobalOptions, datastore_id, image_set_ids, selectors, levels)
 # --------------------------------------------------------------------------------------------
 @cli.group()
 def emulator():
-    """The local HealthImaging emulator (see reconciler/emulator/README.md)."""
+    """The local HealthImaging emulator (see reconciler/emulator/README.md).
+
+    \b
+    Example:
+      reconciler emulator serve --seed examples/dicom
+    """
 
 
 @emulator.command("serve")

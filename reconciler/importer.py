@@ -6,10 +6,15 @@ spec may only declare with ``force: true`` (UIDs, StudyID, private elements, seq
 multi-valued values), generated attributes, bulk binary values and values that do not pass
 the validator (real data is not always valid DICOM) are left out, and a comment lists them by
 keyword, never by value. The document is checked by the real spec loader before it is printed.
+
+With ``--out-dir`` the specs land in the layout of a metadata repository (examples/gitops):
+one file per study, ``study-<hash>.yaml``, named by a short hash of the StudyInstanceUID so
+that neither file names nor spec names carry patient data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -117,20 +122,68 @@ def check(text: str, config: Config) -> None:
         load_specs([str(path)], config)
 
 
-def import_specs(hi: HealthImaging, config: Config, datastore_id: str, image_set_ids: list[str],
-                 levels: tuple[str, ...] = ("Patient", "Study")) -> str:
-    """The YAML of one spec document per image set, validated."""
+def _read(hi: HealthImaging, datastore_id: str, image_set_ids: list[str],
+          levels: tuple[str, ...]) -> list[tuple[str, dict[str, Any], dict[str, set[str]], str]]:
+    """(study uid, spec document, left out, version) per image set."""
     unknown = [lvl for lvl in levels if lvl not in LEVELS]
     if unknown:
         raise errors.UsageError(f"unknown level(s) {', '.join(unknown)}; choose from "
                                 f"{', '.join(LEVELS)}")
-    documents = []
+    found = []
     for image_set_id in image_set_ids:
         image_set = hi.get_image_set(datastore_id, image_set_id)
         metadata = hi.get_metadata(datastore_id, image_set_id, image_set.version_id)
         doc, left_out = spec_document(metadata, datastore_id, image_set_id,
                                       image_set.version_id, levels)
-        documents.append(render(doc, left_out, image_set.version_id))
+        study_uid = str(metadata.get("Study", {}).get("DICOM", {}).get("StudyInstanceUID") or "")
+        found.append((study_uid, doc, left_out, image_set.version_id))
+    return found
+
+
+def import_specs(hi: HealthImaging, config: Config, datastore_id: str, image_set_ids: list[str],
+                 levels: tuple[str, ...] = ("Patient", "Study")) -> str:
+    """The YAML of one spec document per image set, validated."""
+    documents = [render(doc, left_out, version)
+                 for _, doc, left_out, version in _read(hi, datastore_id, image_set_ids, levels)]
     text = "---\n".join(documents)
     check(text, config)
     return text
+
+
+def study_key(study_uid: str) -> str:
+    """A file and spec name for a study that is not PHI: the StudyInstanceUID is itself in the
+    PS3.15 profile, so names carry a short hash of it (stable, so a re-import finds the same
+    file), never a patient name, id or accession number."""
+    return "study-" + hashlib.sha256(study_uid.encode("utf-8")).hexdigest()[:12]
+
+
+def import_to_dir(hi: HealthImaging, config: Config, datastore_id: str, image_set_ids: list[str],
+                  levels: tuple[str, ...], out_dir: str | Path) -> list[tuple[Path, int]]:
+    """One file per study in ``out_dir`` (``study-<hash>.yaml``), one spec per image set of
+    the study (named ``study-<hash>``, or ``study-<hash>-<image set id prefix>`` when the
+    study has several). Existing files are never overwritten. Returns (file, image sets)."""
+    by_study: dict[str, list] = {}
+    for study_uid, doc, left_out, version in _read(hi, datastore_id, image_set_ids, levels):
+        by_study.setdefault(study_key(study_uid or doc["target"]["imageSetId"]), []).append(
+            (doc, left_out, version))
+    target = Path(out_dir)
+    files = {key: target / f"{key}.yaml" for key in by_study}
+    existing = sorted(str(f) for f in files.values() if f.exists())
+    if existing:
+        raise errors.UsageError(f"not overwriting {', '.join(existing)}: move them away or "
+                                f"choose another --out-dir")
+    texts = {}
+    for key, items in sorted(by_study.items()):
+        parts = []
+        for doc, left_out, version in items:
+            doc["metadata"]["name"] = (key if len(items) == 1
+                                       else f"{key}-{doc['target']['imageSetId'][:8]}")
+            parts.append(render(doc, left_out, version))
+        texts[key] = "---\n".join(parts)
+    check("---\n".join(texts.values()), config)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key, text in texts.items():
+        files[key].write_text(text, encoding="utf-8")
+        written.append((files[key], len(by_study[key])))
+    return written

@@ -1,0 +1,122 @@
+"""The NDJSON event stream (``--json-stream`` on plan, apply and drift): one JSON object per
+line on stdout, for CI tools and dashboards that follow a run as it happens, in the spirit
+of Terraform's machine-readable UI (``terraform plan -json``).
+
+Every event has ``@timestamp`` (UTC, ISO 8601), ``@message`` (a human line that never holds a
+metadata value) and ``type``; the other fields depend on the type and are listed in the
+README. Events are built from the same documents the other renderers read — the plan
+document, the apply report, the drift report — so the values they carry are exactly the ones
+``plan`` would print: redacted markers when redaction is on, and never a request payload.
+
+apply: ``runs.apply_plan`` offers no per-image-set hook yet, so ``apply_start`` is emitted for
+every image set to update before the run, and ``apply_progress`` / ``apply_complete`` /
+``apply_errored`` from the report once the run has ended (in the order of the report).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Iterator
+
+from . import plans
+from .markdown import drift_summary_line
+from .render import summary_line
+
+Emit = Callable[[str], None]
+OK_STATUSES = ("applied", "unchanged")
+DRIFT_STATUSES = ("drifted", "missing")
+
+
+def event(kind: str, message: str, **fields: Any) -> dict[str, Any]:
+    return {"@timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "@message": message, "type": kind, **fields}
+
+
+def dumps(ev: dict[str, Any]) -> str:
+    """One line of NDJSON (no newline inside: json.dumps escapes control characters)."""
+    return json.dumps(ev, ensure_ascii=False, separators=(",", ":"))
+
+
+def write(events: Iterable[dict[str, Any]], emit: Emit) -> None:
+    for ev in events:
+        emit(dumps(ev))
+
+
+def _change(change: dict[str, Any]) -> dict[str, Any]:
+    return {k: change.get(k) for k in ("op", "level", "series", "instance", "key", "vr",
+                                       "before", "after")}
+
+
+# -- plan ----------------------------------------------------------------------------------------
+def plan_events(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for entry in doc["image_sets"]:
+        if entry["action"] == plans.ACTION_NOOP:
+            continue
+        where = f"{entry['spec']}: image set {entry['image_set_id']}"
+        if entry["action"] == plans.ACTION_ERROR:
+            yield event("planned_change", f"{where}: cannot be planned", action="error",
+                        spec=entry["spec"], datastore_id=entry["datastore_id"],
+                        image_set_id=entry["image_set_id"], error=entry["error"], changes=[])
+            continue
+        yield event("planned_change",
+                    f"{where}: update ({len(entry['changes'])} attribute changes)",
+                    action="update", spec=entry["spec"], datastore_id=entry["datastore_id"],
+                    image_set_id=entry["image_set_id"], version_id=entry["version_id"],
+                    requests=len(entry["requests"]),
+                    changes=[_change(c) for c in entry["changes"]])
+    s = doc["summary"]
+    yield event("change_summary", summary_line(doc), operation="plan", redacted=doc["redacted"],
+                update=s["update"], unchanged=s["unchanged"], error=s["error"],
+                attributes_changed=s["attributes_changed"])
+
+
+# -- apply ---------------------------------------------------------------------------------------
+def apply_start_events(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for entry in plan["image_sets"]:
+        if entry["action"] == plans.ACTION_UPDATE:
+            yield event("apply_start",
+                        f"{entry['spec']}: image set {entry['image_set_id']}: applying",
+                        spec=entry["spec"], datastore_id=entry["datastore_id"],
+                        image_set_id=entry["image_set_id"], version_id=entry["version_id"],
+                        requests=len(entry["requests"]))
+
+
+def apply_result_events(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    items = report["image_sets"]
+    for done, item in enumerate(items, start=1):
+        where = f"{item['spec']}: image set {item['image_set_id']}"
+        common = {"spec": item["spec"], "datastore_id": item["datastore_id"],
+                  "image_set_id": item["image_set_id"]}
+        yield event("apply_progress", f"{done}/{len(items)} image sets done", done=done,
+                    total=len(items), **common)
+        if item["status"] in OK_STATUSES:
+            yield event("apply_complete", f"{where}: {item['status']}", status=item["status"],
+                        version_before=item["version_before"],
+                        version_after=item["version_after"], writes=item["writes"], **common)
+        else:
+            yield event("apply_errored", f"{where}: {item['status']}: {item['reason']}",
+                        status=item["status"], reason=item["reason"],
+                        version_before=item["version_before"], writes=item["writes"], **common)
+    s = report["summary"]
+    done_text = ", ".join(f"{s[k]} {k}" for k in s if s[k]) or "nothing to do"
+    yield event("change_summary", f"{report['operation'].capitalize()}: {done_text}.",
+                operation=report["operation"], **s)
+
+
+# -- drift ---------------------------------------------------------------------------------------
+def drift_events(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for item in report["image_sets"]:
+        if item["status"] not in DRIFT_STATUSES:
+            continue
+        drifted = [a for a in item["attributes"] if not a["ignored"]]
+        yield event("drift_detected",
+                    f"{item['spec']}: image set {item['image_set_id']}: {item['status']}"
+                    + (f" ({len(drifted)} attributes)" if drifted else ""),
+                    spec=item["spec"], datastore_id=item["datastore_id"],
+                    image_set_id=item["image_set_id"], status=item["status"],
+                    recorded_version=item["recorded_version"],
+                    live_version=item["live_version"], reason=item["reason"],
+                    attributes=item["attributes"])
+    yield event("change_summary", drift_summary_line(report), operation="drift",
+                redacted=report["redacted"], **report["summary"])

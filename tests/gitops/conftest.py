@@ -1,0 +1,49 @@
+"""Fixtures for the GitOps tests (helpers in gitops_support.py).
+
+* ``emu``: the emulator seeded with examples/dicom, the data the example specs target; its
+  default data store has the id that examples/gitops/reconciler.yaml names.
+* ``s3_url``: one moto server per test process, with the example's state bucket.
+* ``metadata_repo``: examples/gitops in a temporary git repository wired to both.
+* ``CI`` is set by each test explicitly (it decides redaction).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from gitops_support import BUCKET, EXAMPLES_DICOM, MetadataRepo  # noqa: E402
+
+
+@pytest.fixture
+def emu():
+    from reconciler.emulator.server import ThreadedEmulator
+
+    with ThreadedEmulator(seeds=[str(EXAMPLES_DICOM)], update_delay=0.02) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def s3_url():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    boto3.client("s3", region_name="us-east-1", endpoint_url=url).create_bucket(Bucket=BUCKET)
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def metadata_repo(tmp_path, emu, s3_url) -> MetadataRepo:
+    return MetadataRepo(tmp_path / "checkout", emu, s3_url)
+
