@@ -5,7 +5,8 @@ For each image set of a plan (product.md §4):
 * each request goes with ``latestVersionId`` = the version its payload was computed from;
 * on ``ConflictException`` (or a 500 / timeout, after which a write may have landed behind
   our back) the image set is re-read and re-diffed against its spec, then:
-  - the desired state is already there → success with no write;
+  - the desired state is already there → success with no further write (``applied`` when
+    it is our own write that landed unseen, ``unchanged`` when someone else's);
   - with a saved plan, a re-diff that differs from the reviewed one (payloads or before
     values) → **stale**: nothing unreviewed is written;
   - otherwise the (identical, or freshly planned) payload is sent against the new version;
@@ -13,7 +14,8 @@ For each image set of a plan (product.md §4):
   ``UPDATED`` (``UPDATE_FAILED`` reports the service's message); then the metadata of that
   version is read again and the managed attributes must match the spec;
 * independent image sets go on after one fails, unless ``fail_fast``; ``AccessDenied`` and
-  ``ServiceQuotaExceeded`` stop every further write.
+  ``ServiceQuotaExceeded`` stop every further write, and so does an ``on_result`` that
+  fails (the state could not be saved: what cannot be recorded is not done).
 
 The applier knows nothing of the state: after each image set it calls ``on_result``, which the
 caller uses to save the state at once (so a crash loses nothing already applied).
@@ -64,7 +66,7 @@ class Outcome:
     image_set_id: str
     status: str
     reason: str = ""
-    version_before: str | None = None      # the version our first write was pinned to
+    version_before: str | None = None      # the version our first write went on (rollback's)
     version_after: str | None = None       # the verified version holding the desired state
     writes: int = 0
     response: dict[str, Any] = field(default_factory=dict)   # last UpdateImageSetMetadata answer
@@ -89,6 +91,12 @@ def flatten(payload: str | None, kind: str) -> set[tuple[str, str, str]]:
     return items
 
 
+def _retried(exc: errors.ServiceError) -> bool:
+    """Whether the SDK had already sent this request more than once when it failed: a 409
+    after a retried write may be the write itself, landed behind an error or a timeout."""
+    return bool(exc.retry_attempts)
+
+
 class _Stop(Exception):
     """Stop this image set with an outcome (stale, failed, missing)."""
 
@@ -105,30 +113,40 @@ class Applier:
         self._halt_reason = ""
 
     # -- one image set -------------------------------------------------------------------------
-    def _wait(self, ds: str, image_set_id: str, version: str) -> dict[str, Any]:
-        """Poll *our* version until it leaves LOCKED; require UPDATED."""
+    def _wait(self, ds: str, image_set_id: str, version: str,
+              response: dict[str, Any]) -> None:
+        """Poll *our* version until it leaves LOCKED; require UPDATED. The final state goes
+        into ``response`` (also when it is a failure, so the report shows it)."""
         deadline = time.monotonic() + self.options.wait_timeout
         delay = self.options.poll_interval
         while True:
-            image_set = self.hi.get_image_set(ds, image_set_id, version)
-            if not image_set.locked:
-                break
+            try:
+                image_set = self.hi.get_image_set(ds, image_set_id, version)
+                if not image_set.locked:
+                    break
+            except (errors.ThrottlingError, errors.InternalServerError,
+                    errors.EndpointError) as exc:
+                # The write was accepted: a transient failure of a poll must not turn it
+                # into a failed image set; keep polling until the bound.
+                log.debug("polling %s: %s", image_set_id, exc.code)
             if time.monotonic() >= deadline:
                 raise _Stop(FAILED, f"version {version} stayed LOCKED for more than "
-                                    f"{self.options.wait_timeout:.0f}s")
+                                    f"{self.options.wait_timeout:g}s")
             self.options.sleep(delay)
             delay = min(delay * 1.5, 2.0)
+        response.update({"imageSetState": image_set.state,
+                         "imageSetWorkflowStatus": image_set.workflow_status,
+                         "message": image_set.message})
         if image_set.workflow_status == UPDATE_FAILED:
             raise _Stop(FAILED, f"UPDATE_FAILED: {image_set.message or 'no message'}")
         if image_set.workflow_status != UPDATED:
             raise _Stop(FAILED, f"version {version} ended {image_set.state}/"
                                 f"{image_set.workflow_status}, not UPDATED")
-        return {"imageSetState": image_set.state, "imageSetWorkflowStatus": image_set.workflow_status,
-                "message": image_set.message}
 
     def _reread(self, spec: Spec, ds: str, image_set_id: str) -> tuple[str, list[Change]]:
         image_set, metadata = read_pinned(self.hi, ds, image_set_id,
                                           PlanOptions(lock_wait=self.options.wait_timeout,
+                                                      poll_interval=self.options.poll_interval,
                                                       sleep=self.options.sleep))
         return image_set.version_id, diff(spec.attributes, metadata, image_set_id)
 
@@ -163,6 +181,10 @@ class Applier:
             outcome.status, outcome.version_after = UNCHANGED, version
             return outcome
         attempt = 0
+        # The version a write that may have landed unseen (a 500 or a lost connection after
+        # sending it) was pinned to; botocore retries such a write itself, and its retry
+        # then meets a 409 when the first one did land.
+        unsure_from: str | None = None
         try:
             while requests:
                 if self._halt.is_set():
@@ -171,6 +193,9 @@ class Applier:
                     result = self._send(ds, image_set_id, version, requests[0])
                 except (errors.ConflictError, errors.InternalServerError, errors.EndpointError,
                         errors.ThrottlingError) as exc:
+                    if not isinstance(exc, errors.ThrottlingError) and (
+                            not isinstance(exc, errors.ConflictError) or _retried(exc)):
+                        unsure_from = unsure_from or version
                     attempt += 1
                     if attempt >= self.options.max_attempts:
                         raise _Stop(FAILED, f"gave up after {attempt} attempts: {exc}") from exc
@@ -182,8 +207,15 @@ class Applier:
                     version, changes = self._reread(spec, ds, image_set_id)
                     if not changes:
                         outcome.version_after = version
-                        outcome.status = APPLIED if outcome.writes else UNCHANGED
                         outcome.reason = "the desired state is already there"
+                        if outcome.writes or unsure_from is not None:
+                            outcome.status = APPLIED
+                            if not outcome.writes:
+                                outcome.version_before = unsure_from
+                                outcome.reason += (" (a write answered with an error or a "
+                                                   "timeout had landed)")
+                        else:
+                            outcome.status = UNCHANGED
                         return outcome
                     fresh = build_requests(changes, force=spec.force,
                                            include_study_image_sets=spec.include_study_image_sets)
@@ -193,6 +225,8 @@ class Applier:
                                            f"again")
                     requests = fresh
                     continue
+                if outcome.writes == 0:
+                    outcome.version_before = version   # what rollback must go back to
                 outcome.writes += 1
                 outcome.response = {
                     "latestVersionId": result.latest_version_id,
@@ -202,7 +236,7 @@ class Applier:
                     "createdAt": result.created_at.isoformat() if result.created_at else None,
                     "updatedAt": result.updated_at.isoformat() if result.updated_at else None,
                 }
-                outcome.response.update(self._wait(ds, image_set_id, result.latest_version_id))
+                self._wait(ds, image_set_id, result.latest_version_id, outcome.response)
                 version = result.latest_version_id
                 requests = requests[1:]
             # every request landed: verify the managed attributes on the version we made
@@ -236,19 +270,26 @@ class Applier:
 
     # -- the whole plan ------------------------------------------------------------------------
     def apply(self, plan: dict[str, Any], specs: dict[str, Spec],
-              on_result: Callable[[Outcome, Spec], None] | None = None,
-              skip: dict[str, str] | None = None) -> list[Outcome]:
-        """Apply every entry of ``plan``; ``skip`` maps image set ids to a reason they must not
-        be touched (stale against the state). ``on_result`` runs once per image set, in the
-        worker thread, as soon as it is done."""
+              on_result: Callable[[Outcome, Spec | None], None] | None = None,
+              skip: dict[tuple[str, str], str] | None = None) -> list[Outcome]:
+        """Apply every entry of ``plan``; ``skip`` maps ``(spec name, image set id)`` to a
+        reason that entry must not be touched (stale against the state; two specs may manage
+        different attributes of one image set, and one being stale says nothing of the
+        other). ``on_result`` runs once per image set, in the worker thread, as soon as it is
+        done."""
         skip = skip or {}
         lock = threading.Lock()
 
         def one(entry: dict[str, Any]) -> Outcome:
-            spec = specs[entry["spec"]]
-            if entry["image_set_id"] in skip:
+            spec = specs.get(entry["spec"])   # a saved plan may name a spec removed since
+            key = (entry["spec"], entry["image_set_id"])
+            if key in skip:
                 outcome = Outcome(entry["spec"], entry["datastore_id"], entry["image_set_id"],
-                                  STALE, skip[entry["image_set_id"]],
+                                  STALE, skip[key],
+                                  version_before=entry["version_id"])
+            elif spec is None:
+                outcome = Outcome(entry["spec"], entry["datastore_id"], entry["image_set_id"],
+                                  STALE, f"spec {entry['spec']} is not among the specs loaded",
                                   version_before=entry["version_id"])
             elif entry["action"] == "error":
                 outcome = Outcome(entry["spec"], entry["datastore_id"], entry["image_set_id"],
@@ -259,7 +300,13 @@ class Applier:
                 self.halt(f"--fail-fast after {entry['spec']} ({outcome.status})")
             if on_result is not None:
                 with lock:
-                    on_result(outcome, spec)
+                    try:
+                        on_result(outcome, spec)
+                    except BaseException:
+                        # The caller could not record it (the state cannot be saved): what
+                        # cannot be recorded must not be done; stop every further write.
+                        self.halt("the state could not be saved")
+                        raise
             return outcome
 
         with ThreadPoolExecutor(max_workers=max(1, self.options.parallelism)) as pool:

@@ -112,7 +112,11 @@ def map_error(exc: Exception, operation: str) -> errors.ServiceError:
         cls = errors.SERVICE_ERRORS.get(code)
         if cls is None:
             cls = errors.InternalServerError if (status or 0) >= 500 else errors.ServiceError
-        return cls(message, code=code, status=status, operation=operation)
+        error = cls(message, code=code, status=status, operation=operation)
+        # How many times botocore already retried: a 409 after a retried 500 or timeout is the
+        # retry hazard (the first attempt may have committed).
+        error.retry_attempts = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+        return error
     if isinstance(exc, (botocore.exceptions.NoCredentialsError,
                         botocore.exceptions.PartialCredentialsError)):
         return errors.CredentialsError(

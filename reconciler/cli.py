@@ -376,6 +376,8 @@ def _print_report(doc, as_json: bool, opts: GlobalOptions) -> None:
 @click.option("--fail-fast", is_flag=True, help="Stop writing after the first image set fails.")
 @click.option("--parallelism", type=click.IntRange(1, 100), default=4, show_default=True,
               help="Image sets in flight at once (updates are paced to the quota anyway).")
+@click.option("--wait-timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              metavar="SECONDS", help="How long one update may stay LOCKED before it fails.")
 @click.option("--lock-timeout", type=float, default=0.0, show_default=True, metavar="SECONDS",
               help="How long to wait for the state lock held by another run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the apply report as JSON.")
@@ -383,8 +385,8 @@ def _print_report(doc, as_json: bool, opts: GlobalOptions) -> None:
               help="Print NDJSON events, one per line (see the README).")
 @_redact_option
 @click.pass_obj
-def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, lock_timeout, as_json,
-          json_stream, redact_here):
+def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, wait_timeout,
+          lock_timeout, as_json, json_stream, redact_here):
     """Apply a saved plan exactly, or plan and apply after confirmation.
 
     With PLANFILE (from `plan --out`) the reviewed payloads are sent as they are, each against
@@ -421,14 +423,21 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, lock
             if output != "json":
                 _write_plan(plan_doc, output, opts)
             if plan_doc["summary"]["error"]:
-                return errors.EXIT_ERROR
+                # Nothing is applied when any image set cannot be planned; in JSON mode the
+                # plan document (payloads hidden when redacted) says which and why.
+                if output == "json":
+                    _write_plan(plan_doc, "json", opts)
+                raise errors.ReconcilerError(
+                    f"{plan_doc['summary']['error']} image set(s) could not be planned; "
+                    f"nothing was applied")
             if plan_doc["summary"]["update"] and not auto_approve:
                 _confirm("Do you want to perform these actions?")
         if output == "stream":
             from .events import apply_start_events, write
             write(apply_start_events(plan_doc), click.echo)
         doc = apply_plan(plan_doc, specs, _service(opts, config), backend, state,
-                         ApplyOptions(fail_fast=fail_fast, parallelism=parallelism), saved)
+                         ApplyOptions(fail_fast=fail_fast, parallelism=parallelism,
+                                      wait_timeout=wait_timeout), saved)
     if output == "stream":
         from .events import apply_result_events, write
         write(apply_result_events(doc), click.echo)
@@ -490,11 +499,13 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, fmt, json_stream, re
 @click.option("--to-version", help="Revert to this version instead of the one before our apply.")
 @click.option("--image-set-id", help="Only this image set of the spec.")
 @click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--wait-timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              metavar="SECONDS", help="How long one update may stay LOCKED before it fails.")
 @click.option("--lock-timeout", type=float, default=0.0, show_default=True, metavar="SECONDS")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
-def rollback(opts: GlobalOptions, name, to_version, image_set_id, auto_approve, lock_timeout,
-             as_json):
+def rollback(opts: GlobalOptions, name, to_version, image_set_id, auto_approve, wait_timeout,
+             lock_timeout, as_json):
     """Revert a spec's image sets to the version recorded before our last apply.
 
     Sends revertToVersionId (a new version with the old content), waits, verifies, records.
@@ -520,7 +531,8 @@ def rollback(opts: GlobalOptions, name, to_version, image_set_id, auto_approve, 
                            f"{to_version or r.version_before}")
             _confirm(f"Roll back spec {name}?")
         doc = do_rollback(name, _service(opts, config), backend, state,
-                          RollbackOptions(to_version=to_version, image_set_id=image_set_id))
+                          RollbackOptions(to_version=to_version, image_set_id=image_set_id,
+                                          wait_timeout=wait_timeout))
     _print_report(doc, as_json, opts)
     return errors.EXIT_ERROR if report_failed(doc) else errors.EXIT_OK
 

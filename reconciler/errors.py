@@ -99,6 +99,7 @@ class ServiceError(ReconcilerError):
             self.code = code
         self.status = status
         self.operation = operation
+        self.retry_attempts = 0   # botocore's automatic retries before this answer
 
     def __str__(self) -> str:
         op = f"{self.operation}: " if self.operation else ""

@@ -9,7 +9,7 @@ converges. It returns a report document; rendering is the caller's.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -18,7 +18,7 @@ from .applier import (APPLIED, FAILED, MISSING, SKIPPED, STALE, UNCHANGED, Appli
                       Outcome)
 from .diff import desired_values, live_values
 from .model import Spec
-from .service import UPDATED, HealthImaging
+from .service import DELETED, UPDATED, HealthImaging
 from .states import OP_APPLY, OP_ROLLBACK, ImageSetRecord, State, StateBackend
 
 REPORT_FORMAT = "1"
@@ -39,20 +39,23 @@ def state_serials(state: State) -> Callable[[str, str], int | None]:
     return serial
 
 
-def stale_entries(plan: dict[str, Any], state: State, specs: dict[str, Spec]) -> dict[str, str]:
-    """Image sets of a saved plan that must not be applied, with why (Terraform refuses a plan
-    whose state moved; here it is per image set, so unrelated applies do not block a plan)."""
-    stale: dict[str, str] = {}
+def stale_entries(plan: dict[str, Any], state: State,
+                  specs: dict[str, Spec]) -> dict[tuple[str, str], str]:
+    """Entries ``(spec name, image set id)`` of a saved plan that must not be applied, with
+    why (Terraform refuses a plan whose state moved; here it is per spec and image set, so
+    unrelated applies do not block a plan)."""
+    stale: dict[tuple[str, str], str] = {}
     for entry in plan["image_sets"]:
         image_set_id, name = entry["image_set_id"], entry["spec"]
+        key = (name, image_set_id)
         spec = specs.get(name)
         record = state.get(name, image_set_id) if image_set_id else None
         if spec is None:
-            stale[image_set_id] = f"spec {name} is no longer in the specs"
+            stale[key] = f"spec {name} is no longer in the specs"
         elif spec.digest != entry["spec_digest"]:
-            stale[image_set_id] = f"spec {name} changed since the plan was made"
+            stale[key] = f"spec {name} changed since the plan was made"
         elif (record.serial if record else None) != entry["state_serial"]:
-            stale[image_set_id] = "the state of this image set changed since the plan was made"
+            stale[key] = "the state of this image set changed since the plan was made"
     return stale
 
 
@@ -92,15 +95,30 @@ def apply_plan(plan: dict[str, Any], specs: list[Spec], hi: HealthImaging, backe
                state: State, options: ApplyOptions, saved: bool) -> dict[str, Any]:
     """Apply ``plan`` under a lock the caller holds; save the state after each image set."""
     by_name = {s.name: s for s in specs}
-    skip: dict[str, str] = {}
+    skip: dict[tuple[str, str], str] = {}
     if saved:
         check_plan_lineage(plan, state)
         skip = stale_entries(plan, state, by_name)
 
-    def save(outcome: Outcome, spec: Spec) -> None:
-        if outcome.status in (APPLIED, UNCHANGED) and outcome.version_after:
-            state.put(spec.name, record_for(state, spec, outcome))
-            backend.write(state)
+    def save(outcome: Outcome, spec: Spec | None) -> None:
+        if outcome.status not in (APPLIED, UNCHANGED) or not outcome.version_after \
+                or spec is None:
+            return
+        record = record_for(state, spec, outcome)
+        existing = state.get(spec.name, outcome.image_set_id)
+        if outcome.status == UNCHANGED and existing is not None:
+            # Nothing was written: the record of the operation that did write stays, above
+            # all its version_before (what rollback reverts to); a record saying exactly
+            # what is already there is not written again (a no-op apply moves no serial).
+            if (existing.last_operation == OP_APPLY
+                    and (existing.datastore_id, existing.version_after, existing.spec_digest,
+                         dict(existing.hashes))
+                    == (record.datastore_id, record.version_after, record.spec_digest,
+                        dict(record.hashes))):
+                return
+            record = replace(record, version_before=existing.version_before)
+        state.put(spec.name, record)
+        backend.write(state)
 
     options.saved_plan = saved
     outcomes = Applier(hi, options).apply(plan, by_name, on_result=save, skip=skip)
@@ -132,8 +150,15 @@ def rollback(name: str, hi: HealthImaging, backend: StateBackend, state: State,
         try:
             live = hi.get_image_set(record.datastore_id, record.image_set_id)
             outcome.version_before = live.version_id
+            if live.state == DELETED:
+                raise errors.NotFoundError(f"image set {record.image_set_id} is DELETED")
             if live.locked:
                 raise errors.ConflictError(f"image set {record.image_set_id} is LOCKED")
+            try:   # the image set is there; a version that is not is a failure, not "missing"
+                hi.get_image_set(record.datastore_id, record.image_set_id, target)
+            except errors.NotFoundError:
+                raise errors.ServiceError(f"image set {record.image_set_id} has no version "
+                                          f"{target} to revert to") from None
             result = hi.update_metadata(record.datastore_id, record.image_set_id, live.version_id,
                                         revert_to_version_id=target)
             outcome.writes = 1

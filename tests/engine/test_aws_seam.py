@@ -46,7 +46,7 @@ def test_protocol_reads_and_writes_through_the_emulator(emulator):
     (lambda hi, ds, i: hi.get_image_set(ds, "NOT-AN-ID"), errors.ServiceValidationError),
     (lambda hi, ds, i: hi.update_metadata(ds, i, "7", updatable='{"SchemaVersion":1.1}'),
      errors.ConflictError),
-])
+], ids=["not-found", "bad-id", "stale-version"])
 def test_service_errors_map_to_project_errors(emulator, call, error):
     hi = BotoHealthImaging(settings=ClientSettings(endpoint_url=emulator.url))
     with pytest.raises(error) as raised:

@@ -1,0 +1,246 @@
+"""apply end to end through the command line: a saved plan and ``--auto-approve``; the
+values, the untouched rest of each document, one version per changed image set, idempotence,
+the report (human and ``--json``) and the exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from apply_support import EXAMPLE_STUDIES, check_report, without_paths
+
+CT_SERIES = "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322"
+CT_INSTANCE = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
+NM_SERIES = "1.3.6.1.4.1.5962.1.3.8.1.20040826185059.5457"
+NM_REMOVED = "1.3.6.1.4.1.5962.1.1.8.1.5.20040826185059.5457"
+
+# What each example spec manages, as paths in the metadata document.
+MANAGED = {
+    "ct-small": [("Patient", "DICOM", "PatientName"), ("Patient", "DICOM", "PatientBirthDate"),
+                 ("Study", "DICOM", "StudyDescription"), ("Study", "DICOM", "AccessionNumber"),
+                 ("Study", "Series", CT_SERIES, "DICOM", "SeriesDescription"),
+                 ("Study", "Series", CT_SERIES, "Instances", CT_INSTANCE, "DICOM",
+                  "ImageComments")],
+    "nm-bone": [("Study", "DICOM", "StudyDescription"),
+                ("Study", "Series", NM_SERIES, "Instances", NM_REMOVED)],
+    "sc-deid": [("Patient", "DICOM", "PatientName"), ("Patient", "DICOM", "PatientID"),
+                ("Study", "DICOM", "ReferringPhysicianName")],
+}
+REPORT_KEYS = {"format_version", "reconciler_version", "operation", "finished_at", "summary",
+               "image_sets"}
+ITEM_KEYS = {"spec", "datastore_id", "image_set_id", "status", "reason", "version_before",
+             "version_after", "writes", "response"}
+RESPONSE_KEYS = {"latestVersionId", "imageSetState", "imageSetWorkflowStatus", "message",
+                 "createdAt", "updatedAt"}
+
+
+def check_desired(project, ids):
+    ct = project.metadata(ids["ct-small"])
+    assert ct["Patient"]["DICOM"]["PatientName"] == "DOE^JANE"
+    assert ct["Patient"]["DICOM"]["PatientBirthDate"] == "19700101"
+    assert ct["Study"]["DICOM"]["StudyDescription"] == "CT CHEST"
+    assert ct["Study"]["DICOM"]["AccessionNumber"] == "ACC-0042"
+    series = ct["Study"]["Series"][CT_SERIES]
+    assert series["DICOM"]["SeriesDescription"] == "AXIAL 5mm"
+    assert series["Instances"][CT_INSTANCE]["DICOM"]["ImageComments"] == "reviewed"
+    nm = project.metadata(ids["nm-bone"])
+    assert nm["Study"]["DICOM"]["StudyDescription"] == "NM WHOLE BODY BONE"
+    assert NM_REMOVED not in nm["Study"]["Series"][NM_SERIES]["Instances"]
+    assert nm["Study"]["Series"][NM_SERIES]["Instances"]      # the other instance stays
+    sc = project.metadata(ids["sc-deid"])
+    assert sc["Patient"]["DICOM"]["PatientName"] == "ANON^0001"
+    assert sc["Patient"]["DICOM"]["PatientID"] == "ANON0001"
+    assert "ReferringPhysicianName" not in sc["Study"]["DICOM"]
+
+
+@pytest.fixture
+def ids(project):
+    return {name: project.image_set_of(study) for name, study in EXAMPLE_STUDIES.items()}
+
+
+def all_image_sets(project):
+    return list(project.emu.image_set_ids)
+
+
+def test_saved_plan_apply_end_to_end(project, ids):
+    everything = all_image_sets(project)
+    before = {i: project.metadata(i) for i in everything}
+    assert all(project.version_count(i) == 1 for i in everything)
+
+    planned = project.run("plan", "--out", "plan.json", "--detailed-exitcode")
+    assert planned.exit_code == 2, planned.stderr
+    assert "Plan: 3 image sets to update, 0 unchanged, 11 attributes changed." in planned.stdout
+    assert not project.state_path.exists()           # plan writes no state
+    assert all(project.version_count(i) == 1 for i in everything)   # nor anything else
+
+    applied = project.run("apply", str(project.root / "plan.json"), "--json")
+    assert applied.exit_code == 0, applied.stderr
+    report = check_report(applied.json)
+    assert set(report) == REPORT_KEYS
+    assert report["operation"] == "apply"
+    assert report["summary"] == {"applied": 3, "unchanged": 0, "stale": 0, "failed": 0,
+                                 "skipped": 0, "missing": 0}
+    by_spec = {item["spec"]: item for item in report["image_sets"]}
+    assert set(by_spec) == set(ids)
+    for name, item in by_spec.items():
+        assert set(item) == ITEM_KEYS
+        assert item["image_set_id"] == ids[name]
+        assert item["datastore_id"] == project.datastore_id
+        assert (item["status"], item["version_before"], item["version_after"], item["writes"]) \
+            == ("applied", "1", "2", 1)
+        assert set(item["response"]) == RESPONSE_KEYS
+        assert item["response"]["latestVersionId"] == "2"
+        assert item["response"]["imageSetState"] == "ACTIVE"
+        assert item["response"]["imageSetWorkflowStatus"] == "UPDATED"
+        assert item["response"]["createdAt"] and item["response"]["updatedAt"]
+
+    check_desired(project, ids)
+    # Exactly one new version per changed image set, none for the others.
+    for name, image_set_id in ids.items():
+        versions = project.versions(image_set_id)
+        assert [v["versionId"] for v in versions] == ["1", "2"]
+        assert versions[1]["ImageSetWorkflowStatus"] == "UPDATED"
+        assert not versions[1].get("overrides", {}).get("forced")   # no spec says force
+    for image_set_id in set(everything) - set(ids.values()):
+        assert project.version_count(image_set_id) == 1
+        assert project.metadata(image_set_id) == before[image_set_id]
+    # Everything the specs do not manage is exactly as it was.
+    for name, image_set_id in ids.items():
+        after = project.metadata(image_set_id)
+        assert without_paths(after, MANAGED[name]) == without_paths(before[image_set_id],
+                                                                     MANAGED[name])
+
+    # The state: one record per image set, versions 1 -> 2.
+    state = project.check_state_schema()
+    assert state["serial"] == 3
+    for name, image_set_id in ids.items():
+        record = state["specs"][name]["image_sets"][image_set_id]
+        assert (record["version_before"], record["version_after"], record["last_operation"]) \
+            == ("1", "2", "apply")
+
+    # Converged: plan has nothing to do; apply again writes no version and keeps the state.
+    again = project.run("plan", "--detailed-exitcode")
+    assert again.exit_code == 0, again.stdout
+    assert "No changes." in again.stdout
+    assert "Plan: 0 image sets to update, 3 unchanged, 0 attributes changed." in again.stdout
+    reapplied = project.run("apply", "--auto-approve", "--json")
+    assert reapplied.exit_code == 0, reapplied.stderr
+    assert reapplied.json["summary"]["unchanged"] == 3
+    assert reapplied.json["summary"]["applied"] == 0
+    assert all(item["writes"] == 0 for item in reapplied.json["image_sets"])
+    assert all(project.version_count(i) == 2 for i in ids.values())
+    # The rollback point of the apply that changed something is kept: a no-op apply does not
+    # move it (nor rewrite the state at all).
+    assert project.state()["specs"] == state["specs"]
+    assert project.state()["serial"] == state["serial"]
+
+
+def test_auto_approve_applies_specs_and_reports(project, ids):
+    result = project.run("apply", "--auto-approve")
+    assert result.exit_code == 0, result.stderr
+    # The plan is shown first, then one line per image set and the summary.
+    assert "Plan: 3 image sets to update, 0 unchanged, 11 attributes changed." in result.stdout
+    for name, image_set_id in ids.items():
+        assert f"applied   {name}: image set {image_set_id} version 1 -> 2" in result.stdout
+    assert result.stdout.rstrip().endswith("Apply complete: 3 applied.")
+    check_desired(project, ids)
+    assert all(project.version_count(i) == 2 for i in ids.values())
+
+    again = project.run("apply", "--auto-approve")
+    assert again.exit_code == 0
+    assert "No changes." in again.stdout
+    assert "Apply complete: 3 unchanged." in again.stdout
+    assert all(project.version_count(i) == 2 for i in ids.values())
+
+
+def test_apply_paths_limits_to_those_specs(project, ids):
+    result = project.run("apply", str(project.specs_dir / "sc-deid.yaml"), "--auto-approve",
+                         "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [(i["spec"], i["status"]) for i in result.json["image_sets"]] == [("sc-deid", "applied")]
+    assert project.version_count(ids["sc-deid"]) == 2
+    assert project.version_count(ids["ct-small"]) == 1
+    assert project.version_count(ids["nm-bone"]) == 1
+    assert set(project.state()["specs"]) == {"sc-deid"}
+
+
+def test_apply_without_terminal_or_approval_refuses(project, ids):
+    result = project.run("apply", input="yes\n")     # stdin is not a terminal
+    assert result.exit_code == 1
+    assert "refusing to apply without a terminal" in result.stderr
+    assert "nothing was written" in result.stderr
+    assert all(project.version_count(i) == 1 for i in ids.values())
+    assert not project.state_path.exists()
+
+
+def test_apply_json_prints_only_the_report(project, ids):
+    result = project.run("apply", "--auto-approve", "--json")
+    assert result.exit_code == 0
+    assert result.stdout.lstrip().startswith("{")     # no plan text before the document
+    assert result.json["summary"]["applied"] == 3
+
+
+def test_saved_plan_with_nothing_to_do(project, ids):
+    assert project.run("apply", "--auto-approve").exit_code == 0
+    assert project.run("plan", "--out", "noop.json").exit_code == 0
+    result = project.run("apply", str(project.root / "noop.json"), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert {i["status"] for i in result.json["image_sets"]} == {"unchanged"}
+    assert all(project.version_count(i) == 2 for i in ids.values())
+    assert {name: project.record(name, i)["version_before"] for name, i in ids.items()} \
+        == {name: "1" for name in ids}
+
+
+def test_exit_code_one_and_report_when_an_image_set_fails(project, ids):
+    """One failure (UPDATE_FAILED injected) → exit 1; the others are applied and listed."""
+    project.emu.faults.add("UpdateImageSetMetadata", "update_failed", imageSetId=ids["nm-bone"],
+                           message="INVALID_REQUEST: injected for the report test", times=1)
+    result = project.run("apply", "--auto-approve")
+    assert result.exit_code == 1
+    assert "Apply finished with problems: 2 applied, 1 failed." in result.stdout
+    assert f"failed    nm-bone: image set {ids['nm-bone']}" in result.stdout
+    assert "INVALID_REQUEST: injected for the report test" in result.stdout
+
+
+def test_force_is_sent_only_when_the_spec_says_so_and_a_change_needs_it(project, ids):
+    ct, nm = ids["ct-small"], ids["nm-bone"]
+    for name in ("ct-small", "nm-bone", "sc-deid"):
+        (project.specs_dir / f"{name}.yaml").unlink()
+    # StudyID needs force; the spec allows it.
+    project.write_spec("ct-studyid", {"Study": {"StudyID": "CT-42"}}, image_set_id=ct, force=True)
+    # force: true, but nothing here needs it: it is not sent.
+    project.write_spec("nm-desc", {"Study": {"StudyDescription": "NM"}}, image_set_id=nm,
+                       force=True)
+    result = project.run("apply", "--auto-approve", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert project.versions(ct)[-1]["overrides"]["forced"] is True
+    assert project.metadata(ct)["Study"]["DICOM"]["StudyID"] == "CT-42"
+    assert not project.versions(nm)[-1].get("overrides", {}).get("forced")
+
+
+def test_a_bad_spec_stops_apply_before_anything_is_sent(project, ids):
+    """A StudyID change without force: the spec check refuses it, and with it the whole
+    apply: the other (valid) specs are not applied either, and no state is written."""
+    project.write_spec("ct-studyid", {"Study": {"StudyID": "CT-42"}},
+                       image_set_id=ids["nm-bone"])
+    result = project.run("apply", "--auto-approve")
+    assert result.exit_code == 1
+    assert "changing StudyID needs force: true" in result.stderr
+    assert result.stdout == ""
+    assert all(project.version_count(i) == 1 for i in ids.values())
+    assert not project.state_path.exists()
+
+
+def test_apply_json_says_why_when_the_plan_has_errors(project, ids):
+    nm = ids["nm-bone"]
+    (project.specs_dir / "nm-bone.yaml").unlink()
+    project.write_spec("nm-by-id", {"Study": {"StudyDescription": "X"}}, image_set_id=nm)
+    project.delete(nm)
+    result = project.run("apply", "--auto-approve", "--json")
+    assert result.exit_code == 1
+    assert all(project.version_count(i) == 1 for n, i in ids.items() if n != "nm-bone")
+    assert "could not be planned; nothing was applied" in result.stderr
+    plan = json.loads(result.stdout)                            # the plan says which and why
+    [failed] = [e for e in plan["image_sets"] if e["action"] == "error"]
+    assert failed["image_set_id"] == nm

@@ -1,0 +1,237 @@
+"""drift through the command line: in-sync without reading any metadata, drifted (changed
+out of band with boto3 and with the AWS CLI), changed elsewhere, missing, not applied,
+ignore rules, redaction, the JSON report and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from apply_support import EXAMPLE_STUDIES, REPO_ROOT
+
+DRIFT_SCHEMA = json.loads((REPO_ROOT / "schemas" / "drift.v1.schema.json").read_text())
+AWS_CLI = Path(sys.executable).with_name("aws")
+
+
+@pytest.fixture
+def ids(project):
+    return {name: project.image_set_of(study) for name, study in EXAMPLE_STUDIES.items()}
+
+
+@pytest.fixture
+def applied(project, ids):
+    result = project.run("apply", "--auto-approve")
+    assert result.exit_code == 0, result.stderr
+    return ids
+
+
+def drift_json(project, *args, ci=False):
+    result = project.run("drift", "--json", *args, ci=ci)
+    doc = result.json
+    jsonschema.Draft202012Validator(DRIFT_SCHEMA).validate(doc)
+    return result.exit_code, doc, {i["spec"]: i for i in doc["image_sets"]}
+
+
+def counters(project):
+    """Fault rules that do nothing but count the calls they match."""
+    faults = project.emu.faults
+    return {op: faults.add(op, "latency", seconds=0)
+            for op in ("GetImageSet", "GetImageSetMetadata", "SearchImageSets")}
+
+
+def test_in_sync_without_reading_metadata(project, applied):
+    count = counters(project)
+    code, doc, items = drift_json(project)
+    assert code == 0
+    assert doc["summary"] == {"in-sync": 3, "drifted": 0, "changed-elsewhere": 0, "missing": 0,
+                              "not-applied": 0}
+    for name, image_set_id in applied.items():
+        item = items[name]
+        assert (item["status"], item["image_set_id"], item["recorded_version"],
+                item["live_version"], item["attributes"]) \
+            == ("in-sync", image_set_id, "2", "2", [])
+    # One GetImageSet per recorded image set, and not one metadata read.
+    assert count["GetImageSet"].fired == 3
+    assert count["GetImageSetMetadata"].fired == 0
+    text = project.run("drift")
+    assert text.exit_code == 0
+    assert "Drift: 0 drifted, 0 missing, 0 changed elsewhere, 3 in sync, 0 not applied." \
+        in text.stdout
+
+
+def test_drifted_attribute_named_and_value_redacted_by_the_rules(project, applied):
+    ct = applied["ct-small"]
+    project.write_oob(ct, updatable={"Patient": {"DICOM": {"PatientName": "INTRUDER^EVE"}}})
+    count = counters(project)
+
+    code, doc, items = drift_json(project)                    # CI unset: values shown
+    assert code == 2
+    item = items["ct-small"]
+    assert (item["status"], item["recorded_version"], item["live_version"]) == ("drifted", "2", "3")
+    assert item["attributes"] == [{"path": "Patient.PatientName", "live": "INTRUDER^EVE",
+                                   "ignored": False}]
+    assert doc["redacted"] is False
+    assert {items[n]["status"] for n in ("nm-bone", "sc-deid")} == {"in-sync"}
+    assert count["GetImageSetMetadata"].fired == 1           # only the image set that moved
+
+    for args, ci in ((["--redact"], False), ([], True)):
+        code, doc, items = drift_json(project, *args, ci=ci)
+        assert code == 2 and doc["redacted"] is True
+        live = items["ct-small"]["attributes"][0]["live"]
+        assert live.startswith("<redacted PN len=12 sha256:")
+        assert "INTRUDER" not in json.dumps(doc)
+    code, doc, items = drift_json(project, "--no-redact", ci=True)
+    assert items["ct-small"]["attributes"][0]["live"] == "INTRUDER^EVE"
+
+    text = project.run("drift", ci=True)
+    assert text.exit_code == 2
+    assert f"drifted           ct-small: image set {ct}" in text.stdout
+    assert "drifted: Patient.PatientName is now <redacted PN len=12" in text.stdout
+    assert "INTRUDER" not in text.stdout + text.stderr
+
+
+def test_drift_made_with_the_aws_cli(project, applied):
+    """The out-of-band change made the way a person would: the AWS CLI against the emulator."""
+    sc = applied["sc-deid"]
+    env = dict(os.environ, AWS_DISABLE_HOST_PREFIX_INJECTION="true")
+    updates = {"DICOMUpdates": {"updatableAttributes": json.dumps(
+        {"SchemaVersion": 1.1, "Study": {"DICOM": {"ReferringPhysicianName": "Moriarty^James"}}})}}
+    done = subprocess.run(
+        [str(AWS_CLI), "medical-imaging", "update-image-set-metadata", "--endpoint-url",
+         project.url, "--datastore-id", project.datastore_id, "--image-set-id", sc,
+         "--latest-version-id", "2", "--update-image-set-metadata-updates", json.dumps(updates)],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    project.wait_unlocked(sc)
+    code, doc, items = drift_json(project)
+    assert code == 2
+    # The spec says "must be absent": it is back.
+    assert items["sc-deid"]["attributes"] == [{"path": "Study.ReferringPhysicianName",
+                                               "live": "Moriarty^James", "ignored": False}]
+
+
+def test_changed_elsewhere_when_only_unmanaged_attributes_moved(project, applied):
+    nm = applied["nm-bone"]
+    project.write_oob(nm, updatable={"Study": {"DICOM": {"StudyDate": "20240105"}}})
+    # A managed attribute changed and changed back is not drift either: the values are ours.
+    ct = applied["ct-small"]
+    project.write_oob(ct, updatable={"Study": {"DICOM": {"StudyDescription": "OTHER"}}})
+    project.write_oob(ct, updatable={"Study": {"DICOM": {"StudyDescription": "CT CHEST"}}})
+    code, doc, items = drift_json(project)
+    assert code == 0
+    assert (items["nm-bone"]["status"], items["nm-bone"]["live_version"]) \
+        == ("changed-elsewhere", "3")
+    assert items["nm-bone"]["attributes"] == []
+    assert (items["ct-small"]["status"], items["ct-small"]["live_version"]) \
+        == ("changed-elsewhere", "4")
+    assert doc["summary"]["changed-elsewhere"] == 2
+
+
+def test_missing_when_the_image_set_is_deleted(project, applied):
+    project.delete(applied["nm-bone"])
+    code, doc, items = drift_json(project)
+    assert code == 2
+    assert items["nm-bone"]["status"] == "missing"
+    assert items["nm-bone"]["image_set_id"] == applied["nm-bone"]
+    assert doc["summary"]["missing"] == 1
+    text = project.run("drift")
+    assert text.exit_code == 2
+    assert f"missing           nm-bone: image set {applied['nm-bone']}" in text.stdout
+
+
+def test_specs_not_applied_are_listed_but_are_not_drift(project, ids):
+    assert project.run("apply", str(project.specs_dir / "sc-deid.yaml"),
+                       "--auto-approve").exit_code == 0
+    code, doc, items = drift_json(project)
+    assert code == 0
+    assert items["sc-deid"]["status"] == "in-sync"
+    assert {items[n]["status"] for n in ("ct-small", "nm-bone")} == {"not-applied"}
+    assert doc["summary"]["not-applied"] == 2
+    # Drift of only the given specs' records still reads the whole state.
+    code, doc, items = drift_json(project, str(project.specs_dir / "sc-deid.yaml"))
+    assert set(items) == {"sc-deid"}
+
+
+def test_no_state_at_all(project, ids):
+    code, doc, items = drift_json(project)
+    assert code == 0
+    assert doc["summary"]["not-applied"] == 3
+    assert not project.state_path.exists()                # drift never writes a state
+
+
+def test_ignore_rules_from_the_config(project, applied):
+    project.write_config({**project.config, "ignore": [
+        {"spec": "ct-*", "attributes": ["Study.StudyDescription",
+                                        "Series[*].Instances[*].ImageComments"],
+         "reason": "the reading room edits these"}]})
+    ct = applied["ct-small"]
+    series = next(iter(project.metadata(ct)["Study"]["Series"]))
+    instance = next(iter(project.metadata(ct)["Study"]["Series"][series]["Instances"]))
+    project.write_oob(ct, updatable={"Study": {"DICOM": {"StudyDescription": "CT CHEST W/O"},
+                                               "Series": {series: {"Instances": {instance: {
+                                                   "DICOM": {"ImageComments": "re-read"}}}}}}})
+    code, doc, items = drift_json(project)
+    assert code == 0
+    item = items["ct-small"]
+    assert item["status"] == "changed-elsewhere"
+    assert "2 drifted attribute(s) ignored" in item["reason"]
+    assert sorted((a["path"], a["ignored"]) for a in item["attributes"]) == [
+        ("Series[%s].Instances[%s].ImageComments" % (series, instance), True),
+        ("Study.StudyDescription", True)]
+    # An attribute no rule covers still drifts (and the ignored ones are still listed).
+    project.write_oob(ct, updatable={"Study": {"DICOM": {"AccessionNumber": "ACC-9999"}}})
+    code, doc, items = drift_json(project)
+    assert code == 2
+    item = items["ct-small"]
+    assert item["status"] == "drifted"
+    assert {a["path"]: a["ignored"] for a in item["attributes"]} == {
+        "Study.AccessionNumber": False, "Study.StudyDescription": True,
+        "Series[%s].Instances[%s].ImageComments" % (series, instance): True}
+    # The rule names ct-* specs only: the same change on sc-deid's image set is drift.
+    sc = applied["sc-deid"]
+    project.write_oob(sc, updatable={"Patient": {"DICOM": {"PatientID": "LEAK-01"}}})
+    code, doc, items = drift_json(project)
+    assert items["sc-deid"]["status"] == "drifted"
+
+
+def test_drift_then_apply_repairs_it(project, applied):
+    ct = applied["ct-small"]
+    project.write_oob(ct, updatable={"Patient": {"DICOM": {"PatientName": "INTRUDER^EVE"}}})
+    assert project.run("drift").exit_code == 2
+    repaired = project.run("apply", "--auto-approve", "--json")
+    assert repaired.exit_code == 0
+    item = next(i for i in repaired.json["image_sets"] if i["spec"] == "ct-small")
+    assert (item["status"], item["version_before"], item["version_after"]) == ("applied", "3", "4")
+    code, doc, items = drift_json(project)
+    assert code == 0 and items["ct-small"]["status"] == "in-sync"
+
+
+def test_present_but_empty_and_absent_are_told_apart(project, ids):
+    """A spec's "" (present, empty; HealthImaging shows null) is not the spec's null (absent):
+    the state's hashes keep the difference, and drift reports the change between them."""
+    ct = ids["ct-small"]
+    for name in ("ct-small", "nm-bone", "sc-deid"):
+        (project.specs_dir / f"{name}.yaml").unlink()
+    assert project.metadata(ct)["Study"]["DICOM"]["ReferringPhysicianName"] is None
+    project.write_spec("ct-empty", {"Study": {"ReferringPhysicianName": ""},
+                                    "Patient": {"PatientName": "DOE^JANE"}}, image_set_id=ct)
+    applied = project.run("apply", "--auto-approve", "--json")
+    assert applied.exit_code == 0, applied.stderr
+    assert project.metadata(ct)["Study"]["DICOM"]["ReferringPhysicianName"] is None   # kept
+    # A DICOM-equal rewrite of a value is not drift.
+    project.write_oob(ct, updatable={"Patient": {"DICOM": {"PatientName": "DOE^JANE^^"}}})
+    code, doc, items = drift_json(project)
+    assert (code, items["ct-empty"]["status"]) == (0, "changed-elsewhere")
+    # Removing the empty element is.
+    project.write_oob(ct, removable={"Study": {"DICOM": {"ReferringPhysicianName": None}}})
+    assert "ReferringPhysicianName" not in project.metadata(ct)["Study"]["DICOM"]
+    code, doc, items = drift_json(project)
+    assert code == 2
+    assert items["ct-empty"]["attributes"] == [
+        {"path": "Study.ReferringPhysicianName", "live": "(absent)", "ignored": False}]

@@ -1,0 +1,162 @@
+"""A saved plan is checked against the state and the specs before anything is sent: another
+state (lineage), another apply that recorded the same image set since (per-record serial), an
+edited or removed spec (digest), a plan printed for humans without its payloads, a plan
+edited by hand. Nothing of a refused or stale entry is written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from apply_support import EXAMPLE_STUDIES, check_report
+
+
+@pytest.fixture
+def ids(project):
+    return {name: project.image_set_of(study) for name, study in EXAMPLE_STUDIES.items()}
+
+
+def plan_to(project, name="plan.json", *args, ci=False):
+    result = project.run("plan", "--out", name, *args, ci=ci)
+    assert result.exit_code == 0, result.stderr
+    return str(project.root / name)
+
+
+def apply_saved(project, plan):
+    result = project.run("apply", plan, "--json")
+    items = {}
+    if result.stdout.strip().startswith("{"):
+        items = {i["spec"]: i for i in check_report(result.json)["image_sets"]}
+    return result, items
+
+
+def counts(project, ids):
+    return {name: project.version_count(i) for name, i in ids.items()}
+
+
+def test_plan_of_another_state_lineage_is_refused(project, ids):
+    assert project.run("apply", str(project.specs_dir / "sc-deid.yaml"),
+                       "--auto-approve").exit_code == 0
+    lineage = project.state()["lineage"]
+    plan = plan_to(project)
+    assert json.loads(open(plan).read())["state"]["lineage"] == lineage
+    # The state is replaced by another one (another project's, or a fresh start).
+    shutil.rmtree(project.state_path.parent)
+    assert project.run("apply", str(project.specs_dir / "nm-bone.yaml"),
+                       "--auto-approve").exit_code == 0
+    other = project.state()
+    assert other["lineage"] != lineage
+    before = counts(project, ids)
+
+    result, _ = apply_saved(project, plan)
+    assert result.exit_code == 1
+    assert "the plan was made against another state" in result.stderr
+    assert lineage in result.stderr and other["lineage"] in result.stderr
+    assert result.stdout == ""
+    assert counts(project, ids) == before                 # nothing written
+    assert project.state() == other                       # nor recorded
+
+
+def test_plan_made_before_another_apply_of_the_same_image_set_is_stale_for_it(project, ids):
+    plan = plan_to(project)                               # no state yet
+    # Another apply records sc-deid; then someone puts the old values back by hand, so that
+    # the live image set matches the plan's "before" again: only the state can tell.
+    assert project.run("apply", str(project.specs_dir / "sc-deid.yaml"),
+                       "--auto-approve").exit_code == 0
+    record = project.record("sc-deid", ids["sc-deid"])
+    project.client.update_image_set_metadata(
+        datastoreId=project.datastore_id, imageSetId=ids["sc-deid"], latestVersionId="2",
+        updateImageSetMetadataUpdates={"revertToVersionId": "1"})
+    project.wait_unlocked(ids["sc-deid"])
+
+    result, items = apply_saved(project, plan)
+    assert result.exit_code == 1
+    item = items["sc-deid"]
+    assert item["status"] == "stale"
+    assert item["reason"] == "the state of this image set changed since the plan was made"
+    assert project.version_count(ids["sc-deid"]) == 3      # 1, ours, the manual revert
+    assert project.record("sc-deid", ids["sc-deid"]) == record
+    # The plan's other image sets were not touched by that apply: they go ahead.
+    assert items["ct-small"]["status"] == items["nm-bone"]["status"] == "applied"
+    assert counts(project, ids)["ct-small"] == counts(project, ids)["nm-bone"] == 2
+
+
+def test_plan_made_after_an_apply_is_not_stale(project, ids):
+    assert project.run("apply", str(project.specs_dir / "sc-deid.yaml"),
+                       "--auto-approve").exit_code == 0
+    plan = plan_to(project)
+    result, items = apply_saved(project, plan)
+    assert result.exit_code == 0, result.stderr
+    assert items["sc-deid"]["status"] == "unchanged"
+    assert items["ct-small"]["status"] == items["nm-bone"]["status"] == "applied"
+
+
+def test_spec_edited_after_the_plan_is_stale(project, ids):
+    plan = plan_to(project)
+    path = project.specs_dir / "ct-small.yaml"
+    path.write_text(path.read_text().replace("CT CHEST", "CT ABDOMEN"))
+    # A comment is not part of a spec: editing one does not make a plan stale.
+    nm = project.specs_dir / "nm-bone.yaml"
+    nm.write_text("# reviewed by the imaging team\n" + nm.read_text())
+
+    result, items = apply_saved(project, plan)
+    assert result.exit_code == 1
+    assert items["ct-small"]["status"] == "stale"
+    assert items["ct-small"]["reason"] == "spec ct-small changed since the plan was made"
+    assert project.version_count(ids["ct-small"]) == 1
+    assert project.record("ct-small", ids["ct-small"]) is None
+    assert items["nm-bone"]["status"] == items["sc-deid"]["status"] == "applied"
+
+
+def test_spec_removed_after_the_plan_is_stale(project, ids):
+    plan = plan_to(project)
+    (project.specs_dir / "nm-bone.yaml").unlink()
+    result, items = apply_saved(project, plan)
+    assert result.exit_code == 1
+    assert items["nm-bone"]["status"] == "stale"
+    assert "no longer in the specs" in items["nm-bone"]["reason"]
+    assert project.version_count(ids["nm-bone"]) == 1
+
+
+def test_plan_printed_with_redaction_is_refused(project, ids):
+    printed = project.run("plan", "--json", ci=True)        # CI: redaction on
+    assert printed.exit_code == 0
+    doc = printed.json
+    assert doc["redacted"] is True
+    request = next(e for e in doc["image_sets"] if e["spec"] == "ct-small")["requests"][0]
+    assert request["updatableAttributes"]["redacted"] is True           # no payload in it
+    assert "DOE^JANE" not in printed.stdout
+    (project.root / "printed.json").write_text(printed.stdout)
+
+    result, _ = apply_saved(project, str(project.root / "printed.json"))
+    assert result.exit_code == 1
+    assert "printed with redaction and holds no payloads" in result.stderr
+    assert all(n == 1 for n in counts(project, ids).values())
+    assert not project.state_path.exists()
+
+
+def test_plan_saved_under_redaction_keeps_its_payloads_and_applies(project, ids):
+    """--out under CI redacts the values shown, never the payloads apply needs."""
+    plan = plan_to(project, "ci-plan.json", ci=True)
+    doc = json.loads(open(plan).read())
+    assert doc["redacted"] is True
+    ct = next(e for e in doc["image_sets"] if e["spec"] == "ct-small")
+    assert ct["changes"][0]["after"].startswith("<redacted ")
+    result, items = apply_saved(project, plan)
+    assert result.exit_code == 0, result.stderr
+    assert {i["status"] for i in items.values()} == {"applied"}
+
+
+def test_plan_edited_by_hand_is_refused(project, ids):
+    plan = plan_to(project)
+    doc = json.loads(open(plan).read())
+    entry = next(e for e in doc["image_sets"] if e["spec"] == "ct-small")
+    entry["requests"][0]["updatableAttributes"] = entry["requests"][0][
+        "updatableAttributes"].replace("DOE^JANE", "EVIL^EDIT")
+    open(plan, "w").write(json.dumps(doc))
+    result, _ = apply_saved(project, plan)
+    assert result.exit_code == 1
+    assert "checksum mismatch" in result.stderr
+    assert all(n == 1 for n in counts(project, ids).values())
