@@ -56,8 +56,10 @@ def test_in_sync_without_reading_metadata(project, applied):
         assert (item["status"], item["image_set_id"], item["recorded_version"],
                 item["live_version"], item["attributes"]) \
             == ("in-sync", image_set_id, "2", "2", [])
-    # One GetImageSet per recorded image set, and not one metadata read.
-    assert count["GetImageSet"].fired == 3
+    # One page of SearchImageSets lists all three at the versions our apply made: no
+    # GetImageSet, and not one metadata read.
+    assert count["SearchImageSets"].fired == 1
+    assert count["GetImageSet"].fired == 0
     assert count["GetImageSetMetadata"].fired == 0
     text = project.run("drift")
     assert text.exit_code == 0
@@ -235,3 +237,36 @@ def test_present_but_empty_and_absent_are_told_apart(project, ids):
     assert code == 2
     assert items["ct-empty"]["attributes"] == [
         {"path": "Study.ReferringPhysicianName", "live": "(absent)", "ignored": False}]
+
+
+def test_an_untouched_fleet_costs_one_search_call_per_50_image_sets(tmp_path):
+    """Drift over 120 recorded image sets that nobody touched: 3 listing pages, no per-image-set
+    reads; one touched image set costs one GetImageSet and one metadata read more."""
+    from apply_support import client_for, sample_documents, seed_documents
+    from reconciler.drift import detect
+    from reconciler.emulator.server import ThreadedEmulator
+    from reconciler.aws import BotoHealthImaging, ClientSettings
+    from reconciler.redact import Redactor
+    from reconciler.states import ImageSetRecord, State
+
+    docs = sample_documents(120)
+    with ThreadedEmulator(seeds=seed_documents(tmp_path, docs)) as emu:
+        hi = BotoHealthImaging(settings=ClientSettings(endpoint_url=emu.url))
+        state = State.new()
+        for image_set_id in emu.image_set_ids:
+            state.put("fleet", ImageSetRecord(emu.datastore_id, image_set_id, "1", "1", "0" * 64,
+                                              {"Study.StudyDescription": state.hash_value(None)}))
+        report = detect(hi, state, [], lambda s, p: False, Redactor(False))
+        assert report["summary"]["in-sync"] == 120
+        assert hi.calls == {"SearchImageSets": 3}
+        touched = emu.image_set_ids[7]
+        client = client_for(emu.url)
+        client.update_image_set_metadata(
+            datastoreId=emu.datastore_id, imageSetId=touched, latestVersionId="1",
+            updateImageSetMetadataUpdates={"DICOMUpdates": {"updatableAttributes": json.dumps(
+                {"SchemaVersion": 1.1, "Study": {"DICOM": {"StudyDescription": "X"}}})}})
+        emu.backend.complete_pending()
+        hi.calls.clear()
+        report = detect(hi, state, [], lambda s, p: False, Redactor(False))
+        assert report["summary"]["drifted"] == 1
+        assert hi.calls == {"SearchImageSets": 3, "GetImageSet": 1, "GetImageSetMetadata": 1}
