@@ -360,6 +360,36 @@ def _confirm(question: str) -> None:
         raise errors.ReconcilerError("apply cancelled; nothing was written")
 
 
+class _ApplyWatcher:
+    """Called once per finished image set: NDJSON events as they happen (--json-stream), and
+    progress on stderr when a person watches."""
+
+    def __init__(self, plan_doc, stream: bool, hi):
+        from .progress import Progress
+
+        self.total = len(plan_doc["image_sets"])
+        self.stream = stream
+        self.done = 0
+        self.progress = Progress("apply", self.total,
+                                 throttles=getattr(hi.pacer, "throttle_count", None))
+        if stream:
+            from .events import apply_start_events, write
+            write(apply_start_events(plan_doc), click.echo)
+
+    def __call__(self, item) -> None:
+        self.done += 1
+        self.progress.step()
+        if self.stream:
+            from .events import apply_item_events, write
+            write(apply_item_events(item, self.done, self.total), click.echo)
+
+    def close(self) -> None:
+        self.progress.close()
+
+
+_apply_watcher = _ApplyWatcher
+
+
 def _print_report(doc, as_json: bool, opts: GlobalOptions) -> None:
     from .render import render_report
 
@@ -432,15 +462,14 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, wait
                     f"nothing was applied")
             if plan_doc["summary"]["update"] and not auto_approve:
                 _confirm("Do you want to perform these actions?")
-        if output == "stream":
-            from .events import apply_start_events, write
-            write(apply_start_events(plan_doc), click.echo)
-        doc = apply_plan(plan_doc, specs, _service(opts, config), backend, state,
+        on_result = _apply_watcher(plan_doc, output == "stream", hi := _service(opts, config))
+        doc = apply_plan(plan_doc, specs, hi, backend, state,
                          ApplyOptions(fail_fast=fail_fast, parallelism=parallelism,
-                                      wait_timeout=wait_timeout), saved)
+                                      wait_timeout=wait_timeout), saved, on_result=on_result)
+        on_result.close()
     if output == "stream":
-        from .events import apply_result_events, write
-        write(apply_result_events(doc), click.echo)
+        from .events import apply_summary_events, write
+        write(apply_summary_events(doc), click.echo)
     else:
         _print_report(doc, as_json, opts)
     return errors.EXIT_ERROR if report_failed(doc) else errors.EXIT_OK

@@ -82,26 +82,36 @@ def apply_start_events(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
                         requests=len(entry["requests"]))
 
 
-def apply_result_events(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    items = report["image_sets"]
-    for done, item in enumerate(items, start=1):
-        where = f"{item['spec']}: image set {item['image_set_id']}"
-        common = {"spec": item["spec"], "datastore_id": item["datastore_id"],
-                  "image_set_id": item["image_set_id"]}
-        yield event("apply_progress", f"{done}/{len(items)} image sets done", done=done,
-                    total=len(items), **common)
-        if item["status"] in OK_STATUSES:
-            yield event("apply_complete", f"{where}: {item['status']}", status=item["status"],
-                        version_before=item["version_before"],
-                        version_after=item["version_after"], writes=item["writes"], **common)
-        else:
-            yield event("apply_errored", f"{where}: {item['status']}: {item['reason']}",
-                        status=item["status"], reason=item["reason"],
-                        version_before=item["version_before"], writes=item["writes"], **common)
+def apply_item_events(item: dict[str, Any], done: int, total: int) -> Iterator[dict[str, Any]]:
+    """The events of one finished image set, emitted as soon as it is done."""
+    where = f"{item['spec']}: image set {item['image_set_id']}"
+    common = {"spec": item["spec"], "datastore_id": item["datastore_id"],
+              "image_set_id": item["image_set_id"]}
+    yield event("apply_progress", f"{done}/{total} image sets done", done=done, total=total,
+                **common)
+    if item["status"] in OK_STATUSES:
+        yield event("apply_complete", f"{where}: {item['status']}", status=item["status"],
+                    version_before=item["version_before"],
+                    version_after=item["version_after"], writes=item["writes"], **common)
+    else:
+        yield event("apply_errored", f"{where}: {item['status']}: {item['reason']}",
+                    status=item["status"], reason=item["reason"],
+                    version_before=item["version_before"], writes=item["writes"], **common)
+
+
+def apply_summary_events(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
     s = report["summary"]
     done_text = ", ".join(f"{s[k]} {k}" for k in s if s[k]) or "nothing to do"
     yield event("change_summary", f"{report['operation'].capitalize()}: {done_text}.",
                 operation=report["operation"], **s)
+
+
+def apply_result_events(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every event of a finished run, from its report (for a report read after the fact)."""
+    items = report["image_sets"]
+    for done, item in enumerate(items, start=1):
+        yield from apply_item_events(item, done, len(items))
+    yield from apply_summary_events(report)
 
 
 # -- drift ---------------------------------------------------------------------------------------

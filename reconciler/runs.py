@@ -70,6 +70,12 @@ def check_plan_lineage(plan: dict[str, Any], state: State) -> None:
                                    "payloads; save one with plan --out")
 
 
+def report_item(o: Outcome) -> dict[str, Any]:
+    return {"spec": o.spec, "datastore_id": o.datastore_id, "image_set_id": o.image_set_id,
+            "status": o.status, "reason": o.reason or None, "version_before": o.version_before,
+            "version_after": o.version_after, "writes": o.writes, "response": o.response or None}
+
+
 def report(outcomes: list[Outcome], operation: str) -> dict[str, Any]:
     counts = {s: sum(1 for o in outcomes if o.status == s)
               for s in (APPLIED, UNCHANGED, STALE, FAILED, SKIPPED, MISSING)}
@@ -78,11 +84,7 @@ def report(outcomes: list[Outcome], operation: str) -> dict[str, Any]:
         "operation": operation,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "summary": counts,
-        "image_sets": [{
-            "spec": o.spec, "datastore_id": o.datastore_id, "image_set_id": o.image_set_id,
-            "status": o.status, "reason": o.reason or None, "version_before": o.version_before,
-            "version_after": o.version_after, "writes": o.writes, "response": o.response or None,
-        } for o in outcomes],
+        "image_sets": [report_item(o) for o in outcomes],
     }
 
 
@@ -92,8 +94,10 @@ def report_failed(doc: dict[str, Any]) -> bool:
 
 
 def apply_plan(plan: dict[str, Any], specs: list[Spec], hi: HealthImaging, backend: StateBackend,
-               state: State, options: ApplyOptions, saved: bool) -> dict[str, Any]:
-    """Apply ``plan`` under a lock the caller holds; save the state after each image set."""
+               state: State, options: ApplyOptions, saved: bool,
+               on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Apply ``plan`` under a lock the caller holds; save the state after each image set, then
+    tell ``on_result`` (its report item: progress, event streams)."""
     by_name = {s.name: s for s in specs}
     skip: dict[tuple[str, str], str] = {}
     if saved:
@@ -101,6 +105,11 @@ def apply_plan(plan: dict[str, Any], specs: list[Spec], hi: HealthImaging, backe
         skip = stale_entries(plan, state, by_name)
 
     def save(outcome: Outcome, spec: Spec | None) -> None:
+        record_outcome(outcome, spec)
+        if on_result is not None:
+            on_result(report_item(outcome))
+
+    def record_outcome(outcome: Outcome, spec: Spec | None) -> None:
         if outcome.status not in (APPLIED, UNCHANGED) or not outcome.version_after \
                 or spec is None:
             return
