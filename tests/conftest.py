@@ -66,3 +66,34 @@ def emulator():
 @pytest.fixture
 def emulator_client(emulator):
     return medical_imaging_client(emulator.url)
+
+
+@pytest.fixture
+def example_project(emulator, tmp_path):
+    """A metadata repository in tmp_path: the example specs (examples/specs) and a
+    reconciler.yaml for the emulator, with the update quota raised so tests are not paced
+    to 0.25 updates a second. The state goes to tmp_path/.reconciler/state.json."""
+    import shutil
+
+    shutil.copytree(REPO_ROOT / "examples" / "specs", tmp_path / "specs")
+    (tmp_path / "reconciler.yaml").write_text(
+        f"datastoreId: {emulator.datastore_id}\nspecs: [specs]\n"
+        "quotas: {UpdateImageSetMetadata: 100}\n")
+    return tmp_path
+
+
+@pytest.fixture
+def run_reconciler(emulator):
+    """Run ``python -m reconciler ARGS`` as a real subprocess in a project directory against
+    the emulator; ``ci=True`` sets CI (redaction on), otherwise CI is unset."""
+    import subprocess
+    import sys
+
+    def run(project, *args, ci: bool = False):
+        env = dict(os.environ, AWS_ENDPOINT_URL_MEDICAL_IMAGING=emulator.url)
+        env.pop("CI", None)
+        if ci:
+            env["CI"] = "true"
+        return subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=120)
+    return run

@@ -2,10 +2,6 @@
 and the planner's behaviours through the CLI (LOCKED waits, targets, selectors, exit codes)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import boto3
 import pytest
@@ -15,27 +11,17 @@ from click.testing import CliRunner
 from reconciler import plans
 from reconciler.cli import cli
 
-EXAMPLES = Path(__file__).parents[2] / "examples"
 CT_STUDY = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
 
 
 @pytest.fixture
-def project(emulator, tmp_path):
-    (tmp_path / "specs").mkdir()
-    for spec in (EXAMPLES / "specs").glob("*.yaml"):
-        (tmp_path / "specs" / spec.name).write_text(spec.read_text())
-    (tmp_path / "reconciler.yaml").write_text(
-        f"datastoreId: {emulator.datastore_id}\nspecs: [specs]\n")
-    return tmp_path
+def project(example_project):
+    return example_project
 
 
-def _subprocess(emulator, project, *args, ci=False):
-    env = dict(os.environ, AWS_ENDPOINT_URL_MEDICAL_IMAGING=emulator.url)
-    env.pop("CI", None)
-    if ci:
-        env["CI"] = "true"
-    return subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=120)
+@pytest.fixture
+def _subprocess(run_reconciler):
+    return lambda emulator, project, *args, ci=False: run_reconciler(project, *args, ci=ci)
 
 
 def _cli(emulator, project, *args):
@@ -43,7 +29,7 @@ def _cli(emulator, project, *args):
                               env={"AWS_ENDPOINT_URL_MEDICAL_IMAGING": emulator.url, "CI": None})
 
 
-def test_plan_out_and_show_through_a_real_subprocess(emulator, project):
+def test_plan_out_and_show_through_a_real_subprocess(emulator, project, _subprocess):
     plan = _subprocess(emulator, project, "plan", "--out", "plan.json", "--detailed-exitcode")
     assert plan.returncode == 2, plan.stderr
     assert plan.stdout.splitlines()[-2] == (
@@ -66,7 +52,7 @@ def test_plan_out_and_show_through_a_real_subprocess(emulator, project):
         assert [v["versionId"] for v in versions["imageSetPropertiesList"]] == ["1"]
 
 
-def test_ci_redacts_plan_output_and_json_has_no_payloads(emulator, project):
+def test_ci_redacts_plan_output_and_json_has_no_payloads(emulator, project, _subprocess):
     text = _subprocess(emulator, project, "plan", ci=True)
     assert text.returncode == 0
     assert "DOE^JANE" not in text.stdout and "CompressedSamples" not in text.stdout

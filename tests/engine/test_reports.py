@@ -3,7 +3,6 @@ through the CLI against the emulator."""
 
 import json
 from importlib import resources
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -11,23 +10,13 @@ from click.testing import CliRunner
 
 from reconciler.cli import cli
 
-EXAMPLES = Path(__file__).parents[2] / "examples"
-
-
 def _schema(name):
     return json.loads(resources.files("reconciler.schemas").joinpath(name).read_text())
 
 
 @pytest.fixture
-def project(emulator, tmp_path):
-    (tmp_path / "specs").mkdir()
-    for spec in (EXAMPLES / "specs").glob("*.yaml"):
-        (tmp_path / "specs" / spec.name).write_text(spec.read_text())
-    (tmp_path / "reconciler.yaml").write_text(
-        f"datastoreId: {emulator.datastore_id}\nspecs: [{tmp_path / 'specs'}]\n"
-        f"state: {{backend: local, path: {tmp_path / 'state.json'}}}\n"
-        "quotas: {UpdateImageSetMetadata: 100}\n")
-    return tmp_path
+def project(example_project):
+    return example_project
 
 
 def _run(emulator, project, *args, ci=None):
@@ -53,7 +42,7 @@ def test_apply_rollback_and_drift_reports_follow_their_schemas(emulator, project
         json.loads(rolled.stdout))
 
     # the state file follows its schema too, and holds no value of the specs
-    state = (project / "state.json").read_text()
+    state = (project / ".reconciler" / "state.json").read_text()
     jsonschema.Draft202012Validator(_schema("state.v1.schema.json")).validate(json.loads(state))
     for value in ("DOE^JANE", "19700101", "ACC-0042", "ANON0001", "CT CHEST", "reviewed"):
         assert value not in state

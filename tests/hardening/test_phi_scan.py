@@ -3,10 +3,6 @@
 saved plan and the state file for every value the specs and the live metadata hold."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
@@ -28,24 +24,18 @@ def _values_in(text: str, values) -> list[str]:
 
 
 @pytest.fixture
-def project(emulator, tmp_path):
-    shutil.copytree(EXAMPLES / "specs", tmp_path / "specs")
-    (tmp_path / "reconciler.yaml").write_text(
-        f"datastoreId: {emulator.datastore_id}\nspecs: [specs]\n"
-        "quotas: {UpdateImageSetMetadata: 100}\n")
-    return tmp_path
+def project(example_project):
+    return example_project
 
 
-def _run(emulator, project, *args, ci=True):
-    env = dict(os.environ, AWS_ENDPOINT_URL_MEDICAL_IMAGING=emulator.url)
-    env.pop("CI", None)
-    if ci:
-        env["CI"] = "true"
-    return subprocess.run([sys.executable, "-m", "reconciler", "--verbose", *args], cwd=project,
-                          env=env, capture_output=True, text=True, timeout=120)
+@pytest.fixture
+def _run(run_reconciler):
+    def run(emulator, project, *args, ci=True):
+        return run_reconciler(project, "--verbose", *args, ci=ci)
+    return run
 
 
-def test_no_phi_in_output_logs_or_state_across_every_command(emulator, project):
+def test_no_phi_in_output_logs_or_state_across_every_command(emulator, project, _run):
     assert LIVE_PHI, "the bundled data must hold patient names to scan for"
     outputs = []
     for args in (["validate"], ["plan"], ["plan", "--json"], ["plan", "--out", "plan.json"],
@@ -86,7 +76,7 @@ def test_no_phi_in_output_logs_or_state_across_every_command(emulator, project):
     assert oct((project / ".reconciler" / "state.json").stat().st_mode & 0o777) == "0o600"
 
 
-def test_without_ci_values_show_but_logs_still_hold_none(emulator, project):
+def test_without_ci_values_show_but_logs_still_hold_none(emulator, project, _run):
     result = _run(emulator, project, "plan", ci=False)
     assert "DOE^JANE" in result.stdout                   # output shows values outside CI
     assert _values_in(result.stderr, LIVE_PHI + SPEC_PHI) == []   # logs never do
