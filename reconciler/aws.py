@@ -145,6 +145,16 @@ class BotoHealthImaging:
         self.client = client if client is not None else make_client(settings)
         self.pacer = pacer or Pacer()
         self.calls: dict[str, int] = {}
+        # botocore retries a 429 by itself; the pacer must still hear of it to slow down.
+        # Registered first, because the retry handler's answer ends the event's dispatch.
+        self.client.meta.events.register_first(f"needs-retry.{SERVICE}", self._saw_response)
+
+    def _saw_response(self, response=None, operation=None, **_: Any) -> None:
+        if response is not None and operation is not None:
+            code = (response[1] or {}).get("Error", {}).get("Code")
+            if code == "ThrottlingException":
+                self.pacer.throttled(operation.name)
+        return None
 
     # -- plumbing -----------------------------------------------------------------------------
     def _call(self, operation: str, method: str, **params: Any) -> dict[str, Any]:
@@ -154,8 +164,6 @@ class BotoHealthImaging:
             return getattr(self.client, method)(**params)
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
             error = map_error(exc, operation)
-            if isinstance(error, errors.ThrottlingError):
-                self.pacer.throttled(operation)
             # Ids and codes only: never parameters, which may hold metadata.
             log.debug("%s failed: %s (%s)", operation, error.code, error.status)
             raise error from exc

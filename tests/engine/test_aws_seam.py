@@ -76,3 +76,15 @@ def test_unreachable_endpoint_is_an_endpoint_error():
 def test_malformed_metadata_is_a_clear_error_naming_the_image_set(raw, match):
     with pytest.raises(errors.MalformedResponseError, match=f"image set abc: metadata is {match}"):
         decode_metadata(raw, "abc")
+
+
+def test_throttles_absorbed_by_botocore_retries_still_slow_the_pacer(emulator):
+    from reconciler.pacing import Pacer
+
+    pacer = Pacer(rates={"GetImageSet": 1000})
+    hi = BotoHealthImaging(settings=ClientSettings(endpoint_url=emulator.url), pacer=pacer)
+    emulator.faults.add("GetImageSet", "throttle", times=2)
+    image_set = hi.get_image_set(emulator.datastore_id, emulator.image_set_ids[0])
+    assert image_set.version_id == "1"           # botocore retried and succeeded
+    assert pacer.throttle_count() == 2           # and the pacer heard of both 429s
+    assert pacer.rate("GetImageSet") < 1000
