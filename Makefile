@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo venv clean
+.PHONY: test demo bench venv clean
 
 venv: $(STAMP)
 
@@ -14,11 +14,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
+# Two workers: the suite is mostly waiting on loopback HTTP and subprocesses, and the machine
+# (and CI) has two cores; every test passes with and without -n.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+# Benchmarks of product.md §9 against the emulator (quotas on, time-scaled): prints ratios.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
