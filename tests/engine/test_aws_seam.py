@@ -69,10 +69,10 @@ def test_unreachable_endpoint_is_an_endpoint_error():
 
 @pytest.mark.parametrize("raw,match", [
     (b"not gzip", "not valid gzip"),
-    (gzip.compress(b"{truncated")[:-6], "not valid gzip"),
-    (gzip.compress(b"{not json"), "not valid JSON"),
-    (gzip.compress(b"[1, 2]"), "not a JSON object"),
-])
+    (gzip.compress(b"{truncated", mtime=0)[:-6], "not valid gzip"),
+    (gzip.compress(b"{not json", mtime=0), "not valid JSON"),
+    (gzip.compress(b"[1, 2]", mtime=0), "not a JSON object"),
+], ids=["not-gzip", "truncated-gzip", "invalid-json", "not-an-object"])
 def test_malformed_metadata_is_a_clear_error_naming_the_image_set(raw, match):
     with pytest.raises(errors.MalformedResponseError, match=f"image set abc: metadata is {match}"):
         decode_metadata(raw, "abc")
