@@ -2,8 +2,8 @@
 anyway, and a client paced at ten times the quota the service enforces. Each case checks the
 end state of the metadata, the versions created, the state and the report."""
 
-import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +19,8 @@ from reconciler.runs import apply_plan, report_failed
 from reconciler.specs import load_specs
 from reconciler.states import State, open_backend
 
-from conftest import EXAMPLES_DICOM, REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES_DICOM = REPO_ROOT / "examples" / "dicom"
 
 
 def _project(tmp_path, emu):
