@@ -85,7 +85,9 @@ def test_markdown_and_event_stream_through_plan_apply_drift(project, emu):
     code, shown = run("show", "plan.json", "--format", "markdown")
     assert code == 0 and normalise(shown) == normalise(redacted)   # no state yet: salts differ
 
-    code, stream = run("apply", "plan.json", "--json-stream")
+    # One image set at a time: events are emitted as image sets finish, so only then is
+    # their order the plan's.
+    code, stream = run("apply", "plan.json", "--json-stream", "--parallelism", "1")
     assert code == 0
     events = check_stream(stream)
     assert [e["type"] for e in events] == (["apply_start"] * 3
