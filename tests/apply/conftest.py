@@ -18,7 +18,7 @@ import pytest
 from botocore import loaders
 from botocore.retries import standard
 
-from apply_support import EXAMPLES_DICOM, Project
+from apply_support import EXAMPLE_STUDIES, EXAMPLES_DICOM, Project
 from reconciler import applier, planner
 from reconciler.emulator.server import ThreadedEmulator
 
@@ -64,3 +64,17 @@ def project(tmp_path, emu, monkeypatch) -> Project:
     return found
 
 
+
+
+@pytest.fixture
+def ids(project):
+    """Spec name → the image set its example study was seeded as."""
+    return {name: project.image_set_of(study) for name, study in EXAMPLE_STUDIES.items()}
+
+
+@pytest.fixture
+def applied(project, ids):
+    """The example specs applied once (exit 0); the image set ids by spec name."""
+    result = project.run("apply", "--auto-approve")
+    assert result.exit_code == 0, result.stderr
+    return ids

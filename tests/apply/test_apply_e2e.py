@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from apply_support import EXAMPLE_STUDIES, check_report, without_paths
+from apply_support import check_report, without_paths
 
 CT_SERIES = "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322"
 CT_INSTANCE = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
@@ -52,11 +52,6 @@ def check_desired(project, ids):
     assert sc["Patient"]["DICOM"]["PatientName"] == "ANON^0001"
     assert sc["Patient"]["DICOM"]["PatientID"] == "ANON0001"
     assert "ReferringPhysicianName" not in sc["Study"]["DICOM"]
-
-
-@pytest.fixture
-def ids(project):
-    return {name: project.image_set_of(study) for name, study in EXAMPLE_STUDIES.items()}
 
 
 def all_image_sets(project):

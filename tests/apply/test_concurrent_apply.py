@@ -10,12 +10,7 @@ import time
 
 import pytest
 
-from apply_support import EXAMPLE_STUDIES, wait_for
-
-
-@pytest.fixture
-def ids(project):
-    return {name: project.image_set_of(study) for name, study in EXAMPLE_STUDIES.items()}
+from apply_support import wait_for
 
 
 def spec(project, name):

@@ -10,16 +10,11 @@ import threading
 
 import pytest
 
-from apply_support import (EXAMPLE_STUDIES, Project, check_report, sample_documents,
+from apply_support import (Project, check_report, sample_documents,
                            seed_documents, wait_for)
 from reconciler.emulator.server import ThreadedEmulator
 
 CT_SERIES = "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322"
-
-
-@pytest.fixture
-def ids(project):
-    return {name: project.image_set_of(study) for name, study in EXAMPLE_STUDIES.items()}
 
 
 def saved_plan(project, name="plan.json"):

@@ -13,22 +13,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from apply_support import EXAMPLE_STUDIES, REPO_ROOT
+from apply_support import REPO_ROOT
 
 DRIFT_SCHEMA = json.loads((REPO_ROOT / "schemas" / "drift.v1.schema.json").read_text())
 AWS_CLI = Path(sys.executable).with_name("aws")
-
-
-@pytest.fixture
-def ids(project):
-    return {name: project.image_set_of(study) for name, study in EXAMPLE_STUDIES.items()}
-
-
-@pytest.fixture
-def applied(project, ids):
-    result = project.run("apply", "--auto-approve")
-    assert result.exit_code == 0, result.stderr
-    return ids
 
 
 def drift_json(project, *args, ci=False):

@@ -5,19 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from apply_support import EXAMPLE_STUDIES, check_report, strip_generated
-
-
-@pytest.fixture
-def ids(project):
-    return {name: project.image_set_of(study) for name, study in EXAMPLE_STUDIES.items()}
-
-
-@pytest.fixture
-def applied(project, ids):
-    result = project.run("apply", "--auto-approve")
-    assert result.exit_code == 0, result.stderr
-    return ids
+from apply_support import check_report, strip_generated
 
 
 def rollback_json(project, *args):

@@ -10,12 +10,7 @@ import shutil
 
 import pytest
 
-from apply_support import EXAMPLE_STUDIES, check_report
-
-
-@pytest.fixture
-def ids(project):
-    return {name: project.image_set_of(study) for name, study in EXAMPLE_STUDIES.items()}
+from apply_support import check_report
 
 
 def plan_to(project, name="plan.json", *args, ci=False):
