@@ -205,13 +205,13 @@ def _backend(config):
     return open_backend(config.state, config.root)
 
 
-def _make_plan(opts: GlobalOptions, config, specs, state, redactor, targets=(), excludes=(),
+def _make_plan(hi, config, specs, state, redactor, targets=(), excludes=(),
                parallelism: int = 10):
     from .planner import PlanOptions, make_plan
     from .runs import state_serials
     from .specs import check_overlaps
 
-    return make_plan(specs, _service(opts, config), redactor,
+    return make_plan(specs, hi, redactor,
                      default_datastore=config.datastore_id, check_overlaps=check_overlaps,
                      options=PlanOptions(targets=list(targets), excludes=list(excludes),
                                          parallelism=parallelism),
@@ -302,7 +302,8 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
     config = load_config(opts.config_path)
     specs = load_specs(list(paths), config)
     state = _backend(config).read()
-    doc = _make_plan(opts, config, specs, state, _redactor(opts, config, redact_here, state),
+    doc = _make_plan(_service(opts, config), config, specs, state,
+                     _redactor(opts, config, redact_here, state),
                      targets, excludes, parallelism)
     if out:
         save(doc, out)
@@ -445,11 +446,12 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, wait
     plan_doc = load(paths[0]) if saved else None
     specs = load_specs([] if saved else list(paths), config)
     backend = _backend(config)
+    hi = _service(opts, config)   # one client and one pacer for the plan and the writes
     with backend.lock("apply", timeout=lock_timeout):
         state = backend.read() or State.new()
         redactor = _redactor(opts, config, redact_here, state)
         if not saved:
-            plan_doc = _make_plan(opts, config, specs, state, redactor, parallelism=parallelism)
+            plan_doc = _make_plan(hi, config, specs, state, redactor, parallelism=parallelism)
             if output != "json":
                 _write_plan(plan_doc, output, opts)
             if plan_doc["summary"]["error"]:
@@ -462,7 +464,7 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, wait
                     f"nothing was applied")
             if plan_doc["summary"]["update"] and not auto_approve:
                 _confirm("Do you want to perform these actions?")
-        on_result = _apply_watcher(plan_doc, output == "stream", hi := _service(opts, config))
+        on_result = _apply_watcher(plan_doc, output == "stream", hi)
         doc = apply_plan(plan_doc, specs, hi, backend, state,
                          ApplyOptions(fail_fast=fail_fast, parallelism=parallelism,
                                       wait_timeout=wait_timeout), saved, on_result=on_result)
