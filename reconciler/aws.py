@@ -88,17 +88,21 @@ def make_client(settings: ClientSettings = ClientSettings()):
                               config=Config(**kwargs))
 
     region = settings.region or session.region_name
+    explicit = settings.endpoint_url
+    if not explicit and os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true":
+        explicit = (os.environ.get("AWS_ENDPOINT_URL_MEDICAL_IMAGING")
+                    or os.environ.get("AWS_ENDPOINT_URL"))
+    if explicit and not is_aws_endpoint(explicit):
+        return build(region or CUSTOM_ENDPOINT_DEFAULT_REGION, inject_host_prefix=False)
     try:
         client = build(region, inject_host_prefix=True)
-    except botocore.exceptions.NoRegionError:
-        client = None
-    if client is not None and is_aws_endpoint(client.meta.endpoint_url):
-        return client
-    explicit = settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_MEDICAL_IMAGING") \
-        or os.environ.get("AWS_ENDPOINT_URL")
-    if client is None and not explicit:
+    except botocore.exceptions.NoRegionError as exc:
         raise errors.ConfigError(
-            "no AWS region: pass --region, set AWS_REGION, or set region in reconciler.yaml")
+            "no AWS region: pass --region, set AWS_REGION, or set region in reconciler.yaml"
+        ) from exc
+    if is_aws_endpoint(client.meta.endpoint_url):
+        return client
+    # An endpoint from the shared config file that is not AWS's own.
     return build(region or CUSTOM_ENDPOINT_DEFAULT_REGION, inject_host_prefix=False)
 
 
