@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from . import __version__, errors
+from .dicom import is_private_tag
 from .diff import PRESENT, live_values, resolve
 from .model import Spec
 from .redact import Redactor
@@ -51,8 +52,7 @@ class DriftItem:
 
 def _key_of(path: str) -> tuple[str, bool]:
     key = path.rsplit(".", 1)[-1] if not path.endswith("]") else path
-    private = len(key) == 8 and all(c in "0123456789ABCDEFabcdef" for c in key)
-    return key, private
+    return key, is_private_tag(key)
 
 
 IsIgnored = Callable[[str, str], bool]   # (spec name, managed path) → ignored by config?
