@@ -149,9 +149,17 @@ class BotoHealthImaging:
         self.client = client if client is not None else make_client(settings)
         self.pacer = pacer or Pacer()
         self.calls: dict[str, int] = {}
+        # A token per HTTP attempt, taken as late as possible: botocore's own retries are
+        # paced too, and signing / serialising / thread scheduling happen before the token,
+        # so they cannot squeeze two requests closer together than the pacer spaced them.
+        self.client.meta.events.register(f"before-send.{SERVICE}", self._before_send)
         # botocore retries a 429 by itself; the pacer must still hear of it to slow down.
         # Registered first, because the retry handler's answer ends the event's dispatch.
         self.client.meta.events.register_first(f"needs-retry.{SERVICE}", self._saw_response)
+
+    def _before_send(self, event_name: str = "", **_: Any) -> None:
+        self.pacer.acquire(event_name.rsplit(".", 1)[-1])
+        return None   # anything else would replace the HTTP response
 
     def _saw_response(self, response=None, operation=None, **_: Any) -> None:
         if response is not None and operation is not None:
@@ -162,7 +170,6 @@ class BotoHealthImaging:
 
     # -- plumbing -----------------------------------------------------------------------------
     def _call(self, operation: str, method: str, **params: Any) -> dict[str, Any]:
-        self.pacer.acquire(operation)
         self.calls[operation] = self.calls.get(operation, 0) + 1
         try:
             return getattr(self.client, method)(**params)

@@ -87,4 +87,24 @@ def test_throttles_absorbed_by_botocore_retries_still_slow_the_pacer(emulator):
     image_set = hi.get_image_set(emulator.datastore_id, emulator.image_set_ids[0])
     assert image_set.version_id == "1"           # botocore retried and succeeded
     assert pacer.throttle_count() == 2           # and the pacer heard of both 429s
-    assert pacer.rate("GetImageSet") < 1000
+    assert pacer.rate("GetImageSet") < 1000     # two in a row: contention, the rate halved
+
+
+def test_every_http_attempt_takes_a_token_botocore_retries_included(emulator):
+    """The pacer spaces what the service sees: a request botocore retries after a 429 waits
+    for a token like any other, taken right before it is sent."""
+    from reconciler.pacing import Pacer
+
+    taken: list[str] = []
+
+    class Counting(Pacer):
+        def acquire(self, op):
+            taken.append(op)
+            return super().acquire(op)
+
+    hi = BotoHealthImaging(settings=ClientSettings(endpoint_url=emulator.url),
+                           pacer=Counting(rates={"GetImageSet": 1000}))
+    emulator.faults.add("GetImageSet", "throttle", times=2)
+    hi.get_image_set(emulator.datastore_id, emulator.image_set_ids[0])
+    assert taken == ["GetImageSet"] * 3          # the call and botocore's two retries
+    assert hi.calls == {"GetImageSet": 1}        # one call as the engine sees it

@@ -3,7 +3,9 @@ and slowed down by throttling (multiplicative decrease, additive recovery)."""
 
 import threading
 
-from reconciler.pacing import Pacer
+import pytest
+
+from reconciler.pacing import CONTENTION_SLOTS, DEFAULT_HEADROOM, Pacer
 
 
 class FakeTime:
@@ -20,6 +22,7 @@ class FakeTime:
 
 
 def _pacer(t, **kw):
+    kw.setdefault("headroom", 0.0)
     return Pacer(clock=t.clock, sleep=t.sleep, **kw)
 
 
@@ -52,18 +55,87 @@ def test_configured_rates_override_the_defaults():
     assert pacer.rate("UpdateImageSetMetadata") == 10
 
 
-def test_throttling_halves_the_rate_and_calm_restores_it():
+def test_an_isolated_throttle_costs_one_slot_and_keeps_the_rate():
+    """A lone 429 is phase noise against the service's burst-1 bucket: wait a whole slot."""
+    t = FakeTime()
+    pacer = _pacer(t, rates={"GetImageSet": 8})
+    pacer.acquire("GetImageSet")
+    t.now += 1.0                    # calm: the bucket is full again
+    pacer.throttled("GetImageSet")
+    assert pacer.rate("GetImageSet") == 8
+    before = t.now
+    pacer.acquire("GetImageSet")    # emptied: the next request waits one slot
+    assert abs(t.now - before - 1 / 8) < 1e-9
+    assert pacer.throttle_count() == 1
+
+
+def test_repeated_throttling_halves_the_rate_and_calm_restores_it():
     t = FakeTime()
     pacer = _pacer(t, rates={"GetImageSet": 8})
     pacer.acquire("GetImageSet")
     pacer.throttled("GetImageSet")
-    assert pacer.rate("GetImageSet") == 4
+    assert pacer.rate("GetImageSet") == 8       # the first one: noise
+    pacer.acquire("GetImageSet")                # sent after the realignment ...
     pacer.throttled("GetImageSet")
-    assert pacer.rate("GetImageSet") == 2
-    assert pacer.throttle_count() == 2
+    assert pacer.rate("GetImageSet") == 4       # ... and refused again: contention
+    pacer.acquire("GetImageSet")
+    pacer.throttled("GetImageSet")
+    assert pacer.rate("GetImageSet") < 2.5      # halved again (plus a little recovery)
+    assert pacer.throttle_count() == 3
     t.now += 60
     pacer.acquire("GetImageSet")
     assert pacer.rate("GetImageSet") == 8
+
+
+def test_a_429_of_a_request_already_in_flight_only_counts():
+    """Requests sent before the bucket was realigned (a slow response) carry no news: they
+    neither halve the rate nor push the schedule back again."""
+    t = FakeTime()
+    pacer = _pacer(t, rates={"GetImageSet": 8})
+    sent, answered = threading.Event(), threading.Event()
+
+    def in_flight():
+        pacer.acquire("GetImageSet")   # another thread's request, sent before any 429 ...
+        sent.set()
+        answered.wait()
+        pacer.throttled("GetImageSet")  # ... whose 429 arrives after ours
+
+    other = threading.Thread(target=in_flight)
+    pacer.acquire("GetImageSet")
+    other.start()
+    sent.wait()
+    pacer.throttled("GetImageSet")    # our 429 realigns
+    stamp = t.now
+    answered.set()
+    other.join()
+    assert pacer.rate("GetImageSet") == 8
+    assert pacer.throttle_count() == 2
+    pacer.acquire("GetImageSet")
+    assert abs(t.now - stamp - 1 / 8) < 1e-9   # one slot after the first realignment only
+
+
+def test_throttles_further_apart_than_the_contention_window_never_halve():
+    t = FakeTime()
+    pacer = _pacer(t, rates={"GetImageSet": 10})
+    for _ in range(5):
+        pacer.throttled("GetImageSet")
+        t.now += CONTENTION_SLOTS / 10 + 0.01
+    assert pacer.rate("GetImageSet") == 10
+
+
+def test_headroom_paces_a_little_under_the_quota():
+    t = FakeTime()
+    pacer = Pacer(clock=t.clock, sleep=t.sleep)          # the product's default headroom
+    for _ in range(101):
+        pacer.acquire("UpdateImageSetMetadata")
+    assert abs(t.now - 100 * 4 / (1 - DEFAULT_HEADROOM)) < 1e-6
+    t2 = FakeTime()
+    raised = Pacer(rates={"UpdateImageSetMetadata": 10}, headroom=0.5, clock=t2.clock, sleep=t2.sleep)
+    for _ in range(11):
+        raised.acquire("UpdateImageSetMetadata")
+    assert abs(t2.now - 2.0) < 1e-9
+    with pytest.raises(ValueError):
+        Pacer(headroom=1.0)
 
 
 def test_disabled_pacer_never_waits_and_unknown_operations_are_free():
@@ -76,7 +148,7 @@ def test_disabled_pacer_never_waits_and_unknown_operations_are_free():
 
 
 def test_threads_share_one_bucket():
-    pacer = Pacer(rates={"UpdateImageSetMetadata": 200})
+    pacer = Pacer(rates={"UpdateImageSetMetadata": 200}, headroom=0.0)
     import time
     start = time.monotonic()
     threads = [threading.Thread(target=lambda: [pacer.acquire("UpdateImageSetMetadata")
