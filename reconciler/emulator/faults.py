@@ -16,6 +16,11 @@ against the request's ``imageSetId`` / ``sourceImageSetId``) or data store, and 
 ``update_failed``  accept the write but end it ``UPDATE_FAILED`` with ``message``
 ``lock``           keep the accepted write LOCKED for ``polls`` more GetImageSet calls
                    and/or ``seconds`` longer
+``malformed``      do the call, then answer 200 with a body the client cannot parse:
+                   ``form`` ``truncated`` (default: the body cut in half; for the gzip
+                   metadata blob of GetImageSetMetadata a truncated gzip stream) or
+                   ``invalid_json`` (the metadata blob: valid gzip of half its JSON text;
+                   a JSON body: cut in half, as ``truncated``)
 =================  =========================================================================
 
 Rules come from ``--faults FILE`` (JSON or YAML: a list of rules, or ``{"faults": [...]}``),
@@ -24,6 +29,7 @@ from ``POST /_emulator/faults`` at run time, or from :meth:`Faults.add` in Pytho
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import threading
@@ -33,9 +39,11 @@ from typing import Any
 
 import yaml
 
-ACTIONS = ("latency", "error", "error_after", "conflict", "throttle", "update_failed", "lock")
+ACTIONS = ("latency", "error", "error_after", "conflict", "throttle", "update_failed", "lock",
+           "malformed")
+MALFORMED_FORMS = ("truncated", "invalid_json")
 _FIELDS = {"operation", "action", "imageSetId", "datastoreId", "times", "seconds", "code",
-           "message", "polls", "id"}
+           "message", "polls", "form", "id"}
 
 
 class FaultError(ValueError):
@@ -53,6 +61,7 @@ class Rule:
     code: str | None = None
     message: str | None = None
     polls: int | None = None
+    form: str | None = None           # malformed: one of MALFORMED_FORMS
     id: int = 0
     fired: int = field(default=0)
 
@@ -86,6 +95,8 @@ def parse_rule(raw: dict[str, Any]) -> Rule:
         raise FaultError("latency needs seconds")
     if raw["action"] == "lock" and raw.get("polls") is None and raw.get("seconds") is None:
         raise FaultError("lock needs polls and/or seconds")
+    if raw["action"] == "malformed" and raw.get("form", "truncated") not in MALFORMED_FORMS:
+        raise FaultError(f"malformed form must be one of {', '.join(MALFORMED_FORMS)}")
     return Rule(**{k: v for k, v in raw.items() if k != "id"})
 
 
@@ -110,6 +121,7 @@ class Directives:
     update_failed: str | None = None
     lock_polls: int = 0
     lock_seconds: float = 0.0
+    malformed: str | None = None      # a form of MALFORMED_FORMS: garble the success body
     # Rules whose effect needs the write to be accepted (error_after, update_failed, lock):
     # refunded when the call fails before committing, so "once" means once it took effect.
     after_commit: list[Rule] = field(default_factory=list)
@@ -178,6 +190,8 @@ class Faults:
                     d.lock_polls += int(rule.polls or 0)
                     d.lock_seconds += float(rule.seconds or 0)
                     d.after_commit.append(rule)
+                elif a == "malformed" and d.malformed is None:
+                    d.malformed = rule.form or "truncated"
         return d
 
     def refund(self, directives: Directives) -> None:
@@ -186,6 +200,16 @@ class Faults:
             for rule in directives.after_commit:
                 rule.fired -= 1
             directives.after_commit.clear()
+
+
+def malform(body: bytes, form: str) -> bytes:
+    """A successful response body made unparseable (the ``malformed`` action). A gzip body
+    (the metadata blob) is cut as gzip (``truncated``) or re-compressed around half its JSON
+    text (``invalid_json``); any other body is cut in half."""
+    if body[:2] == b"\x1f\x8b" and form == "invalid_json":
+        text = gzip.decompress(body)
+        return gzip.compress(text[:len(text) // 2], mtime=0)
+    return body[:len(body) // 2]
 
 
 def dump(rules: list[dict[str, Any]]) -> str:

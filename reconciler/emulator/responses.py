@@ -27,7 +27,7 @@ from urllib.parse import quote
 from botocore import xform_name
 from werkzeug.wrappers import Request, Response
 
-from .faults import FaultError, Faults
+from .faults import FaultError, Faults, malform
 from .models import Call, HealthImagingBackend
 from .protocol import (OutputError, ServiceError, match_route, operation_errors, parse_request,
                        region_from_authorization, serialise_error, serialise_response)
@@ -93,6 +93,8 @@ class EmulatorApp:
             if directives.error_after:
                 raise ServiceError(*directives.error_after)
             status, headers, body = serialise_response(op, result)
+            if directives.malformed:
+                body = malform(body, directives.malformed)
         except ServiceError as exc:
             if directives is not None and not committed:
                 self.faults.refund(directives)

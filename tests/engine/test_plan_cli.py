@@ -65,7 +65,8 @@ def test_ci_redacts_plan_output_and_json_has_no_payloads(emulator, project, _sub
     assert "DOE^JANE" in shown.stdout
 
 
-def test_a_locked_image_set_is_waited_for_then_planned_on_its_new_version(emulator, project):
+def _lock_ct_with_an_update(emulator):
+    """Start an update of the CT image set that stays LOCKED for three polls."""
     client = boto3.client("medical-imaging", endpoint_url=emulator.url,
                           config=Config(inject_host_prefix=False))
     [ct] = client.search_image_sets(datastoreId=emulator.datastore_id, searchCriteria={
@@ -77,12 +78,46 @@ def test_a_locked_image_set_is_waited_for_then_planned_on_its_new_version(emulat
         datastoreId=emulator.datastore_id, imageSetId=ct["imageSetId"], latestVersionId="1",
         updateImageSetMetadataUpdates={"DICOMUpdates": {"updatableAttributes": json.dumps(
             {"SchemaVersion": 1.1, "Study": {"DICOM": {"StudyDescription": "LOCKED ONE"}}})}})
-    result = _cli(emulator, project, "plan", "--target", "ct-small", "--json", "--no-redact")
+    return ct["imageSetId"]
+
+
+def test_a_locked_image_set_is_waited_for_then_planned_on_its_new_version(emulator, project):
+    image_set_id = _lock_ct_with_an_update(emulator)
+    # the same corrections, aimed at the image set by its id: plan reads GetImageSet first
+    spec = (project / "specs" / "ct-small.yaml").read_text()
+    (project / "specs" / "ct-by-id.yaml").write_text(
+        spec.replace("name: ct-small", "name: ct-by-id").replace(
+            f"selector:\n    DICOMStudyInstanceUID: {CT_STUDY}", f"imageSetId: {image_set_id}"))
+    result = _cli(emulator, project, "plan", "--target", "ct-by-id", "--json", "--no-redact")
     assert result.exit_code == 0, result.output
     [entry] = json.loads(result.stdout)["image_sets"]
     assert entry["version_id"] == "2"      # waited for the update, planned against it
     before = {c["key"]: c["before"] for c in entry["changes"]}
     assert before["StudyDescription"] == "LOCKED ONE"
+
+
+def test_a_selector_target_is_planned_on_the_listed_version_and_apply_refuses_it_stale(
+        emulator, project):
+    """Selector targets are read at the version the search listed (one call fewer). An
+    update in flight is not visible there; the saved plan then names the old version, and
+    apply writes nothing unreviewed: latestVersionId no longer matches and the re-diff differs."""
+    _lock_ct_with_an_update(emulator)
+    saved = str(project / "plan.json")
+    planned = _cli(emulator, project, "plan", "--target", "ct-small", "--out", saved,
+                   "--no-redact")
+    assert planned.exit_code == 0, planned.output
+    [entry] = plans.load(project / "plan.json")["image_sets"]
+    assert entry["version_id"] == "1"
+    emulator.backend.complete_pending()
+    applied = _cli(emulator, project, "apply", saved, "--json")
+    report = json.loads(applied.stdout)
+    assert [i["status"] for i in report["image_sets"]] == ["stale"], applied.output
+    assert applied.exit_code != 0
+    client = boto3.client("medical-imaging", endpoint_url=emulator.url,
+                          config=Config(inject_host_prefix=False))
+    versions = client.list_image_set_versions(datastoreId=emulator.datastore_id,
+                                              imageSetId=entry["image_set_id"])
+    assert len(versions["imageSetPropertiesList"]) == 2   # the other writer's, none of ours
 
 
 def test_target_exclude_and_selectors(emulator, project):

@@ -46,8 +46,10 @@ def test_two_applies_on_one_s3_state(example_project, emulator, s3):
                                  *args], cwd=example_project, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
 
-    emulator.faults.add("UpdateImageSetMetadata", "latency", seconds=0.7, times=3)
-    first = start()
+    # The first run holds the lock for ~4.5 s: three slow updates, one at a time, so the
+    # others (a second or so to start a Python process on a busy machine) meet it locked.
+    emulator.faults.add("UpdateImageSetMetadata", "latency", seconds=1.5, times=3)
+    first = start("--max-in-flight", "1")
     deadline = time.monotonic() + 30
     while "Contents" not in client.list_objects_v2(Bucket=BUCKET, Prefix=KEY + ".lock"):
         assert time.monotonic() < deadline and first.poll() is None, "the first never locked"
