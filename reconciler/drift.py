@@ -10,13 +10,26 @@ is **missing**. Specs with no record in the state are **not-applied**.
 
 Drift is kept apart from changes (Terraform's state-vs-live): it says what happened behind
 our back, not what plan would do now.
+
+**Incremental checks.** A check ends with a :class:`~reconciler.states.DriftCheckpoint` per data
+store, which the command line saves in the state: ``through``, the newest ``updatedAt`` the
+listing showed (a service time, never this machine's clock); the records the
+check covered (by serial); and the image sets that were not in sync. The next check lists
+``SearchImageSets`` by ``updatedAt`` descending only down to ``through − overlap`` (the overlap
+absorbs search-index lag, updates in flight and clock skew): an image set it lists is checked as
+above; a record the checkpoint covers and the listing does not show was not updated since, so it
+is in sync without a call; unsettled image sets and records written since the checkpoint are
+checked one by one. An untouched fleet then costs about one call. What an incremental listing
+cannot see is a **deleted** image set (the search no longer lists it): the named choice here is
+*periodic full check* — a check lists everything again when the last full one is older than
+``full_after`` (``drift.fullCheckAfterHours``, default 24) and with ``drift --full``.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from . import __version__, errors
@@ -25,11 +38,62 @@ from .diff import PRESENT, live_values, resolve
 from .model import Spec
 from .redact import Redactor
 from .service import DELETED, HealthImaging
-from .states import ImageSetRecord, State
+from .states import DriftCheckpoint, ImageSetRecord, State
 
 IN_SYNC, DRIFTED, CHANGED_ELSEWHERE, MISSING, NOT_APPLIED = (
     "in-sync", "drifted", "changed-elsewhere", "missing", "not-applied")
 FORMAT_VERSION = "1"
+DEFAULT_OVERLAP = timedelta(minutes=5)
+DEFAULT_FULL_AFTER = timedelta(hours=24)
+CANNOT_SEE = ("an incremental check lists only the image sets updated since the checkpoint; an "
+              "image set deleted since the last full check is not listed, so it shows as in-sync "
+              "until the next full check (drift --full, or drift.fullCheckAfterHours)")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def service_time(moment: datetime) -> str:
+    """A time the service reported, as the checkpoint stores it: UTC with microseconds."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """Service times are timezone-aware (botocore's); a naive one is taken as UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class DriftOptions:
+    """``use_checkpoint``: list incrementally from the state's checkpoints where they allow
+    (the command line; ``--full`` turns it off). Without it every data store is checked in
+    full, as :func:`detect` always did. ``now`` is this machine's clock, used only to decide
+    when the next full check is due and to stamp ``checked_at``."""
+
+    use_checkpoint: bool = False
+    overlap: timedelta = DEFAULT_OVERLAP
+    full_after: timedelta = DEFAULT_FULL_AFTER
+    parallelism: int = 10
+    now: Callable[[], datetime] = _utc_now
+
+
+@dataclass
+class Listing:
+    """What SearchImageSets showed of one data store: image set id → version for the wanted
+    ones, the newest ``updatedAt`` of any item, and whether the listing reached ``since`` (or
+    its end) instead of stopping at the page budget."""
+
+    versions: dict[str, str] = field(default_factory=dict)
+    newest: datetime | None = None
+    complete: bool = False
+    pages: int = 0
 
 
 @dataclass
@@ -58,24 +122,40 @@ def _key_of(path: str) -> tuple[str, bool]:
 IsIgnored = Callable[[str, str], bool]   # (spec name, managed path) → ignored by config?
 
 
-def listed_versions(hi: HealthImaging, datastore_id: str, wanted: set[str]) -> dict[str, str]:
-    """Image set id → version as SearchImageSets lists them (50 a page, most recently updated
-    first), paging until every wanted image set was seen or the listing has cost about as much
-    as reading the wanted ones one by one would (a data store full of image sets we do not
-    manage): an untouched fleet of N image sets costs about N/50 calls instead of N."""
+def list_versions(hi: HealthImaging, datastore_id: str, wanted: set[str],
+                  since: datetime | None = None) -> Listing:
+    """SearchImageSets, 50 a page, most recently updated first. Pages until every wanted image
+    set was seen, or (``since`` given) until an item updated before ``since``, or the listing
+    has cost about as much as reading the wanted ones one by one would (a data store full of
+    image sets we do not manage): an untouched fleet of N image sets costs about N/50 calls
+    in full, about one call incrementally."""
     budget = max(1, len(wanted) // 25 + 1)   # pages
-    seen: dict[str, str] = {}
-    pages = 0
+    listing = Listing()
+    count = 0
     for count, summary in enumerate(hi.search_image_sets(
             datastore_id, sort={"sortField": "updatedAt", "sortOrder": "DESC"}), start=1):
+        listing.pages = (count + 49) // 50
+        updated = _aware(summary.updated_at)
+        if updated is not None:
+            listing.newest = updated if listing.newest is None else max(listing.newest, updated)
+            if since is not None and updated < since:
+                listing.complete = True
+                return listing
         if summary.image_set_id in wanted:
-            seen[summary.image_set_id] = summary.version
-            if len(seen) == len(wanted):
-                break
-        pages = (count + 49) // 50
-        if count % 50 == 0 and pages >= budget:
-            break
-    return seen
+            listing.versions[summary.image_set_id] = summary.version
+            if len(listing.versions) == len(wanted):
+                listing.complete = True
+                return listing
+        if count % 50 == 0 and listing.pages >= budget:
+            return listing
+    listing.complete = True        # the listing ended
+    listing.pages = max(1, listing.pages)
+    return listing
+
+
+def listed_versions(hi: HealthImaging, datastore_id: str, wanted: set[str]) -> dict[str, str]:
+    """Image set id → version, as a full listing shows them (see :func:`list_versions`)."""
+    return list_versions(hi, datastore_id, wanted).versions
 
 
 def check_record(hi: HealthImaging, state: State, spec: str, record: ImageSetRecord,
@@ -124,18 +204,70 @@ def check_record(hi: HealthImaging, state: State, spec: str, record: ImageSetRec
     return item
 
 
-def detect(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgnored,
-           redactor: Redactor, parallelism: int = 10) -> dict[str, Any]:
-    """The drift report document (``schemas/drift.v1.schema.json``)."""
+@dataclass
+class _Plan:
+    """How one data store is checked this time."""
+
+    datastore_id: str
+    records: list[tuple[str, ImageSetRecord]]
+    checkpoint: DriftCheckpoint | None       # the one listed from (None: a full check)
+    why_full: str | None = None
+    since: datetime | None = None
+    listing: Listing = field(default_factory=Listing)
+
+
+def _plan(state: State, datastore_id: str, records: list[tuple[str, ImageSetRecord]],
+          options: DriftOptions, now: datetime) -> _Plan:
+    checkpoint = state.drift_checkpoint(datastore_id) if options.use_checkpoint else None
+    plan = _Plan(datastore_id, records, None)
+    if not options.use_checkpoint:
+        plan.why_full = "full check requested"
+    elif checkpoint is None:
+        plan.why_full = "no checkpoint yet"
+    elif now - parse_time(checkpoint.full_check_at) >= options.full_after:
+        plan.why_full = "the last full check is older than drift.fullCheckAfterHours"
+    else:
+        plan.checkpoint = checkpoint
+        plan.since = parse_time(checkpoint.through) - options.overlap
+    return plan
+
+
+def check(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgnored,
+          redactor: Redactor, options: DriftOptions | None = None
+          ) -> tuple[dict[str, Any], dict[str, DriftCheckpoint]]:
+    """The drift report document (``schemas/drift.v1.schema.json``) and the checkpoints this
+    check establishes, per data store (to be saved with ``state.set_drift_checkpoints`` in the
+    write that gets serial ``state.serial + 1``). The state itself is not changed."""
+    options = options or DriftOptions()
+    now = options.now()
     records = list(state.records())
+    plans = [_plan(state, ds, [r for r in records if r[1].datastore_id == ds], options, now)
+             for ds in sorted({r.datastore_id for _, r in records})]
     listed: dict[str, str] = {}
-    for datastore_id in sorted({r.datastore_id for _, r in records}):
-        wanted = {r.image_set_id for _, r in records if r.datastore_id == datastore_id}
-        listed.update(listed_versions(hi, datastore_id, wanted))
-    with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
-        items = list(pool.map(
-            lambda r: check_record(hi, state, r[0], r[1], is_ignored, redactor,
-                                   listed.get(r[1].image_set_id)), records))
+    for plan in plans:
+        plan.listing = list_versions(hi, plan.datastore_id,
+                                     {r.image_set_id for _, r in plan.records}, plan.since)
+        listed.update(plan.listing.versions)
+
+    def covered(plan: _Plan, record: ImageSetRecord) -> bool:
+        return (plan.checkpoint is not None and plan.listing.complete
+                and record.image_set_id not in plan.listing.versions
+                and plan.checkpoint.covers(record))
+
+    by_id = {id(r): plan for plan in plans for _, r in plan.records}
+
+    def one(pair: tuple[str, ImageSetRecord]) -> DriftItem:
+        spec, record = pair
+        if covered(by_id[id(record)], record):
+            # Not updated since the checkpoint, which found it in sync: no call at all.
+            return DriftItem(spec, record.datastore_id, record.image_set_id, IN_SYNC,
+                             recorded_version=record.version_after)
+        return check_record(hi, state, spec, record, is_ignored, redactor,
+                            listed.get(record.image_set_id))
+
+    with ThreadPoolExecutor(max_workers=max(1, options.parallelism)) as pool:
+        items = list(pool.map(one, records))
+    checkpoints = _checkpoints(state, plans, items, now)
     recorded = {name for name, _ in records}
     for spec in specs:
         if spec.name not in recorded:
@@ -144,10 +276,78 @@ def detect(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgn
                                    reason="no apply recorded in the state"))
     counts = {status: sum(1 for i in items if i.status == status)
               for status in (IN_SYNC, DRIFTED, CHANGED_ELSEWHERE, MISSING, NOT_APPLIED)}
-    return {"format_version": FORMAT_VERSION, "reconciler_version": __version__,
-            "checked_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "redacted": redactor.enabled, "summary": counts,
-            "image_sets": [i.to_json() for i in items]}
+    report = {"format_version": FORMAT_VERSION, "reconciler_version": __version__,
+              "checked_at": now.astimezone(timezone.utc).isoformat(timespec="seconds"),
+              "redacted": redactor.enabled, "summary": counts,
+              "check": _check_section(plans, items),
+              "image_sets": [i.to_json() for i in items]}
+    return report, checkpoints
+
+
+def _checkpoints(state: State, plans: list[_Plan], items: list[DriftItem],
+                 now: datetime) -> dict[str, DriftCheckpoint]:
+    out: dict[str, DriftCheckpoint] = {}
+    stamp = now.astimezone(timezone.utc).isoformat(timespec="seconds")
+    for plan in plans:
+        mine = [i for i in items if i.datastore_id == plan.datastore_id]
+        # Only the listing's own times: the search index may lag, and an update it does not
+        # show yet has an updatedAt after the newest one it does show (GetImageSet's times
+        # are not comparable that way). The overlap margin covers what is not that orderly.
+        times = [t for t in (plan.listing.newest,) if t is not None]
+        if plan.checkpoint is not None:
+            times.append(parse_time(plan.checkpoint.through))
+        if not times:           # the listing showed nothing: no service time, no checkpoint
+            continue
+        # A full check listed or read every record. So did an incremental one whose listing
+        # stopped at its page budget (it read every record it did not show): deleted image
+        # sets were found either way.
+        previous = plan.checkpoint
+        out[plan.datastore_id] = DriftCheckpoint(
+            through=service_time(max(times)), records_serial=state.serial + 1,
+            checked_at=stamp,
+            full_check_at=(previous.full_check_at if previous and plan.listing.complete
+                           else stamp),
+            unsettled=tuple(sorted({i.image_set_id for i in mine
+                                    if i.status != IN_SYNC and i.image_set_id})))
+    return out
+
+
+def _check_section(plans: list[_Plan], items: list[DriftItem]) -> dict[str, Any]:
+    incremental = [p for p in plans if p.checkpoint is not None]
+    unread = sum(1 for i in items if i.status == IN_SYNC and i.live_version is None)
+    return {
+        "incremental": bool(incremental),
+        "since": service_time(min(p.since for p in incremental if p.since)) if incremental else None,
+        "from_checkpoint": unread,
+        "cannot_see": CANNOT_SEE if incremental else None,
+        "datastores": [{
+            "datastore_id": p.datastore_id,
+            "incremental": p.checkpoint is not None,
+            "since": service_time(p.since) if p.since else None,
+            "full_check_at": p.checkpoint.full_check_at if p.checkpoint else None,
+            "why_full": p.why_full,
+            "listed_pages": p.listing.pages,
+        } for p in plans],
+    }
+
+
+def detect(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgnored,
+           redactor: Redactor, parallelism: int = 10) -> dict[str, Any]:
+    """The drift report of a full check (no checkpoint read; see :func:`check`)."""
+    return check(hi, state, specs, is_ignored, redactor,
+                 DriftOptions(parallelism=parallelism))[0]
+
+
+def describe_check(report: dict[str, Any]) -> str | None:
+    """One line for people on how an incremental check was made and what it cannot see
+    (None after a full check)."""
+    section = report.get("check") or {}
+    if not section.get("incremental"):
+        return None
+    return (f"Incremental check: listed the image sets updated since {section['since']}; "
+            f"{section['from_checkpoint']} in sync from the checkpoint without a call. A deleted "
+            f"image set is not seen until the next full check (drift --full, or once the last "
+            f"full check is older than drift.fullCheckAfterHours).")
 
 
 def has_drift(report: dict[str, Any]) -> bool:

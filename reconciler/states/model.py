@@ -15,6 +15,12 @@ A record remembers the serial of the write that recorded it.
 
 A :class:`State` may be shared by apply's worker threads: mutations and the write of a
 snapshot are serialised by one lock.
+
+``drift_checkpoints`` (optional; absent from states written before incremental drift) keeps,
+per data store, what the last ``drift`` established (:class:`DriftCheckpoint`): up to which
+*service* time every recorded image set was found in sync, which were not, and which records
+that check covered (by serial). ``reconciler.drift`` reads and computes them; the state only
+stores them.
 """
 
 from __future__ import annotations
@@ -100,13 +106,48 @@ class ImageSetRecord:
         return cls(**{**doc, "hashes": dict(doc["hashes"])})
 
 
+@dataclass(frozen=True)
+class DriftCheckpoint:
+    """What one ``drift`` established for one data store (see ``reconciler.drift``).
+
+    ``through``: a time the *service* reported during that check (the newest ``updatedAt``
+    SearchImageSets listed), UTC ISO 8601 with microseconds. Every record with ``serial`` up to
+    ``records_serial`` was checked then and found in sync, except the image sets in
+    ``unsettled`` (drifted, changed elsewhere or missing: re-checked every time). A later check
+    need only list the image sets updated since ``through`` (less an overlap margin).
+    ``checked_at`` / ``full_check_at``: when (this machine's clock) that check, and the last
+    check that listed every image set, ran."""
+
+    through: str
+    records_serial: int
+    checked_at: str
+    full_check_at: str
+    unsettled: tuple[str, ...] = ()
+
+    def covers(self, record: ImageSetRecord) -> bool:
+        """Whether ``record`` was checked by this checkpoint's check and found in sync."""
+        return record.serial <= self.records_serial and record.image_set_id not in self.unsettled
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"through": self.through, "records_serial": self.records_serial,
+                "checked_at": self.checked_at, "full_check_at": self.full_check_at,
+                "unsettled": list(self.unsettled)}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> DriftCheckpoint:
+        return cls(through=doc["through"], records_serial=doc["records_serial"],
+                   checked_at=doc["checked_at"], full_check_at=doc["full_check_at"],
+                   unsettled=tuple(doc.get("unsettled", ())))
+
+
 class State:
     """The state model. Create with :meth:`new` (or read one from a backend); change with
     :meth:`put` / :meth:`remove`; persist with ``backend.write(state)``."""
 
     def __init__(self, *, lineage: str, serial: int, salt: str,
                  specs: Mapping[str, Mapping[str, ImageSetRecord]] | None = None,
-                 last_checked_at: str | None = None):
+                 last_checked_at: str | None = None,
+                 drift_checkpoints: Mapping[str, DriftCheckpoint] | None = None):
         self._lineage = lineage
         self._serial = serial
         self._salt = salt
@@ -114,6 +155,7 @@ class State:
         self._specs: dict[str, dict[str, ImageSetRecord]] = {
             name: dict(records) for name, records in (specs or {}).items()}
         self.last_checked_at = last_checked_at
+        self._drift: dict[str, DriftCheckpoint] = dict(drift_checkpoints or {})
         self._lock = threading.RLock()
         # Records already validated against the schema (by identity; records are immutable),
         # so a save validates only what changed: one apply saves after every image set, and
@@ -202,6 +244,19 @@ class State:
                 raise KeyError(f"no record of image set {image_set_id} under spec {spec}")
             self._specs[spec][record.image_set_id] = replace(record, last_checked_at=when)
 
+    def drift_checkpoint(self, datastore_id: str) -> DriftCheckpoint | None:
+        with self._lock:
+            return self._drift.get(datastore_id)
+
+    def drift_checkpoints(self) -> dict[str, DriftCheckpoint]:
+        with self._lock:
+            return dict(self._drift)
+
+    def set_drift_checkpoints(self, checkpoints: Mapping[str, DriftCheckpoint]) -> None:
+        """Replace every data store's drift checkpoint (those not given are dropped)."""
+        with self._lock:
+            self._drift = dict(checkpoints)
+
     def spec_names(self) -> list[str]:
         with self._lock:
             return sorted(self._specs)
@@ -223,7 +278,7 @@ class State:
     # -- persistence -----------------------------------------------------------------------
     def to_dict(self, serial: int | None = None) -> dict[str, Any]:
         with self._lock:
-            return {
+            doc = {
                 "format_version": FORMAT_VERSION,
                 "lineage": self._lineage,
                 "serial": self._serial if serial is None else serial,
@@ -233,6 +288,9 @@ class State:
                 "specs": {name: {"image_sets": {isid: rec.to_dict() for isid, rec in records.items()}}
                           for name, records in self._specs.items()},
             }
+            if self._drift:      # optional: a state never checked incrementally has none
+                doc["drift_checkpoints"] = {ds: cp.to_dict() for ds, cp in sorted(self._drift.items())}
+            return doc
 
     def to_json(self, serial: int | None = None) -> str:
         """Deterministic JSON (sorted keys, indent 2), validated against the schema first: a
@@ -268,8 +326,10 @@ class State:
         validate(doc, source)
         specs = {name: {isid: ImageSetRecord.from_dict(rec) for isid, rec in body["image_sets"].items()}
                  for name, body in doc["specs"].items()}
+        drift = {ds: DriftCheckpoint.from_dict(cp)
+                 for ds, cp in (doc.get("drift_checkpoints") or {}).items()}
         state = cls(lineage=doc["lineage"], serial=doc["serial"], salt=doc["salt"], specs=specs,
-                    last_checked_at=doc.get("last_checked_at"))
+                    last_checked_at=doc.get("last_checked_at"), drift_checkpoints=drift)
         state._checked = {id(rec): rec for records in specs.values() for rec in records.values()}
         return state
 
@@ -311,6 +371,10 @@ def validate(doc: Any, source: str = "state") -> dict[str, Any]:
             if rec["serial"] > doc["serial"]:
                 raise StateError(f"{source}: not a valid state at {where}/serial: "
                                  f"a record newer than the state")
+    for ds, checkpoint in (doc.get("drift_checkpoints") or {}).items():
+        if checkpoint["records_serial"] > doc["serial"]:
+            raise StateError(f"{source}: not a valid state at drift_checkpoints/{ds}/records_serial: "
+                             f"a checkpoint newer than the state")
     return doc
 
 
