@@ -207,8 +207,16 @@ def bench_apply(tmp: Path) -> dict[str, Any]:
         ev = rec.window(m)
         r["drift"] = {"exit": drift["exit"], "calls": len(ev), "by_op": dict(Counter(o for o, _, _ in ev)),
                       "throttled": throttled(ev), "wall": drift["wall"]}
+        say("reconciler plan again (untouched since apply)")
+        m = rec.mark()
+        replan = reconciler(work, emu, config, "plan", "--json")
+        ev = rec.window(m)
+        assert replan["exit"] == 0, replan["stderr"][-2000:]
+        r["replan"] = {"reads": calls(ev, READS), "by_op": dict(Counter(o for o, _, _ in ev)),
+                       "wall": replan["wall"]}
         r["surfaced"] = surfaced_throttles(plan["stdout"], plan["stderr"], apply["stdout"],
-                                           apply["stderr"], drift["stdout"], drift["stderr"])
+                                           apply["stderr"], drift["stdout"], drift["stderr"],
+                                           replan["stdout"], replan["stderr"])
 
         # ---- the baseline, same fleet, back to its seeded state ---------------------------
         emu.reset()                    # data, faults and quota buckets as seeded
@@ -413,8 +421,10 @@ def main() -> int:
         "plan_peak_rss_mb": round(rss["baseline_rss_mb"], 1),
         "throttling_errors_surfaced": base["surfaced"] + rr["baseline_surfaced"],
     }
-    extra = {"plan_read_rate_over_quota*": round(rr["rate"] / facts.quotas()["GetImageSet"]["rate"], 3)}
-    extra_base = {"plan_read_rate_over_quota*": round(rr["baseline_rate"] / facts.quotas()["GetImageSet"]["rate"], 3)}
+    extra = {"plan_read_rate_over_quota*": round(rr["rate"] / facts.quotas()["GetImageSet"]["rate"], 3),
+             "replan_reads_per_image_set*": round(a["replan"]["reads"] / planned, 3)}
+    extra_base = {"plan_read_rate_over_quota*": round(rr["baseline_rate"] / facts.quotas()["GetImageSet"]["rate"], 3),
+                  "replan_reads_per_image_set*": base_metrics["reads_per_planned_image_set"]}
     rss_note = (f"measured at {', '.join(map(str, rss['measured_at']))} image sets (baseline "
                 f"{', '.join(map(str, rss['baseline_measured_at']))}), extrapolated linearly "
                 f"to 10,000" if rss["extrapolated"] else "10,000 image sets")
@@ -422,13 +432,16 @@ def main() -> int:
         ("update_rate_over_quota", ">= 0.95", lambda v: v >= 0.95,
          f"{a['n']} image sets ({a['changed']} changed); baseline {base['n']}; quota {quota:g}/s "
          f"(0.25 x time scale {SCALE:g})"),
-        ("updates_per_changed_image_set", "== 1", lambda v: abs(v - 1) < 1e-9,
-         "accepted UpdateImageSetMetadata / changed image sets"),
+        ("updates_per_changed_image_set", "<= 1", lambda v: v <= 1 + 1e-9,
+         "accepted UpdateImageSetMetadata / changed image sets (a study group is one)"),
         ("reads_per_planned_image_set", "<= 2", lambda v: v <= 2,
          "GetImageSet+GetImageSetMetadata+SearchImageSets per targeted image set"),
         ("plan_read_rate_over_quota*", ">= ~0.9", lambda v: v >= 0.9,
          f"GetImageSet rate of plan / 25 per second, time scale 1, {rr['calls']} image sets "
          f"(not in the JSON line)"),
+        ("replan_reads_per_image_set*", "~ 0.02 (N/50)", lambda v: v <= 0.03,
+         "reads of plan right after the apply (nothing changed since) / image sets (not in "
+         "the JSON line; the baseline reads everything again)"),
         ("drift_calls_per_image_set_idle", "~ 0.02 (N/50)", lambda v: v <= 0.03,
          "all calls of drift over an untouched fleet / image sets in the state"),
         ("large_plan_cpu_over_parse", "<= ~2", lambda v: v <= 2.2,
@@ -452,6 +465,7 @@ def main() -> int:
     print(f"  apply: {a['apply']['updates_accepted']} updates accepted in {a['apply']['wall']:.1f}s "
           f"wall, {a['apply']['throttled']} calls answered 429 by the emulator (retried "
           f"inside botocore), statuses {a['apply']['statuses']}, calls {a['apply']['by_op']}")
+    print(f"  plan again after apply: calls {a['replan']['by_op']} in {a['replan']['wall']:.1f}s")
     print(f"  plan:  calls {a['plan']['by_op']} in {a['plan']['wall']:.1f}s; "
           f"drift: calls {a['drift']['by_op']} in {a['drift']['wall']:.1f}s")
     print(f"  plan reads at scale 1: {rr['calls']} GetImageSet at {rr['rate']:.1f}/s "

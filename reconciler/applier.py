@@ -13,6 +13,11 @@ For each image set of a plan (product.md §4):
 * updates are asynchronous: the new version is polled until it leaves ``LOCKED``; it must end
   ``UPDATED`` (``UPDATE_FAILED`` reports the service's message); then the metadata of that
   version is read again and the managed attributes must match the spec;
+* a study group (:mod:`reconciler.grouping`) is one unit: every member is checked to be at
+  its planned version, and the study to have no other primary image set, just before the one
+  includeStudyImageSets request goes to the leader; anything that moved makes the whole group
+  stale unless the desired state is already on every member; then each member's new version
+  is waited for and verified, and each member gets its own outcome;
 * independent image sets go on after one fails, unless ``fail_fast``; ``AccessDenied`` and
   ``ServiceQuotaExceeded`` stop every further write, and so does an ``on_result`` that
   fails (the state could not be saved: what cannot be recorded is not done).
@@ -32,12 +37,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import errors
+from . import errors, grouping
 from .diff import Change, ImageSetProblem, diff
 from .model import Spec
 from .payloads import Request, build_requests
 from .planner import PlanOptions, before_digest, read_pinned
-from .service import UPDATE_FAILED, UPDATED, HealthImaging
+from .importer import study_key
+from .service import UPDATE_FAILED, UPDATED, UPDATING_FOR_STUDY_CONSISTENCY, HealthImaging
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,8 @@ APPLIED, UNCHANGED, STALE, FAILED, SKIPPED, MISSING = (
 class ApplyOptions:
     saved_plan: bool = True          # a reviewed plan: never write what differs from it
     fail_fast: bool = False
-    parallelism: int = 4
+    parallelism: int = 4             # metadata documents read (and diffed) at once
+    in_flight: int = 32              # image sets in progress at once, waits included
     max_attempts: int = 5            # re-read / re-diff rounds per image set
     wait_timeout: float = 600.0      # seconds for one update to leave LOCKED
     poll_interval: float = 0.2
@@ -91,6 +98,23 @@ def flatten(payload: str | None, kind: str) -> set[tuple[str, str, str]]:
     return items
 
 
+def _response(result) -> dict[str, Any]:
+    """The report's response elements of an UpdateImageSetMetadata answer."""
+    return {
+        "latestVersionId": result.latest_version_id,
+        "imageSetState": result.state,
+        "imageSetWorkflowStatus": result.workflow_status,
+        "message": result.message,
+        "createdAt": result.created_at.isoformat() if result.created_at else None,
+        "updatedAt": result.updated_at.isoformat() if result.updated_at else None,
+    }
+
+
+# Write failures that are retried: after a re-read, except throttling (refused, not accepted)
+_REFUSED = (errors.ConflictError, errors.InternalServerError, errors.EndpointError,
+            errors.ThrottlingError)
+
+
 def _retried(exc: errors.ServiceError) -> bool:
     """Whether the SDK had already sent this request more than once when it failed: a 409
     after a retried write may be the write itself, landed behind an error or a timeout."""
@@ -111,18 +135,22 @@ class Applier:
         self.options = options or ApplyOptions()
         self._halt = threading.Event()     # AccessDenied / quota / fail-fast: no more writes
         self._halt_reason = ""
+        self._reads = threading.BoundedSemaphore(max(1, self.options.parallelism))
 
     # -- one image set -------------------------------------------------------------------------
     def _wait(self, ds: str, image_set_id: str, version: str,
-              response: dict[str, Any]) -> None:
-        """Poll *our* version until it leaves LOCKED; require UPDATED. The final state goes
-        into ``response`` (also when it is a failure, so the report shows it)."""
-        deadline = time.monotonic() + self.options.wait_timeout
+              response: dict[str, Any], deadline: float | None = None) -> None:
+        """Poll *our* version until it leaves LOCKED (and a study-wide update in flight);
+        require UPDATED. The final state goes into ``response`` (also when it is a failure,
+        so the report shows it)."""
+        if deadline is None:
+            deadline = time.monotonic() + self.options.wait_timeout
         delay = self.options.poll_interval
         while True:
             try:
                 image_set = self.hi.get_image_set(ds, image_set_id, version)
-                if not image_set.locked:
+                if not image_set.locked \
+                        and image_set.workflow_status != UPDATING_FOR_STUDY_CONSISTENCY:
                     break
             except (errors.ThrottlingError, errors.InternalServerError,
                     errors.EndpointError) as exc:
@@ -144,11 +172,46 @@ class Applier:
                                 f"{image_set.workflow_status}, not UPDATED")
 
     def _reread(self, spec: Spec, ds: str, image_set_id: str) -> tuple[str, list[Change]]:
-        image_set, metadata = read_pinned(self.hi, ds, image_set_id,
-                                          PlanOptions(lock_wait=self.options.wait_timeout,
-                                                      poll_interval=self.options.poll_interval,
-                                                      sleep=self.options.sleep))
-        return image_set.version_id, diff(spec.attributes, metadata, image_set_id)
+        with self._reads:
+            image_set, metadata = read_pinned(
+                self.hi, ds, image_set_id,
+                PlanOptions(lock_wait=self.options.wait_timeout,
+                            poll_interval=self.options.poll_interval, sleep=self.options.sleep))
+            return image_set.version_id, diff(spec.attributes, metadata, image_set_id)
+
+    def _verify(self, spec: Spec, ds: str, image_set_id: str, version: str) -> None:
+        """The managed attributes must match the spec on the version we made."""
+        with self._reads:
+            metadata = self.hi.get_metadata(ds, image_set_id, version)
+            left = diff(spec.attributes, metadata, image_set_id)
+            del metadata
+        if left:
+            raise _Stop(FAILED, f"verification failed: {len(left)} managed attribute(s) "
+                                f"differ on version {version}: "
+                                + ", ".join(c.path for c in left[:5]))
+
+    def _back_off(self, exc: errors.ServiceError, attempt: int) -> bool:
+        """After a write that failed with one of ``_REFUSED``: give up after the last attempt,
+        else sleep (exponential, jittered). True when the write may have landed unseen (a
+        500, a lost connection, or a 409 met by botocore's retry of it)."""
+        if attempt >= self.options.max_attempts:
+            raise _Stop(FAILED, f"gave up after {attempt} attempts: {exc}") from exc
+        self.options.sleep(self.options.backoff_base * (2 ** (attempt - 1))
+                           * (0.5 + random.random()))
+        return not isinstance(exc, errors.ThrottlingError) and (
+            not isinstance(exc, errors.ConflictError) or _retried(exc))
+
+    def _failure(self, exc: Exception) -> tuple[str, str]:
+        """The status and reason an image set stops with."""
+        if isinstance(exc, _Stop):
+            return exc.status, exc.reason
+        if isinstance(exc, errors.NotFoundError):
+            return MISSING, f"image set not found: {exc.message}"
+        if isinstance(exc, errors.ServiceValidationError):
+            return FAILED, f"ValidationException: {exc.message}"
+        if isinstance(exc, (errors.AccessDeniedError, errors.QuotaExceededError)):
+            self.halt(f"{exc.code} on an earlier image set")
+        return FAILED, str(exc)
 
     def _send(self, ds: str, image_set_id: str, version: str, request: Request):
         return self.hi.update_metadata(
@@ -191,16 +254,10 @@ class Applier:
                     raise _Stop(SKIPPED, f"not attempted: {self._halt_reason}")
                 try:
                     result = self._send(ds, image_set_id, version, requests[0])
-                except (errors.ConflictError, errors.InternalServerError, errors.EndpointError,
-                        errors.ThrottlingError) as exc:
-                    if not isinstance(exc, errors.ThrottlingError) and (
-                            not isinstance(exc, errors.ConflictError) or _retried(exc)):
-                        unsure_from = unsure_from or version
+                except _REFUSED as exc:
                     attempt += 1
-                    if attempt >= self.options.max_attempts:
-                        raise _Stop(FAILED, f"gave up after {attempt} attempts: {exc}") from exc
-                    self.options.sleep(self.options.backoff_base * (2 ** (attempt - 1))
-                                       * (0.5 + random.random()))
+                    if self._back_off(exc, attempt):
+                        unsure_from = unsure_from or version
                     if isinstance(exc, errors.ThrottlingError):
                         continue  # refused, not accepted: same payload, same version
                     # The version moved on, or our write may have landed: re-read, re-diff.
@@ -228,40 +285,141 @@ class Applier:
                 if outcome.writes == 0:
                     outcome.version_before = version   # what rollback must go back to
                 outcome.writes += 1
-                outcome.response = {
-                    "latestVersionId": result.latest_version_id,
-                    "imageSetState": result.state,
-                    "imageSetWorkflowStatus": result.workflow_status,
-                    "message": result.message,
-                    "createdAt": result.created_at.isoformat() if result.created_at else None,
-                    "updatedAt": result.updated_at.isoformat() if result.updated_at else None,
-                }
+                outcome.response = _response(result)
                 self._wait(ds, image_set_id, result.latest_version_id, outcome.response)
                 version = result.latest_version_id
                 requests = requests[1:]
             # every request landed: verify the managed attributes on the version we made
-            metadata = self.hi.get_metadata(ds, image_set_id, version)
-            left = diff(spec.attributes, metadata, image_set_id)
-            del metadata
-            if left:
-                raise _Stop(FAILED, f"verification failed: {len(left)} managed attribute(s) "
-                                    f"differ on version {version}: "
-                                    + ", ".join(c.path for c in left[:5]))
+            self._verify(spec, ds, image_set_id, version)
             outcome.status, outcome.version_after = APPLIED, version
-        except _Stop as stop:
-            outcome.status, outcome.reason = stop.status, stop.reason
-        except ImageSetProblem as exc:
-            outcome.status, outcome.reason = FAILED, str(exc)
-        except errors.NotFoundError as exc:
-            outcome.status, outcome.reason = MISSING, f"image set not found: {exc.message}"
-        except errors.ServiceValidationError as exc:
-            outcome.status, outcome.reason = FAILED, f"ValidationException: {exc.message}"
-        except (errors.AccessDeniedError, errors.QuotaExceededError) as exc:
-            self.halt(f"{exc.code} on an earlier image set")
-            outcome.status, outcome.reason = FAILED, str(exc)
-        except errors.ServiceError as exc:
-            outcome.status, outcome.reason = FAILED, str(exc)
+        except (_Stop, ImageSetProblem, errors.ServiceError) as exc:
+            outcome.status, outcome.reason = self._failure(exc)
         return outcome
+
+    # -- a study group -------------------------------------------------------------------------
+    def apply_group(self, group: dict[str, Any], specs: dict[str, Spec],
+                    skip: dict[tuple[str, str], str] | None = None) -> list[Outcome]:
+        """A study group (see :mod:`reconciler.grouping`) as one unit: check that every member
+        is where the plan saw it, send the one includeStudyImageSets request to the leader,
+        wait for the leader's new version and every member's, verify each member, and return
+        one Outcome per member as if it had been applied alone (the leader's carries the
+        write; the others have ``writes=0``), so the state and rollback stay per image set."""
+        ds, leader_id = group["datastore_id"], group["leader"]
+        members = sorted(group["members"], key=lambda m: m["image_set_id"] != leader_id)
+        outcomes = [Outcome(m["spec"], ds, m["image_set_id"], FAILED,
+                            version_before=m["version_id"]) for m in members]
+        name = f"study group {group['study']}"
+        try:
+            stale = [(m, (skip or {}).get((m["spec"], m["image_set_id"]))
+                      or (f"spec {m['spec']} is not among the specs loaded"
+                          if m["spec"] not in specs else None)) for m in members]
+            stale = [(m, reason) for m, reason in stale if reason]
+            if stale:
+                member, reason = stale[0]
+                raise _Stop(STALE, f"{name}: member {member['image_set_id']}: {reason}")
+            there = self._group_write(group, members, specs, outcomes[0])
+        except (_Stop, ImageSetProblem, errors.ServiceError) as exc:
+            status, reason = self._failure(exc)
+            for outcome in outcomes:
+                outcome.status, outcome.reason = status, reason
+            return outcomes
+        if there is not None:
+            versions, landed = there
+            for outcome in outcomes:
+                outcome.version_after = versions[outcome.image_set_id]
+                outcome.status = APPLIED if landed else UNCHANGED
+                outcome.reason = "the desired state is already there" + (
+                    " (a write answered with an error or a timeout had landed)" if landed else "")
+            return outcomes
+        # One bound for the whole study: the update is atomic, its versions finish together.
+        deadline = time.monotonic() + self.options.wait_timeout
+        for member, outcome in zip(members, outcomes):
+            if outcome is not outcomes[0]:
+                outcome.reason = (f"written by the {name} request to image set {leader_id} "
+                                  f"(includeStudyImageSets)")
+                # includeStudyImageSets increments every member's version (healthimaging.md
+                # §3.4), and the member was at version_id, unlocked, just before the write.
+                outcome.response = {"latestVersionId": str(int(member["version_id"]) + 1)}
+            version = outcome.response["latestVersionId"]
+            try:
+                self._wait(ds, outcome.image_set_id, version, outcome.response, deadline)
+                self._verify(specs[member["spec"]], ds, outcome.image_set_id, version)
+                outcome.status, outcome.version_after = APPLIED, version
+            except (_Stop, ImageSetProblem, errors.ServiceError) as exc:
+                outcome.status, outcome.reason = self._failure(exc)
+        return outcomes
+
+    def _group_write(self, group: dict[str, Any], members: list[dict[str, Any]],
+                     specs: dict[str, Spec], lead: Outcome
+                     ) -> tuple[dict[str, str], bool] | None:
+        """Send the group's request to the leader (``members[0]``). None once it was
+        accepted (the answer is in ``lead``); ``(versions, landed)`` when the desired state
+        was found on every member instead. Raises :class:`_Stop` (stale) when anything moved:
+        a reviewed plan pinned every member, and the request would write to all of them."""
+        ds, leader = group["datastore_id"], members[0]
+        planned = {m["image_set_id"]: m["version_id"] for m in members}
+        request = Request.from_json(group["requests"][0])
+        self._check_study(group, leader, set(planned))
+        attempt, unsure = 0, False
+        while True:
+            if self._halt.is_set():
+                raise _Stop(SKIPPED, f"not attempted: {self._halt_reason}")
+            try:
+                self._check_members(ds, members[1:])
+                result = self._send(ds, leader["image_set_id"], leader["version_id"], request)
+            except _REFUSED as exc:
+                attempt += 1
+                unsure = self._back_off(exc, attempt) or unsure
+                if isinstance(exc, errors.ThrottlingError):
+                    continue  # refused, not accepted: same request, same versions
+                versions, changed = {}, []
+                for member in members:
+                    version, changes = self._reread(specs[member["spec"]], ds,
+                                                    member["image_set_id"])
+                    versions[member["image_set_id"]] = version
+                    changed += changes
+                if not changed:
+                    return versions, unsure
+                if versions != planned:
+                    moved = sorted(i for i in planned if versions[i] != planned[i])
+                    raise _Stop(STALE, f"study group {group['study']}: image set(s) "
+                                       f"{', '.join(moved)} moved since the plan and the study "
+                                       f"is not in the desired state; plan again")
+                continue  # nothing moved (refused before the write): same request again
+            lead.writes += 1
+            lead.response = _response(result)
+            return None
+
+    def _check_study(self, group: dict[str, Any], leader: dict[str, Any],
+                     planned: set[str]) -> None:
+        """The study's primary image sets must still be exactly the members: the request
+        changes every one of them, and a newcomer was never reviewed."""
+        ds = group["datastore_id"]
+        with self._reads:
+            metadata = self.hi.get_metadata(ds, leader["image_set_id"], leader["version_id"])
+            study_uid = str(((metadata.get("Study") or {}).get("DICOM") or {})
+                            .get("StudyInstanceUID") or "")
+            del metadata
+        if not study_uid or study_key(study_uid) != group["study"]:
+            raise _Stop(STALE, f"study group {group['study']}: image set "
+                               f"{leader['image_set_id']} is not of that study; plan again")
+        primaries = grouping.primary_image_sets(self.hi, ds, study_uid)
+        if primaries != planned:
+            raise _Stop(STALE, f"study group {group['study']}: the study now has "
+                               f"{len(primaries)} primary image set(s), not the "
+                               f"{len(planned)} planned; plan again")
+
+    def _check_members(self, ds: str, members: list[dict[str, Any]]) -> None:
+        """Raise ConflictError when a member is no longer at its planned version, or is busy:
+        includeStudyImageSets pins only the leader's version."""
+        for member in members:
+            image_set = self.hi.get_image_set(ds, member["image_set_id"])
+            if image_set.version_id != member["version_id"] or image_set.locked \
+                    or image_set.workflow_status == UPDATING_FOR_STUDY_CONSISTENCY:
+                raise errors.ConflictError(
+                    f"image set {member['image_set_id']} of the study group is at version "
+                    f"{image_set.version_id} ({image_set.state}), planned "
+                    f"{member['version_id']}", operation="GetImageSet")
 
     def halt(self, reason: str) -> None:
         if not self._halt.is_set():
@@ -296,8 +454,11 @@ class Applier:
                                   FAILED, f"not planned: {entry['error']}")
             else:
                 outcome = self.apply_one(entry, spec)
+            return finish(outcome, spec)
+
+        def finish(outcome: Outcome, spec: Spec | None) -> Outcome:
             if outcome.status in (FAILED, STALE, MISSING) and self.options.fail_fast:
-                self.halt(f"--fail-fast after {entry['spec']} ({outcome.status})")
+                self.halt(f"--fail-fast after {outcome.spec} ({outcome.status})")
             if on_result is not None:
                 with lock:
                     try:
@@ -309,5 +470,12 @@ class Applier:
                         raise
             return outcome
 
-        with ThreadPoolExecutor(max_workers=max(1, self.options.parallelism)) as pool:
-            return list(pool.map(one, plan["image_sets"]))
+        def group(item: dict[str, Any]) -> list[Outcome]:
+            return [finish(o, specs.get(o.spec)) for o in self.apply_group(item, specs, skip)]
+
+        # Pipelining: many image sets are in progress at once, so one waiting for its
+        # asynchronous update never holds back the next update (the pacer alone sets the
+        # update rate); the heavy part, reading and diffing metadata, is bounded apart.
+        with ThreadPoolExecutor(max_workers=max(1, self.options.in_flight)) as pool:
+            grouped = pool.map(group, plan.get("groups", []))
+            return list(pool.map(one, plan["image_sets"])) + [o for g in grouped for o in g]

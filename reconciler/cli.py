@@ -186,7 +186,8 @@ def _service(opts: GlobalOptions, config):
 
     settings = ClientSettings(region=opts.region or config.region, profile=opts.profile,
                               endpoint_url=opts.endpoint_url)
-    return BotoHealthImaging(settings=settings, pacer=Pacer(config.quotas))
+    headroom = {} if config.quota_headroom is None else {"headroom": config.quota_headroom}
+    return BotoHealthImaging(settings=settings, pacer=Pacer(config.quotas, **headroom))
 
 
 def _redactor(opts: GlobalOptions, config, redact_here: bool | None, state=None):
@@ -206,18 +207,21 @@ def _backend(config):
 
 
 def _make_plan(hi, config, specs, state, redactor, targets=(), excludes=(),
-               parallelism: int = 10):
+               parallelism: int = 10, read_all: bool = False):
     from .planner import PlanOptions, make_plan
-    from .runs import state_serials
+    from .runs import known_versions, state_serials
     from .specs import check_overlaps
 
     return make_plan(specs, hi, redactor,
                      default_datastore=config.datastore_id, check_overlaps=check_overlaps,
                      options=PlanOptions(targets=list(targets), excludes=list(excludes),
-                                         parallelism=parallelism),
+                                         parallelism=parallelism,
+                                         group_studies=config.group_studies,
+                                         trust_state=not read_all),
                      lineage=state.lineage if state else None,
                      serial=state.serial if state else None,
-                     state_serial=state_serials(state) if state else None)
+                     state_serial=state_serials(state) if state else None,
+                     known_version=known_versions(state) if state else None)
 
 
 def _print_plan(doc, as_json: bool, opts: GlobalOptions) -> None:
@@ -282,11 +286,13 @@ def _plan_exit_code(doc, detailed: bool) -> int:
               help="Leave out specs whose name matches; repeatable.")
 @click.option("--parallelism", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Image sets read at once (reads are paced to the quotas anyway).")
+@click.option("--read-all", is_flag=True,
+              help="Read every image set, also those the state shows unchanged since apply.")
 @_format_options
 @_redact_option
 @click.pass_obj
 def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, excludes,
-         parallelism, fmt, json_stream, redact_here):
+         parallelism, read_all, fmt, json_stream, redact_here):
     """Read the live metadata and show the minimal change.
 
     \b
@@ -304,7 +310,7 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
     state = _backend(config).read()
     doc = _make_plan(_service(opts, config), config, specs, state,
                      _redactor(opts, config, redact_here, state),
-                     targets, excludes, parallelism)
+                     targets, excludes, parallelism, read_all)
     if out:
         save(doc, out)
     _write_plan(doc, output, opts)
@@ -368,7 +374,9 @@ class _ApplyWatcher:
     def __init__(self, plan_doc, stream: bool, hi):
         from .progress import Progress
 
-        self.total = len(plan_doc["image_sets"])
+        from .plans import per_image_set
+
+        self.total = len(per_image_set(plan_doc))
         self.stream = stream
         self.done = 0
         self.progress = Progress("apply", self.total,
@@ -406,7 +414,10 @@ def _print_report(doc, as_json: bool, opts: GlobalOptions) -> None:
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (a saved plan never asks).")
 @click.option("--fail-fast", is_flag=True, help="Stop writing after the first image set fails.")
 @click.option("--parallelism", type=click.IntRange(1, 100), default=4, show_default=True,
-              help="Image sets in flight at once (updates are paced to the quota anyway).")
+              help="Metadata documents read and diffed at once (verification, re-reads).")
+@click.option("--max-in-flight", type=click.IntRange(1, 1000), default=32, show_default=True,
+              help="Image sets in progress at once, those waiting for their asynchronous "
+                   "update included (updates are paced to the quota anyway).")
 @click.option("--wait-timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
               metavar="SECONDS", help="How long one update may stay LOCKED before it fails.")
 @click.option("--lock-timeout", type=float, default=0.0, show_default=True, metavar="SECONDS",
@@ -416,8 +427,8 @@ def _print_report(doc, as_json: bool, opts: GlobalOptions) -> None:
               help="Print NDJSON events, one per line (see the README).")
 @_redact_option
 @click.pass_obj
-def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, wait_timeout,
-          lock_timeout, as_json, json_stream, redact_here):
+def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_in_flight,
+          wait_timeout, lock_timeout, as_json, json_stream, redact_here):
     """Apply a saved plan exactly, or plan and apply after confirmation.
 
     With PLANFILE (from `plan --out`) the reviewed payloads are sent as they are, each against
@@ -467,7 +478,8 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, wait
         on_result = _apply_watcher(plan_doc, output == "stream", hi)
         doc = apply_plan(plan_doc, specs, hi, backend, state,
                          ApplyOptions(fail_fast=fail_fast, parallelism=parallelism,
-                                      wait_timeout=wait_timeout), saved, on_result=on_result)
+                                      in_flight=max_in_flight, wait_timeout=wait_timeout),
+                         saved, on_result=on_result)
         on_result.close()
     if output == "stream":
         from .events import apply_summary_events, write
@@ -484,31 +496,72 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, wait
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the drift report as JSON.")
 @click.option("--parallelism", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option("--full", is_flag=True,
+              help="Ignore the checkpoint: list every image set (finds deleted ones too).")
+@click.option("--lock-timeout", type=float, default=0.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for the state lock held by another run.")
 @_format_options
 @_redact_option
 @click.pass_obj
-def drift(opts: GlobalOptions, paths, as_json, parallelism, fmt, json_stream, redact_here):
+def drift(opts: GlobalOptions, paths, as_json, parallelism, full, lock_timeout, fmt, json_stream,
+          redact_here):
     """Compare live metadata with the state and the specs; exit 2 when anything drifted.
+
+    After a check, the state remembers up to when every image set was in sync, and the next
+    check lists only the image sets updated since (about one call for an untouched fleet). A
+    deleted image set is found only by a full check: with --full, or once the last full check
+    is older than drift.fullCheckAfterHours of reconciler.yaml (default 24).
 
     \b
     Examples:
       reconciler drift --json > drift.json
       reconciler drift --format markdown >> "$GITHUB_STEP_SUMMARY"
+      reconciler drift --full
     """
     output = _chosen_format(as_json, fmt, json_stream)
     import json
+    from datetime import timedelta
 
     from .config import load_config
-    from .drift import detect, has_drift
+    from .drift import DriftOptions, check, describe_check, has_drift
     from .render import render_drift
     from .specs import load_specs
     from .states import State
 
     config = load_config(opts.config_path)
     specs = load_specs(list(paths), config)
-    state = _backend(config).read() or State.new()
-    report = detect(_service(opts, config), state, specs, config.is_ignored,
-                    _redactor(opts, config, redact_here, state), parallelism)
+    backend = _backend(config)
+    hi = _service(opts, config)
+    options = DriftOptions(use_checkpoint=not full,
+                           overlap=timedelta(seconds=config.drift.overlap_seconds),
+                           full_after=timedelta(hours=config.drift.full_check_after_hours),
+                           parallelism=parallelism)
+    if backend.read() is None:
+        # Nothing recorded: nothing to check against, nothing to remember, no state written.
+        state = State.new()
+        report, _ = check(hi, state, specs, config.is_ignored,
+                          _redactor(opts, config, redact_here, state), options)
+    else:
+        # The checkpoint is saved like apply saves: under the state lock, atomically.
+        locked = False
+        try:
+            with backend.lock("drift", timeout=lock_timeout):
+                locked = True
+                state = backend.read() or State.new()
+                report, checkpoints = check(hi, state, specs, config.is_ignored,
+                                            _redactor(opts, config, redact_here, state), options)
+                if len(state):
+                    _save_drift_checkpoints(backend, state, checkpoints)
+        except errors.LockError as exc:
+            if locked or hasattr(exc, "holder"):     # held by another run: as apply, fail
+                raise
+            # The lock cannot be taken at all (a read-only role, a read-only directory): check
+            # from the saved checkpoint, if any, and save none.
+            log.warning("%s; drift checked without saving its checkpoint", exc)
+            state = backend.read() or State.new()
+            report, _ = check(hi, state, specs, config.is_ignored,
+                              _redactor(opts, config, redact_here, state), options)
+    note = describe_check(report)
     if output == "json":
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     elif output == "markdown":
@@ -519,7 +572,28 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, fmt, json_stream, re
         write(drift_events(report), click.echo)
     else:
         click.echo(render_drift(report), nl=False)
+        if note and opts.verbosity >= 0:
+            click.echo(note)
     return errors.EXIT_CHANGES if has_drift(report) else errors.EXIT_OK
+
+
+def _save_drift_checkpoints(backend, state, checkpoints) -> None:
+    """Save what this drift established. A failed save costs only the checkpoint (the next
+    drift checks in full); the report is complete either way, so it is a warning, and the
+    errored copy the backend kept (the old state plus a checkpoint) is removed: it holds
+    nothing an apply recorded and must not be put in place of a newer state."""
+    from pathlib import Path
+
+    state.set_drift_checkpoints(checkpoints)
+    state.mark_checked()
+    try:
+        backend.write(state)
+    except errors.StateError as exc:
+        errored = getattr(exc, "errored_path", None)
+        if errored is not None:
+            Path(errored).unlink(missing_ok=True)
+        log.warning("the drift checkpoint was not saved, so the next drift checks in full: %s",
+                    str(exc).split("; the new state", 1)[0])
 
 
 # --------------------------------------------------------------------------------------------

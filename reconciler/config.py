@@ -58,6 +58,14 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class DriftConfig:
+    """``drift:`` of reconciler.yaml: how incremental drift trusts its checkpoint."""
+
+    overlap_seconds: float = 300.0          # listing reaches back this far before the checkpoint
+    full_check_after_hours: float = 24.0    # list everything again when the last full check is older
+
+
+@dataclass(frozen=True)
 class IgnoreRule:
     """Drift of these attributes of these specs is reported as ignored."""
 
@@ -92,6 +100,9 @@ class Config:
     redact: str = "auto"
     ignore: tuple[IgnoreRule, ...] = ()
     quotas: dict[str, float] = field(default_factory=dict)
+    quota_headroom: float | None = None     # None: the pacer's default
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    group_studies: bool = True              # one includeStudyImageSets request per study
 
     def __post_init__(self) -> None:
         if self.state.backend == "local" and self.state.path is None:
@@ -183,7 +194,12 @@ def _build(file: Path, data: dict[str, Any]) -> Config:
         specs=tuple(Path(_normalise(shown / entry)) for entry in specs),
         datastore_id=data.get("datastoreId"), region=data.get("region"), state=state,
         redact=data.get("redact", "auto"), ignore=ignore,
-        quotas={op: float(rate) for op, rate in data.get("quotas", {}).items()})
+        quotas={op: float(rate) for op, rate in data.get("quotas", {}).items()},
+        quota_headroom=(float(data["quotaHeadroom"]) if "quotaHeadroom" in data else None),
+        group_studies=data.get("groupStudies", True),
+        drift=DriftConfig(**{name: float(data.get("drift", {})[key]) for name, key in (
+            ("overlap_seconds", "overlapSeconds"), ("full_check_after_hours", "fullCheckAfterHours"))
+            if key in data.get("drift", {})}))
 
 
 def _normalise(path: Path) -> str:

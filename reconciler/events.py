@@ -50,7 +50,7 @@ def _change(change: dict[str, Any]) -> dict[str, Any]:
 
 # -- plan ----------------------------------------------------------------------------------------
 def plan_events(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for entry in doc["image_sets"]:
+    for entry in plans.per_image_set(doc):
         if entry["action"] == plans.ACTION_NOOP:
             continue
         where = f"{entry['spec']}: image set {entry['image_set_id']}"
@@ -59,11 +59,13 @@ def plan_events(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
                         spec=entry["spec"], datastore_id=entry["datastore_id"],
                         image_set_id=entry["image_set_id"], error=entry["error"], changes=[])
             continue
+        grouped = {"group": entry["group"]} if "group" in entry else {}
         yield event("planned_change",
-                    f"{where}: update ({len(entry['changes'])} attribute changes)",
+                    f"{where}: update ({len(entry['changes'])} attribute changes"
+                    + (f", study group {entry['group']})" if grouped else ")"),
                     action="update", spec=entry["spec"], datastore_id=entry["datastore_id"],
                     image_set_id=entry["image_set_id"], version_id=entry["version_id"],
-                    requests=len(entry["requests"]),
+                    requests=len(entry["requests"]), **grouped,
                     changes=[_change(c) for c in entry["changes"]])
     s = doc["summary"]
     yield event("change_summary", summary_line(doc), operation="plan", redacted=doc["redacted"],
@@ -73,7 +75,7 @@ def plan_events(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 # -- apply ---------------------------------------------------------------------------------------
 def apply_start_events(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for entry in plan["image_sets"]:
+    for entry in plans.per_image_set(plan):
         if entry["action"] == plans.ACTION_UPDATE:
             yield event("apply_start",
                         f"{entry['spec']}: image set {entry['image_set_id']}: applying",

@@ -3,10 +3,10 @@ job summaries and issues (``--format markdown``).
 
 Like :mod:`reconciler.render`, they read only the serialised documents, so ``plan`` and
 ``show PLANFILE`` render the same Markdown. The summary comes first (a reviewer sees at once
-whether anything changes), then a table of the image sets concerned, then one collapsible
-``<details>`` block per image set holding the very lines the text renderer prints, in a
-``diff`` code block with the change symbols in the first column so that GitHub colours them
-(``+`` add, ``-`` remove, ``!`` update: ``~`` is not a diff symbol). Values are printed as the
+whether anything changes), then a table of the image sets concerned (a study group is one
+row), then one collapsible ``<details>`` block per image set or group holding the very lines
+the text renderer prints, in a ``diff`` code block with the change symbols in the first
+column so that GitHub colours them (``+`` add, ``-`` remove, ``!`` update: ``~`` is not a diff symbol). Values are printed as the
 documents hold them: when redaction is on they are already redacted markers, and nothing here
 ever reads a payload.
 """
@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from . import plans
-from .render import format_value, render_entry, summary_line
+from .render import format_value, group_title, render_entry, render_group, summary_line
 
 REDACTION_NOTE = ("_Values of PS3.15 Basic Profile attributes are redacted "
                   "(`--no-redact` shows them)._")
@@ -68,6 +68,12 @@ def _diff_lines(lines: list[str]) -> list[str]:
 
 
 # -- plan ----------------------------------------------------------------------------------------
+def _details(title: str, text_lines: list[str]) -> list[str]:
+    """A collapsible block holding the text renderer's lines of one item as a diff."""
+    body = _diff_lines([line for line in text_lines if line.strip()])
+    return ["<details>", f"<summary>{title}</summary>", "", *_block(body), "", "</details>", ""]
+
+
 def render_plan_markdown(doc: dict[str, Any]) -> str:
     s = doc["summary"]
     entries = doc["image_sets"]
@@ -76,17 +82,23 @@ def render_plan_markdown(doc: dict[str, Any]) -> str:
     if s["error"]:
         headline = (f":x: **{summary_line(doc)}** "
                     f"{_plural(s['error'], 'image set', 'image sets')} could not be planned.")
-    elif s["update"]:
+    elif s["update"] or doc.get("groups"):
         headline = f"**{summary_line(doc)}**"
     else:
         headline = f"**No changes.** The live metadata matches the specs. {summary_line(doc)}"
     lines += [headline, ""]
-    if shown:
+    groups = doc.get("groups", [])
+    if shown or groups:
         lines += ["| spec | image set | action | changes |", "| --- | --- | --- | ---: |"]
         for e in shown:
             count = len(e["changes"]) if e["action"] == plans.ACTION_UPDATE else "—"
             lines.append(f"| {_cell(e['spec'])} | {_code(e['image_set_id'] or '—')} | "
                          f"{e['action']} | {count} |")
+        for g in groups:
+            specs = ", ".join(dict.fromkeys(m["spec"] for m in g["members"]))
+            lines.append(f"| {_cell(specs)} | {_cell(group_title(g))} | update "
+                         f"({_plural(len(g['requests']), 'request', 'requests')}) | "
+                         f"{len(g['changes'])} |")
         lines.append("")
     for e in shown:
         if e["action"] == plans.ACTION_ERROR:
@@ -95,8 +107,11 @@ def render_plan_markdown(doc: dict[str, Any]) -> str:
             title = (f"<code>{_html(e['spec'])}</code>: image set "
                      f"<code>{_html(e['image_set_id'])}</code> — "
                      f"{_plural(len(e['changes']), 'change', 'changes')}")
-        body = _diff_lines([line for line in render_entry(e) if line.strip()])
-        lines += ["<details>", f"<summary>{title}</summary>", "", *_block(body), "", "</details>", ""]
+        lines += _details(title, render_entry(e))
+    for g in groups:
+        title = (f"{_html(group_title(g))} — {_plural(len(g['changes']), 'change', 'changes')}, "
+                 f"{_plural(len(g['requests']), 'request', 'requests')}")
+        lines += _details(title, render_group(g))
     if doc.get("redacted"):
         lines += [REDACTION_NOTE, ""]
     return "\n".join(lines).rstrip("\n") + "\n"

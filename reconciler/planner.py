@@ -3,7 +3,8 @@
 For every targeted image set (product.md §3):
 
 1. ``GetImageSet`` → the latest version and its state; a LOCKED image set is waited on
-   (bounded) and read again;
+   (bounded) and read again. Image sets found by a selector skip this call: the search
+   already listed their version (:func:`read_listed`);
 2. ``GetImageSetMetadata(version)`` → the document the diff is made against, so the diff and
    the version sent as ``latestVersionId`` always match;
 3. the DICOM-aware diff of the declared attributes only;
@@ -25,13 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import errors, plans
+from . import errors, grouping, plans
 from .diff import Change, ImageSetProblem, diff
 from .model import Spec
 from .payloads import PayloadTooLarge, build_requests
 from .progress import Progress
 from .redact import Redactor
-from .service import DELETED, HealthImaging, ImageSet
+from .service import ACTIVE, DELETED, HealthImaging, ImageSet, ImageSetSummary
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class PlanOptions:
     poll_interval: float = 1.0
     sleep: Callable[[float], None] = time.sleep
     progress: bool | None = None    # None: on when stderr is a terminal
+    trust_state: bool = True        # skip reading image sets the state shows unchanged
+    group_studies: bool = True      # one includeStudyImageSets request per study (grouping.py)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class Assignment:
     spec: Spec
     datastore_id: str
     image_set_id: str
+    listed: ImageSetSummary | None = None   # what SearchImageSets showed of it (selectors)
 
 
 def select_specs(specs: list[Spec], options: PlanOptions) -> list[Spec]:
@@ -93,16 +97,39 @@ def resolve(specs: list[Spec], hi: HealthImaging,
                       if k in SELECTOR_PRIORITY else len(SELECTOR_PRIORITY))
         sent, checked = keys[:MAX_SEARCH_FILTERS], keys[MAX_SEARCH_FILTERS:]
         filters = [{"operator": "EQUAL", "values": [{k: selector[k]}]} for k in sent]
-        found = [s.image_set_id for s in hi.search_image_sets(datastore, filters=filters)
-                 if all(_summary_matches(s, k, selector[k]) for k in checked)]
+        found = {s.image_set_id: s for s in hi.search_image_sets(datastore, filters=filters)
+                 if all(_summary_matches(s, k, selector[k]) for k in checked)}
         if not found and not spec.target.allow_empty:
             raise errors.ReconcilerError(
                 f"{spec.position.file}:{spec.position.line}: spec {spec.name}: the selector "
                 f"matched no image set in data store {datastore} (set allowEmpty: true if "
                 f"that is expected)")
-        for image_set_id in sorted(set(found)):
-            assignments.append(Assignment(spec, datastore, image_set_id))
+        for image_set_id in sorted(found):
+            assignments.append(Assignment(spec, datastore, image_set_id, found[image_set_id]))
     return assignments
+
+
+def read_listed(hi: HealthImaging, assignment: Assignment,
+                options: PlanOptions) -> tuple[ImageSet, dict[str, Any]]:
+    """The metadata of the version SearchImageSets listed, without a ``GetImageSet`` (one read
+    fewer per selector target). Listing and metadata belong to one version, so the diff and
+    ``latestVersionId`` still match; had the image set moved on since the search, apply's
+    ``latestVersionId`` check refuses the write and the change is re-read (or found stale
+    under a saved plan). A version being updated (the read answers 409) goes the long way,
+    through :func:`read_pinned`, which waits for it."""
+    listed = assignment.listed
+    if listed is None:
+        return read_pinned(hi, assignment.datastore_id, assignment.image_set_id, options)
+    try:
+        metadata = hi.get_metadata(assignment.datastore_id, assignment.image_set_id,
+                                   listed.version)
+    except errors.ConflictError:
+        return read_pinned(hi, assignment.datastore_id, assignment.image_set_id, options)
+    image_set = ImageSet(datastore_id=assignment.datastore_id,
+                         image_set_id=assignment.image_set_id, version_id=listed.version,
+                         state=ACTIVE, created_at=listed.created_at,
+                         updated_at=listed.updated_at, is_primary=listed.is_primary)
+    return image_set, metadata
 
 
 def read_pinned(hi: HealthImaging, datastore_id: str, image_set_id: str,
@@ -164,24 +191,27 @@ StateSerial = Callable[[str, str], "int | None"]  # (spec, image set) → serial
 
 
 def plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
-             options: PlanOptions, state_serial: StateSerial | None = None) -> dict[str, Any]:
+             options: PlanOptions, state_serial: StateSerial | None = None,
+             studies: grouping.StudyIndex | None = None) -> dict[str, Any]:
     serial = state_serial(assignment.spec.name, assignment.image_set_id) if state_serial else None
-    entry = _plan_one(hi, assignment, redactor, options)
+    entry = _plan_one(hi, assignment, redactor, options, studies)
     entry["state_serial"] = serial
     return entry
 
 
 def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
-              options: PlanOptions) -> dict[str, Any]:
+              options: PlanOptions, studies: grouping.StudyIndex | None = None) -> dict[str, Any]:
     image_set_id = assignment.image_set_id
     try:
-        image_set, metadata = read_pinned(hi, assignment.datastore_id, image_set_id, options)
+        image_set, metadata = read_listed(hi, assignment, options)
     except errors.NotFoundError:
         return plan_entry(assignment, None, [], redactor,
                           error=f"image set {image_set_id} not found (missing)")
     if image_set.state == DELETED:
         return plan_entry(assignment, image_set.version_id, [], redactor,
                           error=f"image set {image_set_id} is DELETED (missing)")
+    if studies is not None:
+        studies.note(image_set, metadata)
     try:
         changes = diff(assignment.spec.attributes, metadata, image_set_id)
     except ImageSetProblem as exc:
@@ -194,13 +224,52 @@ def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
         return plan_entry(assignment, image_set.version_id, [], redactor, error=str(exc))
 
 
+KnownVersion = Callable[[str, str, str], "str | None"]
+"""(spec name, image set id, spec digest) → the version the state recorded as verified for
+this spec *as it is now*, or None."""
+
+
+def unchanged_since_apply(hi: HealthImaging, assignments: list[Assignment],
+                          known_version: KnownVersion) -> dict[tuple[str, str], str]:
+    """``(spec, image set)`` → version, for the assignments that need no read: the state
+    verified this very spec (same digest) on a version, and that version is still the
+    latest. A version's metadata never changes, so the diff is still empty, exactly.
+
+    The latest versions come from listings, never from one call per image set: selector
+    targets carry the search that found them; the others are looked up with the paged
+    listing drift uses (SearchImageSets, 50 a page, most recently updated first). An image
+    set the listing does not show, or shows at another version, is read as usual."""
+    expected = {(a.spec.name, a.image_set_id): (a, v) for a in assignments
+                if (v := known_version(a.spec.name, a.image_set_id, a.spec.digest)) is not None}
+    if not expected:
+        return {}
+    from .drift import listed_versions   # drift's listing; drift itself plans nothing
+
+    live: dict[tuple[str, str], str] = {}
+    for datastore in sorted({a.datastore_id for a, _ in expected.values()}):
+        unlisted = {a.image_set_id for a, _ in expected.values()
+                    if a.datastore_id == datastore and a.listed is None}
+        if unlisted:
+            live.update(((datastore, i), v) for i, v in
+                        listed_versions(hi, datastore, unlisted).items())
+    settled = {}
+    for key, (a, version) in expected.items():
+        current = a.listed.version if a.listed is not None else live.get((a.datastore_id,
+                                                                          a.image_set_id))
+        if current == version:
+            settled[key] = version
+    return settled
+
+
 def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
               default_datastore: str | None, options: PlanOptions | None = None,
               check_overlaps: Callable[[list[tuple[Spec, str, str]]], list] | None = None,
               lineage: str | None = None, serial: int | None = None,
-              state_serial: StateSerial | None = None) -> dict[str, Any]:
+              state_serial: StateSerial | None = None,
+              known_version: KnownVersion | None = None) -> dict[str, Any]:
     """The whole plan document. Raises :class:`errors.SpecError` when, after selectors are
-    resolved, two specs manage the same attribute of one image set."""
+    resolved, two specs manage the same attribute of one image set. ``known_version`` lets
+    image sets the state shows unchanged skip their reads (:func:`unchanged_since_apply`)."""
     options = options or PlanOptions()
     assignments = resolve(select_specs(specs, options), hi, default_datastore)
     if check_overlaps is not None:
@@ -211,12 +280,28 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
     progress = Progress("plan", len(assignments), enabled=options.progress,
                         throttles=getattr(getattr(hi, "pacer", None), "throttle_count", None))
 
+    studies = grouping.StudyIndex() if options.group_studies else None
+
+    settled = (unchanged_since_apply(hi, assignments, known_version)
+               if known_version is not None and options.trust_state else {})
+
     def one(assignment: Assignment) -> dict[str, Any]:
-        entry = plan_one(hi, assignment, redactor, options, state_serial)
+        version = settled.get((assignment.spec.name, assignment.image_set_id))
+        if version is not None:
+            entry = plan_entry(assignment, version, [], redactor)
+            entry["state_serial"] = (state_serial(assignment.spec.name, assignment.image_set_id)
+                                     if state_serial else None)
+        else:
+            entry = plan_one(hi, assignment, redactor, options, state_serial, studies)
         progress.step()
         return entry
 
     with ThreadPoolExecutor(max_workers=max(1, options.parallelism)) as pool:
         entries = list(pool.map(one, assignments))
     progress.close()
-    return plans.new_plan(entries, redacted=redactor.enabled, lineage=lineage, serial=serial)
+    groups: list[dict[str, Any]] = []
+    if studies is not None:
+        entries, groups = grouping.group_studies(entries, studies, hi,
+                                                 grouping.listed_studies(assignments))
+    return plans.new_plan(entries, redacted=redactor.enabled, lineage=lineage, serial=serial,
+                          groups=groups)

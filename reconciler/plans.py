@@ -46,9 +46,13 @@ def checksum(doc: dict[str, Any]) -> str:
 
 
 def new_plan(entries: list[dict[str, Any]], *, redacted: bool,
-             lineage: str | None = None, serial: int | None = None) -> dict[str, Any]:
-    """Assemble a plan document from per-image-set entries (see the schema for their form)."""
+             lineage: str | None = None, serial: int | None = None,
+             groups: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Assemble a plan document from per-image-set entries and study groups (see the schema
+    for their form). The summary counts image sets (each member of a group counts) and
+    requests (a group sends one)."""
     updates = [e for e in entries if e["action"] == ACTION_UPDATE]
+    groups = groups or []
     doc: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "reconciler_version": __version__,
@@ -63,7 +67,12 @@ def new_plan(entries: list[dict[str, Any]], *, redacted: bool,
             "requests": sum(len(e["requests"]) for e in updates),
         },
         "image_sets": entries,
+        "groups": groups,
     }
+    for group in groups:
+        doc["summary"]["update"] += len(group["members"])
+        doc["summary"]["attributes_changed"] += len(group["changes"]) * len(group["members"])
+        doc["summary"]["requests"] += len(group["requests"])
     doc["checksum"] = checksum(doc)
     return doc
 
@@ -83,6 +92,10 @@ def validate(doc: Any, source: str = "plan") -> dict[str, Any]:
         where = "/".join(str(p) for p in first.absolute_path) or "(root)"
         raise PlanFileError(f"{source}: not a valid plan at {where}: {first.message}"
                             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    for i, group in enumerate(doc.get("groups", [])):
+        if group["leader"] != min(m["image_set_id"] for m in group["members"]):
+            raise PlanFileError(f"{source}: not a valid plan at groups/{i}: the leader is not "
+                                f"the member with the lowest image set id")
     if doc.get("checksum") != checksum(doc):
         raise PlanFileError(f"{source}: checksum mismatch: the plan was modified after it was "
                             f"written; run plan again")
@@ -128,7 +141,7 @@ def redact_values(doc: dict[str, Any], show) -> dict[str, Any]:
     is now on."""
     view = copy.deepcopy(doc)
     view["redacted"] = True
-    for entry in view["image_sets"]:
+    for entry in [*view["image_sets"], *view.get("groups", [])]:
         for change in entry["changes"]:
             for side in ("before", "after"):
                 change[side] = show(change["key"], change[side], change["vr"], change["private"])
@@ -142,8 +155,10 @@ def public_view(doc: dict[str, Any]) -> dict[str, Any]:
     if not doc.get("redacted"):
         return doc
     view = copy.deepcopy(doc)
-    for entry in view["image_sets"]:
+    groups = view.get("groups", [])
+    for entry in [*view["image_sets"], *(m for g in groups for m in g["members"])]:
         entry["before_digest"] = None
+    for entry in [*view["image_sets"], *groups]:
         for request in entry["requests"]:
             for key in ("updatableAttributes", "removableAttributes"):
                 text = request.get(key)
@@ -155,5 +170,17 @@ def public_view(doc: dict[str, Any]) -> dict[str, Any]:
 
 def is_applicable(doc: dict[str, Any]) -> bool:
     """A plan printed with redaction lacks its payloads and cannot be applied."""
-    return not any(isinstance(r.get(k), dict) for e in doc["image_sets"] for r in e["requests"]
+    return not any(isinstance(r.get(k), dict)
+                   for e in [*doc["image_sets"], *doc.get("groups", [])] for r in e["requests"]
                    for k in ("updatableAttributes", "removableAttributes"))
+
+
+def per_image_set(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every planned (spec, image set), as entries: those of ``image_sets``, then each member
+    of each study group with the group's changes (and its request on the leader only), and
+    ``group`` naming the study group. Apply reports, records and checks them one by one."""
+    members = [{**member, "datastore_id": group["datastore_id"], "action": ACTION_UPDATE,
+                "changes": group["changes"], "group": group["study"],
+                "requests": group["requests"] if member["image_set_id"] == group["leader"] else []}
+               for group in doc.get("groups", []) for member in group["members"]]
+    return [*doc["image_sets"], *members]

@@ -2,8 +2,9 @@
 
 The human form follows Terraform: one block per image set, ``~`` update, ``-`` remove,
 ``+`` add, old -> new values, grouped by level, and a last line
-``Plan: N image sets to update, M unchanged, K attributes changed.``. Values are printed as
-the plan document holds them: redacted markers stay as they are.
+``Plan: N image sets to update, M unchanged, K attributes changed.``. A study group is one
+block naming its members, with ``in R requests (G study groups)`` added to the last line.
+Values are printed as the plan document holds them: redacted markers stay as they are.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ def _plural(n: int, one: str, many: str) -> str:
 
 def summary_line(doc: dict[str, Any]) -> str:
     s = doc["summary"]
-    return (f"Plan: {_plural(s['update'], 'image set', 'image sets')} to update, "
+    groups = len(doc.get("groups", []))
+    grouped = (f" in {_plural(s['requests'], 'request', 'requests')} "
+               f"({_plural(groups, 'study group', 'study groups')})" if groups else "")
+    return (f"Plan: {_plural(s['update'], 'image set', 'image sets')} to update{grouped}, "
             f"{s['unchanged']} unchanged, "
             f"{_plural(s['attributes_changed'], 'attribute', 'attributes')} changed.")
 
@@ -71,18 +75,7 @@ def render_entry(entry: dict[str, Any], color: bool = False) -> list[str]:
     lines = [f"  # {entry['spec']}: {where} (data store {entry['datastore_id']}, "
              f"version {entry['version_id']})",
              _style(f"  ~ {where} {{", "~", color)]
-    current = None
-    for change in entry["changes"]:
-        group = _group(change)
-        if change["op"] == "remove-series":
-            group = "Study"
-        elif change["op"] == "remove-instance":
-            group = f"Series {change['series']}"
-        if group != current:
-            lines.append(f"      {group}")
-            current = group
-        line = _change_line(change)
-        lines.append(_style(f"      {line}", line[0], color))
+    lines += _change_lines(entry["changes"], color)
     notes = []
     if entry["force"]:
         notes.append("sent with force=true (the spec sets force: true and a change needs it)")
@@ -97,16 +90,57 @@ def render_entry(entry: dict[str, Any], color: bool = False) -> list[str]:
     return lines
 
 
+def group_title(group: dict[str, Any]) -> str:
+    return (f"study group {group['study']} "
+            f"({_plural(len(group['members']), 'primary image set', 'primary image sets')})")
+
+
+def render_group(group: dict[str, Any], color: bool = False) -> list[str]:
+    """A study group as one item: its members, the shared changes, the one request."""
+    requests = _plural(len(group["requests"]), "request", "requests")
+    lines = [f"  # {group_title(group)}: data store {group['datastore_id']}, {requests}"]
+    for member in group["members"]:
+        role = (": leader, the request is sent here"
+                if member["image_set_id"] == group["leader"] else "")
+        lines.append(f"  #   {member['spec']}: image set {member['image_set_id']} "
+                     f"(version {member['version_id']}){role}")
+    lines.append(_style(f"  ~ {group_title(group)} {{", "~", color))
+    lines += _change_lines(group["changes"], color)
+    lines += [f"      # {requests} to image set {group['leader']} with "
+              f"includeStudyImageSets=true: HealthImaging applies it to every primary image "
+              f"set of the study, atomically", "    }", ""]
+    return lines
+
+
+def _change_lines(changes: list[dict[str, Any]], color: bool) -> list[str]:
+    lines = []
+    current = None
+    for change in changes:
+        group = _group(change)
+        if change["op"] == "remove-series":
+            group = "Study"
+        elif change["op"] == "remove-instance":
+            group = f"Series {change['series']}"
+        if group != current:
+            lines.append(f"      {group}")
+            current = group
+        line = _change_line(change)
+        lines.append(_style(f"      {line}", line[0], color))
+    return lines
+
+
 def render_plan(doc: dict[str, Any], color: bool = False) -> str:
     entries = doc["image_sets"]
     changed = [e for e in entries if e["action"] != plans.ACTION_NOOP]
     lines: list[str] = []
-    if any(e["action"] == plans.ACTION_UPDATE for e in entries):
+    if any(e["action"] == plans.ACTION_UPDATE for e in entries) or doc.get("groups"):
         lines += ["reconciler will perform the following actions:", ""]
     elif not any(e["action"] == plans.ACTION_ERROR for e in entries):
         lines += ["No changes. The live metadata matches the specs.", ""]
     for entry in changed:
         lines += render_entry(entry, color)
+    for group in doc.get("groups", []):
+        lines += render_group(group, color)
     lines.append(summary_line(doc))
     errors = doc["summary"]["error"]
     if errors:

@@ -39,13 +39,24 @@ def state_serials(state: State) -> Callable[[str, str], int | None]:
     return serial
 
 
+def known_versions(state: State) -> Callable[[str, str, str], str | None]:
+    """For plan: the version on which the state verified a spec *with this digest* (apply or
+    import), or None (no record, another spec digest, or a rollback undid it)."""
+    def known(spec: str, image_set_id: str, digest: str) -> str | None:
+        record = state.get(spec, image_set_id)
+        if record is None or record.last_operation != OP_APPLY or record.spec_digest != digest:
+            return None
+        return record.version_after
+    return known
+
+
 def stale_entries(plan: dict[str, Any], state: State,
                   specs: dict[str, Spec]) -> dict[tuple[str, str], str]:
     """Entries ``(spec name, image set id)`` of a saved plan that must not be applied, with
     why (Terraform refuses a plan whose state moved; here it is per spec and image set, so
-    unrelated applies do not block a plan)."""
+    unrelated applies do not block a plan). Every member of a study group is checked too."""
     stale: dict[tuple[str, str], str] = {}
-    for entry in plan["image_sets"]:
+    for entry in plans.per_image_set(plan):
         image_set_id, name = entry["image_set_id"], entry["spec"]
         key = (name, image_set_id)
         spec = specs.get(name)

@@ -16,6 +16,8 @@ ACTIVE = "ACTIVE"
 DELETED = "DELETED"
 UPDATED = "UPDATED"
 UPDATE_FAILED = "UPDATE_FAILED"
+# the other primary image sets of a study while an includeStudyImageSets update is in flight
+UPDATING_FOR_STUDY_CONSISTENCY = "UPDATING_FOR_STUDY_CONSISTENCY"
 
 
 @dataclass(frozen=True)

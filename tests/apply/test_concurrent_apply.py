@@ -23,7 +23,7 @@ def test_second_apply_waits_for_the_lock_or_fails_naming_the_holder(project, ids
     # apply holds the state lock for as long as the test needs, however slow the machine.
     held_up = project.emu.faults.add("UpdateImageSetMetadata", "lock", seconds=600, times=1)
     first = project.popen("apply", spec(project, "ct-small"), spec(project, "nm-bone"),
-                          "--auto-approve", "--parallelism", "1")
+                          "--auto-approve", "--max-in-flight", "1")
 
     def holder():
         try:
@@ -109,7 +109,7 @@ def test_a_state_that_cannot_be_saved_stops_further_writes(project, ids):
 
     thread = threading.Thread(target=intruder)
     thread.start()
-    result = project.run("apply", "plan.json", "--parallelism", "1")
+    result = project.run("apply", "plan.json", "--max-in-flight", "1")
     thread.join()
     assert result.exit_code == 1
     assert "was written by another run" in result.stderr

@@ -282,7 +282,7 @@ def test_throttling_bursts_are_retried(project, ids):
     plan = saved_plan(project)
     writes = project.emu.faults.add("UpdateImageSetMetadata", "throttle", times=7)
     polls = project.emu.faults.add("GetImageSet", "throttle", times=6)
-    result, report, items = apply_json(project, plan, "--parallelism", "1")
+    result, report, items = apply_json(project, plan, "--max-in-flight", "1")
     assert result.exit_code == 0, result.stderr
     assert (writes.fired, polls.fired) == (7, 6)
     assert report["summary"]["applied"] == 3
@@ -294,7 +294,7 @@ def test_fail_fast_stops_further_writes(project, ids):
     ct = ids["ct-small"]           # the first image set of the plan
     project.emu.faults.add("UpdateImageSetMetadata", "update_failed", imageSetId=ct, times=1)
     result, report, items = apply_json(project, saved_plan(project), "--fail-fast",
-                                       "--parallelism", "1")
+                                       "--max-in-flight", "1")
     assert result.exit_code == 1
     assert items["ct-small"]["status"] == "failed"
     for name in ("nm-bone", "sc-deid"):
@@ -309,7 +309,7 @@ def test_access_denied_stops_every_further_write(project, ids):
     ct = ids["ct-small"]
     project.emu.faults.add("UpdateImageSetMetadata", "error", imageSetId=ct,
                            code="AccessDeniedException", message="not for you")
-    result, report, items = apply_json(project, saved_plan(project), "--parallelism", "1")
+    result, report, items = apply_json(project, saved_plan(project), "--max-in-flight", "1")
     assert result.exit_code == 1
     assert items["ct-small"]["status"] == "failed"
     assert "AccessDeniedException" in items["ct-small"]["reason"]
@@ -354,7 +354,7 @@ def test_errors_that_are_not_retried(project, ids, code, status, halts):
     plan = saved_plan(project)
     rule = project.emu.faults.add("UpdateImageSetMetadata", "error", imageSetId=ct, code=code,
                                   message="injected by the test")
-    result, report, items = apply_json(project, plan, "--parallelism", "1")
+    result, report, items = apply_json(project, plan, "--max-in-flight", "1")
     assert result.exit_code == 1
     assert rule.fired == 1                                       # sent once, never again
     assert items["ct-small"]["status"] == status

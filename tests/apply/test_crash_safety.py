@@ -36,7 +36,7 @@ def records(project):
 
 
 def start(project):
-    return project.popen("apply", "--auto-approve", "--parallelism", "1")
+    return project.popen("apply", "--auto-approve", "--max-in-flight", "1")
 
 
 def kill(proc):

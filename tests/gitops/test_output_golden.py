@@ -87,7 +87,7 @@ def test_markdown_and_event_stream_through_plan_apply_drift(project, emu):
 
     # One image set at a time: events are emitted as image sets finish, so only then is
     # their order the plan's.
-    code, stream = run("apply", "plan.json", "--json-stream", "--parallelism", "1")
+    code, stream = run("apply", "plan.json", "--json-stream", "--max-in-flight", "1")
     assert code == 0
     events = check_stream(stream)
     assert [e["type"] for e in events] == (["apply_start"] * 3

@@ -1,0 +1,227 @@
+"""Study groups end to end: plan, apply, drift and rollback through the command line and boto3
+over HTTP against the emulator, on a study of three primary image sets.
+
+The study is the bundled CT study (seeded as one image set) plus two more primary image sets
+of the same StudyInstanceUID, each with a series of its own, as an import of a study in
+several parts makes them. The UpdateImageSetMetadata calls the emulator receives are counted
+with a fault rule that does nothing (a zero latency).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+
+import pytest
+
+from apply_support import CT_STUDY, Project, check_report
+
+PATIENT_NAME = "DOE^GROUPED"
+DESCRIPTION = "GROUPED STUDY"
+ATTRIBUTES = {"Patient": {"PatientName": PATIENT_NAME}, "Study": {"StudyDescription": DESCRIPTION}}
+
+
+def _peer_id(n: int) -> str:
+    return hashlib.sha256(f"peer-{n}".encode()).hexdigest()[:32]
+
+
+@pytest.fixture
+def study(emu, tmp_path, monkeypatch):
+    """A project without example specs, and the three primary image sets of the CT study
+    (sorted: the first is the group's leader)."""
+    project = Project(tmp_path / "project", emu, example_specs=False)
+    monkeypatch.chdir(project.root)
+    first = project.image_set_of(CT_STUDY)
+    doc = emu.backend.metadata(first, version=1)
+    ids = [first]
+    for n in (1, 2):
+        peer = copy.deepcopy(doc)
+        series = {}
+        for uid, body in peer["Study"]["Series"].items():
+            body["DICOM"]["SeriesInstanceUID"] = f"{uid}.{n}"
+            series[f"{uid}.{n}"] = body
+        peer["Study"]["Series"] = series
+        ids.append(emu.backend.add_image_set(emu.datastore_id, peer, image_set_id=_peer_id(n),
+                                             is_primary=True).image_set_id)
+    project.ids = sorted(ids)
+    project.original = {i: project.metadata(i) for i in ids}
+    return project
+
+
+def _updates(emu):
+    """A rule that counts the UpdateImageSetMetadata calls from now on."""
+    return emu.faults.add("UpdateImageSetMetadata", "latency", seconds=0)
+
+
+def _study_spec(project, name="ct-study"):
+    project.write_spec(name, ATTRIBUTES, selector={"DICOMStudyInstanceUID": CT_STUDY})
+
+
+def _plan(project, *extra, ci=False):
+    result = project.run("plan", "--out", "plan.json", *extra, ci=ci)
+    assert result.exit_code == 0, result.stderr
+    return json.loads((project.root / "plan.json").read_text()), result
+
+
+def test_a_study_needing_one_change_is_one_request_applied_verified_recorded(study, emu):
+    _study_spec(study)
+    searches = emu.faults.add("SearchImageSets", "latency", seconds=0)
+    doc, result = _plan(study)
+    assert searches.fired == 1      # the selector's search listed the study: no second one
+    assert doc["image_sets"] == []
+    (group,) = doc["groups"]
+    assert group["leader"] == study.ids[0]
+    assert [m["image_set_id"] for m in group["members"]] == study.ids
+    assert all(m["version_id"] == "1" and m["spec"] == "ct-study" for m in group["members"])
+    assert len(group["requests"]) == 1 and group["requests"][0]["includeStudyImageSets"]
+    assert CT_STUDY not in json.dumps(doc)      # the study is named by a hash, never its UID
+    assert doc["summary"] == {"update": 3, "unchanged": 0, "error": 0,
+                              "attributes_changed": 6, "requests": 1}
+    assert "study group study-" in result.stdout
+    assert "(3 primary image sets)" in result.stdout
+    assert "Plan: 3 image sets to update in 1 request (1 study group)" in result.stdout
+    shown = study.run("show", "plan.json", "--format", "markdown")
+    assert "(3 primary image sets)" in shown.stdout and "1 request" in shown.stdout
+
+    updates = _updates(emu)
+    applied = study.run("apply", "plan.json", "--json")
+    assert applied.exit_code == 0, applied.stdout + applied.stderr
+    report = check_report(applied.json)
+    assert updates.fired == 1
+    items = {i["image_set_id"]: i for i in report["image_sets"]}
+    assert set(items) == set(study.ids)
+    assert [items[i]["writes"] for i in study.ids] == [1, 0, 0]
+    for image_set_id in study.ids:
+        item = items[image_set_id]
+        assert (item["status"], item["version_before"], item["version_after"]) == \
+            ("applied", "1", "2")
+        assert study.version_count(image_set_id) == 2
+        live = study.metadata(image_set_id)
+        assert live["Patient"]["DICOM"]["PatientName"] == PATIENT_NAME
+        assert live["Study"]["DICOM"]["StudyDescription"] == DESCRIPTION
+        record = study.record("ct-study", image_set_id)
+        assert (record["version_before"], record["version_after"]) == ("1", "2")
+    study.check_state_schema()
+
+    drift = study.run("drift", "--json")
+    assert drift.exit_code == 0, drift.stdout
+    assert {i["status"] for i in drift.json["image_sets"]} == {"in-sync"}
+
+    again = study.run("plan", "--json")
+    assert again.json["summary"]["update"] == 0 and again.json["groups"] == []
+
+    rolled = study.run("rollback", "ct-study", "--auto-approve", "--json")
+    assert rolled.exit_code == 0, rolled.stdout + rolled.stderr
+    assert {i["status"] for i in rolled.json["image_sets"]} == {"applied"}
+    for image_set_id in study.ids:
+        live = study.metadata(image_set_id)
+        assert live["Patient"] == study.original[image_set_id]["Patient"]
+        assert live["Study"]["DICOM"] == study.original[image_set_id]["Study"]["DICOM"]
+
+
+def test_no_group_when_a_primary_image_set_of_the_study_is_not_targeted(study):
+    for n, image_set_id in enumerate(study.ids[:2]):
+        study.write_spec(f"part-{n}", ATTRIBUTES, image_set_id=image_set_id)
+    doc, _ = _plan(study)
+    assert doc["groups"] == []
+    assert len(doc["image_sets"]) == 2 and doc["summary"]["requests"] == 2
+
+
+def test_no_group_when_the_changes_differ(study):
+    for n, image_set_id in enumerate(study.ids):
+        attributes = copy.deepcopy(ATTRIBUTES)
+        if n == 2:
+            attributes["Study"]["StudyDescription"] = "ANOTHER"
+        study.write_spec(f"part-{n}", attributes, image_set_id=image_set_id)
+    doc, _ = _plan(study)
+    assert doc["groups"] == []
+    assert doc["summary"] == {"update": 3, "unchanged": 0, "error": 0,
+                              "attributes_changed": 6, "requests": 3}
+
+
+def test_no_group_when_a_series_level_change_is_present(study):
+    series_uid = next(iter(study.original[study.ids[0]]["Study"]["Series"]))
+    for n, image_set_id in enumerate(study.ids):
+        attributes = copy.deepcopy(ATTRIBUTES)
+        owned = next(iter(study.original[image_set_id]["Study"]["Series"]))
+        if owned == series_uid:
+            attributes["Series"] = {series_uid: {"SeriesDescription": "AXIAL"}}
+        study.write_spec(f"part-{n}", attributes, image_set_id=image_set_id)
+    doc, _ = _plan(study)
+    assert doc["groups"] == [] and len(doc["image_sets"]) == 3
+
+
+def test_grouping_turned_off_in_reconciler_yaml(study, emu):
+    study.write_config({**study.config, "groupStudies": False})
+    _study_spec(study)
+    doc, _ = _plan(study)
+    assert doc["groups"] == [] and len(doc["image_sets"]) == 3
+    assert doc["summary"]["requests"] == 3
+    updates = _updates(emu)
+    assert study.run("apply", "plan.json").exit_code == 0
+    assert updates.fired == 3
+
+
+def test_a_member_that_moved_after_the_plan_makes_the_group_stale(study, emu):
+    _study_spec(study)
+    _plan(study)
+    member = study.ids[1]
+    study.write_oob(member, updatable={"Study": {"DICOM": {"ReferringPhysicianName": "X^Y"}}})
+    updates = _updates(emu)
+    result = study.run("apply", "plan.json", "--json")
+    assert result.exit_code == 1
+    assert updates.fired == 0                    # nothing unreviewed was written
+    items = check_report(result.json)["image_sets"]
+    assert {i["status"] for i in items} == {"stale"} and len(items) == 3
+    assert all(member in i["reason"] for i in items)
+    assert [study.version_count(i) for i in study.ids] == [1, 2, 1]
+    assert not study.state_path.exists() or all(
+        study.record("ct-study", i) is None for i in study.ids)
+
+
+def test_a_new_primary_image_set_of_the_study_makes_the_group_stale(study, emu):
+    _study_spec(study)
+    _plan(study)
+    newcomer = copy.deepcopy(study.original[study.ids[0]])
+    emu.backend.add_image_set(emu.datastore_id, newcomer, image_set_id=_peer_id(9))
+    updates = _updates(emu)
+    result = study.run("apply", "plan.json", "--json")
+    assert result.exit_code == 1
+    assert updates.fired == 0
+    assert {i["status"] for i in result.json["image_sets"]} == {"stale"}
+
+
+@pytest.mark.parametrize("fault, writes", [
+    ("conflict", 1),      # refused before the write, nothing moved: the request is sent again
+    ("error_after", 0),   # committed, then a 500: botocore's retry meets a 409; found landed
+])
+def test_a_fault_on_the_leaders_write_ends_with_one_version_per_member(study, emu, fault,
+                                                                          writes):
+    _study_spec(study)
+    _plan(study)
+    emu.faults.add("UpdateImageSetMetadata", fault, imageSetId=study.ids[0], times=1)
+    result = study.run("apply", "plan.json", "--json")
+    assert result.exit_code == 0, result.stdout
+    items = {i["image_set_id"]: i for i in result.json["image_sets"]}
+    assert {i["status"] for i in items.values()} == {"applied"}
+    assert items[study.ids[0]]["writes"] == writes
+    assert [study.version_count(i) for i in study.ids] == [2, 2, 2]
+    for image_set_id in study.ids:
+        assert study.record("ct-study", image_set_id)["version_before"] == "1"
+        assert study.record("ct-study", image_set_id)["version_after"] == "2"
+
+
+def test_a_redacted_plan_shows_no_values(study):
+    _study_spec(study)
+    original_name = study.original[study.ids[0]]["Patient"]["DICOM"]["PatientName"]
+    for args in (["--json"], [], ["--format", "markdown"]):
+        result = study.run("plan", *args, ci=True)
+        assert result.exit_code == 0, result.stderr
+        for value in (PATIENT_NAME, original_name, CT_STUDY):
+            assert value not in result.stdout, (args, value)
+        assert "study group" in result.stdout or "groups" in result.stdout
+    doc = study.run("plan", "--json", ci=True).json
+    (group,) = doc["groups"]
+    assert group["requests"][0]["updatableAttributes"]["redacted"] is True
+    assert all(m["before_digest"] is None for m in group["members"])
