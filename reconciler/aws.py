@@ -137,6 +137,17 @@ def map_error(exc: Exception, operation: str) -> errors.ServiceError:
     return errors.ServiceError(f"{type(exc).__name__}: {exc}", operation=operation)
 
 
+def _require(response: dict[str, Any], keys: tuple[str, ...], operation: str,
+             subject: str) -> None:
+    """botocore parses a 200 whose body is not JSON into ``{}``: a response missing what the
+    model says it always has is malformed, and said so, not a KeyError or an empty result."""
+    missing = [k for k in keys if k not in response]
+    if missing:
+        raise errors.about(errors.MalformedResponseError(
+            f"the response lacks {', '.join(missing)} (malformed or truncated body)",
+            operation=operation), subject)
+
+
 def _version_str(value: Any) -> str:
     return str(int(value)) if isinstance(value, (int, float)) else str(value)
 
@@ -186,6 +197,8 @@ class BotoHealthImaging:
         if version_id is not None:
             params["versionId"] = version_id
         r = self._call("GetImageSet", "get_image_set", **params)
+        _require(r, ("datastoreId", "imageSetId", "versionId", "imageSetState"), "GetImageSet",
+                 f"image set {image_set_id}")
         return ImageSet(
             datastore_id=r["datastoreId"], image_set_id=r["imageSetId"],
             version_id=_version_str(r["versionId"]), state=r["imageSetState"],
@@ -275,7 +288,10 @@ class BotoHealthImaging:
             if token:
                 params["nextToken"] = token
             r = self._call("SearchImageSets", "search_image_sets", **params)
-            for item in r.get("imageSetsMetadataSummaries", []):
+            # An unreadable page must not pass for an empty result ("matched nothing").
+            _require(r, ("imageSetsMetadataSummaries",), "SearchImageSets",
+                     f"data store {datastore_id}")
+            for item in r["imageSetsMetadataSummaries"]:
                 yield ImageSetSummary(
                     image_set_id=item["imageSetId"], version=_version_str(item.get("version", 0)),
                     created_at=item.get("createdAt"), updated_at=item.get("updatedAt"),

@@ -171,16 +171,19 @@ def check_record(hi: HealthImaging, state: State, spec: str, record: ImageSetRec
         return item
     try:
         image_set = hi.get_image_set(record.datastore_id, record.image_set_id)
+        item.live_version = image_set.version_id
+        if image_set.state == DELETED:
+            item.status, item.reason = MISSING, "image set is DELETED"
+            return item
+        if image_set.version_id == record.version_after:
+            return item
+        metadata = hi.get_metadata(record.datastore_id, record.image_set_id,
+                                   image_set.version_id)
     except errors.NotFoundError:
         item.status, item.reason = MISSING, "image set not found"
         return item
-    item.live_version = image_set.version_id
-    if image_set.state == DELETED:
-        item.status, item.reason = MISSING, "image set is DELETED"
-        return item
-    if image_set.version_id == record.version_after:
-        return item
-    metadata = hi.get_metadata(record.datastore_id, record.image_set_id, image_set.version_id)
+    except errors.ServiceError as exc:
+        raise errors.about(exc, f"image set {record.image_set_id} (spec {spec})") from None
     live = live_values(record.hashes, metadata)
     drifted = ignored_count = 0
     for path in sorted(record.hashes):
@@ -195,6 +198,16 @@ def check_record(hi: HealthImaging, state: State, spec: str, record: ImageSetRec
         ignored_count += skip
         drifted += not skip
     del metadata  # bounded memory: not needed past the comparison
+    if record.version_after is None:
+        # A pending record: a run was killed around its write, before the outcome was saved.
+        if drifted:
+            item.status, item.attributes = NOT_APPLIED, []
+            item.reason = ("an apply was interrupted before its write was confirmed; run "
+                           "apply again")
+        else:
+            item.reason = ("the write of an interrupted apply is there; the next apply "
+                           "records it")
+        return item
     if drifted:
         item.status = DRIFTED
     else:
@@ -245,8 +258,11 @@ def check(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgno
              for ds in sorted({r.datastore_id for _, r in records})]
     listed: dict[str, str] = {}
     for plan in plans:
-        plan.listing = list_versions(hi, plan.datastore_id,
-                                     {r.image_set_id for _, r in plan.records}, plan.since)
+        try:
+            plan.listing = list_versions(hi, plan.datastore_id,
+                                         {r.image_set_id for _, r in plan.records}, plan.since)
+        except errors.ServiceError as exc:
+            raise errors.about(exc, f"listing data store {plan.datastore_id}") from None
         listed.update(plan.listing.versions)
 
     def covered(plan: _Plan, record: ImageSetRecord) -> bool:

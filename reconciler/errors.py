@@ -100,10 +100,20 @@ class ServiceError(ReconcilerError):
         self.status = status
         self.operation = operation
         self.retry_attempts = 0   # botocore's automatic retries before this answer
+        self.subject: str | None = None   # what the call was for: "image set … (spec …)"
 
     def __str__(self) -> str:
         op = f"{self.operation}: " if self.operation else ""
-        return f"{op}{self.code}: {self.message}" if self.message else f"{op}{self.code}"
+        text = f"{op}{self.code}: {self.message}" if self.message else f"{op}{self.code}"
+        return f"{self.subject}: {text}" if self.subject else text
+
+
+def about(exc: ServiceError, subject: str) -> ServiceError:
+    """Name what a failed call was for (ids and spec names only, never values), unless a
+    narrower subject was named already; returns ``exc`` to re-raise."""
+    if exc.subject is None:
+        exc.subject = subject
+    return exc
 
 
 class ConflictError(ServiceError):

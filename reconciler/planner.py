@@ -97,8 +97,12 @@ def resolve(specs: list[Spec], hi: HealthImaging,
                       if k in SELECTOR_PRIORITY else len(SELECTOR_PRIORITY))
         sent, checked = keys[:MAX_SEARCH_FILTERS], keys[MAX_SEARCH_FILTERS:]
         filters = [{"operator": "EQUAL", "values": [{k: selector[k]}]} for k in sent]
-        found = {s.image_set_id: s for s in hi.search_image_sets(datastore, filters=filters)
-                 if all(_summary_matches(s, k, selector[k]) for k in checked)}
+        try:
+            found = {s.image_set_id: s for s in hi.search_image_sets(datastore, filters=filters)
+                     if all(_summary_matches(s, k, selector[k]) for k in checked)}
+        except errors.ServiceError as exc:
+            raise errors.about(exc, f"spec {spec.name}: selector search in data store "
+                                    f"{datastore}") from None
         if not found and not spec.target.allow_empty:
             raise errors.ReconcilerError(
                 f"{spec.position.file}:{spec.position.line}: spec {spec.name}: the selector "
@@ -207,6 +211,8 @@ def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
     except errors.NotFoundError:
         return plan_entry(assignment, None, [], redactor,
                           error=f"image set {image_set_id} not found (missing)")
+    except errors.ServiceError as exc:
+        raise errors.about(exc, f"image set {image_set_id} (spec {assignment.spec.name})") from None
     if image_set.state == DELETED:
         return plan_entry(assignment, image_set.version_id, [], redactor,
                           error=f"image set {image_set_id} is DELETED (missing)")
