@@ -121,6 +121,11 @@ def _retried(exc: errors.ServiceError) -> bool:
     return bool(exc.retry_attempts)
 
 
+BeforeWrite = Callable[[Spec, str, str, str], None]
+"""(spec, data store, image set, version) → None, called right before the first write of an
+image set is sent on that version (again if a re-read moved the version before any write)."""
+
+
 class _Stop(Exception):
     """Stop this image set with an outcome (stale, failed, missing)."""
 
@@ -136,6 +141,18 @@ class Applier:
         self._halt = threading.Event()     # AccessDenied / quota / fail-fast: no more writes
         self._halt_reason = ""
         self._reads = threading.BoundedSemaphore(max(1, self.options.parallelism))
+        self._before_write: BeforeWrite | None = None
+
+    def _announce(self, spec: Spec, ds: str, image_set_id: str, version: str) -> None:
+        """Tell ``before_write`` (the caller records a pending write) right before the first
+        write of an image set goes out on ``version``. What cannot be recorded is not sent."""
+        if self._before_write is None:
+            return
+        try:
+            self._before_write(spec, ds, image_set_id, version)
+        except BaseException:
+            self.halt("the state could not be saved")
+            raise
 
     # -- one image set -------------------------------------------------------------------------
     def _wait(self, ds: str, image_set_id: str, version: str,
@@ -248,10 +265,14 @@ class Applier:
         # sending it) was pinned to; botocore retries such a write itself, and its retry
         # then meets a 409 when the first one did land.
         unsure_from: str | None = None
+        announced: str | None = None
         try:
             while requests:
                 if self._halt.is_set():
                     raise _Stop(SKIPPED, f"not attempted: {self._halt_reason}")
+                if outcome.writes == 0 and unsure_from is None and announced != version:
+                    self._announce(spec, ds, image_set_id, version)
+                    announced = version
                 try:
                     result = self._send(ds, image_set_id, version, requests[0])
                 except _REFUSED as exc:
@@ -366,6 +387,9 @@ class Applier:
                 raise _Stop(SKIPPED, f"not attempted: {self._halt_reason}")
             try:
                 self._check_members(ds, members[1:])
+                if attempt == 0:
+                    for m in members:     # the one write changes every member
+                        self._announce(specs[m["spec"]], ds, m["image_set_id"], m["version_id"])
                 result = self._send(ds, leader["image_set_id"], leader["version_id"], request)
             except _REFUSED as exc:
                 attempt += 1
@@ -429,14 +453,16 @@ class Applier:
     # -- the whole plan ------------------------------------------------------------------------
     def apply(self, plan: dict[str, Any], specs: dict[str, Spec],
               on_result: Callable[[Outcome, Spec | None], None] | None = None,
-              skip: dict[tuple[str, str], str] | None = None) -> list[Outcome]:
+              skip: dict[tuple[str, str], str] | None = None,
+              before_write: BeforeWrite | None = None) -> list[Outcome]:
         """Apply every entry of ``plan``; ``skip`` maps ``(spec name, image set id)`` to a
         reason that entry must not be touched (stale against the state; two specs may manage
         different attributes of one image set, and one being stale says nothing of the
         other). ``on_result`` runs once per image set, in the worker thread, as soon as it is
-        done."""
+        done; ``before_write`` (see :data:`BeforeWrite`) before an image set's first write.
+        Both are called from many worker threads at once: they must be thread-safe."""
         skip = skip or {}
-        lock = threading.Lock()
+        self._before_write = before_write
 
         def one(entry: dict[str, Any]) -> Outcome:
             spec = specs.get(entry["spec"])   # a saved plan may name a spec removed since
@@ -460,14 +486,13 @@ class Applier:
             if outcome.status in (FAILED, STALE, MISSING) and self.options.fail_fast:
                 self.halt(f"--fail-fast after {outcome.spec} ({outcome.status})")
             if on_result is not None:
-                with lock:
-                    try:
-                        on_result(outcome, spec)
-                    except BaseException:
-                        # The caller could not record it (the state cannot be saved): what
-                        # cannot be recorded must not be done; stop every further write.
-                        self.halt("the state could not be saved")
-                        raise
+                try:
+                    on_result(outcome, spec)
+                except BaseException:
+                    # The caller could not record it (the state cannot be saved): what
+                    # cannot be recorded must not be done; stop every further write.
+                    self.halt("the state could not be saved")
+                    raise
             return outcome
 
         def group(item: dict[str, Any]) -> list[Outcome]:

@@ -672,7 +672,9 @@ def state_list(opts: GlobalOptions):
         click.echo(f"No state at {backend.describe()}.")
         return errors.EXIT_OK
     for name, record in current.records():
-        click.echo(f"{name}\t{record.image_set_id}\tversion {record.version_after}\t"
+        version = (f"version {record.version_after}" if record.version_after is not None
+                   else f"pending write on version {record.version_before}")
+        click.echo(f"{name}\t{record.image_set_id}\t{version}\t"
                    f"{record.last_operation} {record.applied_at}")
     return errors.EXIT_OK
 

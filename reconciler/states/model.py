@@ -88,7 +88,7 @@ class ImageSetRecord:
     datastore_id: str
     image_set_id: str
     version_before: str
-    version_after: str
+    version_after: str | None     # None: a pending write (see schemas/state.v1)
     spec_digest: str
     hashes: Mapping[str, str] = field(default_factory=dict)
     applied_at: str = field(default_factory=utc_now)

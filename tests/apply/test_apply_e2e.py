@@ -108,7 +108,9 @@ def test_saved_plan_apply_end_to_end(project, ids):
 
     # The state: one record per image set, versions 1 -> 2.
     state = project.check_state_schema()
-    assert state["serial"] == 3
+    # A pending record saved before each write and the outcome after it: two writes per
+    # image set at most, fewer when workers' saves share one write (group commit).
+    assert 2 <= state["serial"] <= 6
     for name, image_set_id in ids.items():
         record = state["specs"][name]["image_sets"][image_set_id]
         assert (record["version_before"], record["version_after"], record["last_operation"]) \

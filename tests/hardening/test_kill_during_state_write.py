@@ -48,7 +48,8 @@ FAST_QUOTAS = {op: 1000 for op in ("UpdateImageSetMetadata", "GetImageSet",
                                    "GetImageSetMetadata", "SearchImageSets",
                                    "ListImageSetVersions")}
 
-# (N, before|after): renames are 1 = state (first write), then 2k = backup, 2k+1 = state.
+# (N, before|after): renames are 1 = state (the first write: the pending record of the first
+# image set), then 2k = backup, 2k+1 = state (pending records and outcomes alternate).
 KILL_POINTS = [(1, "before"), (1, "after"), (2, "before"), (2, "after"),
                (3, "before"), (3, "after"), (2 * FLEET - 1, "before"), (2 * FLEET - 1, "after")]
 
@@ -167,10 +168,16 @@ def test_sigkill_at_a_state_rename_then_rerun_converges(fleet, tmp_path, at, whe
     state = _valid_state(fleet.state_path) if fleet.state_path.exists() else None
     recorded = _records(state) if state else {}
     for image_set_id, record in recorded.items():
+        if record["version_after"] is None:
+            # A pending record, saved before a write went out: it names the version the
+            # write went on (where rollback must go back to), whether or not it landed.
+            assert record["version_before"] == "1"
+            continue
         assert record["version_after"] == "2"
         assert fleet.desired_in(image_set_id, "2")
+    completed = {i: r for i, r in recorded.items() if r["version_after"] is not None}
     writes_before = fleet.updates.fired
-    assert len(recorded) <= writes_before            # never recorded ahead of the service
+    assert len(completed) <= writes_before           # never recorded ahead of the service
 
     # 3. The dead process's lock is still there, and known to be stale.
     backend = LocalBackend(fleet.state_path)
@@ -189,9 +196,10 @@ def test_sigkill_at_a_state_rename_then_rerun_converges(fleet, tmp_path, at, whe
         assert fleet.versions(image_set_id) == ["1", "2"], image_set_id
         assert fleet.desired_in(image_set_id, "2")
         assert records[image_set_id]["version_after"] == "2"
-    for image_set_id, record in recorded.items():   # what the killed run recorded is kept
+        assert records[image_set_id]["version_before"] == "1"    # rollback goes back to 1
+    for image_set_id, record in completed.items():  # what the killed run recorded is kept
         assert records[image_set_id] == record
-    if len(recorded) < FLEET:                        # the re-run recorded the rest
+    if len(completed) < FLEET:                       # the re-run recorded the rest
         assert final["serial"] > (state["serial"] if state else 0)
     else:                                            # nothing left to do: nothing written
         assert final == state

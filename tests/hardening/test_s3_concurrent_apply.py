@@ -67,7 +67,9 @@ def test_two_applies_on_one_s3_state(example_project, emulator, s3):
     records = {name: list(body["image_sets"]) for name, body in state["specs"].items()}
     assert sorted(records) == ["ct-small", "nm-bone", "sc-deid"]
     assert all(len(ids) == 1 for ids in records.values())
-    assert state["serial"] == 3          # one write per image set, none lost, none doubled
+    # One image set at a time: a pending record before each write, the outcome after it;
+    # none lost, none doubled, and the patient second run wrote nothing.
+    assert state["serial"] == 6
     head = client.head_object(Bucket=BUCKET, Key=KEY)
     assert head.get("ServerSideEncryption") in ("AES256", "aws:kms")
     # every image set was written exactly once
