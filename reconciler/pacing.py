@@ -17,14 +17,18 @@ When the service throttles anyway, two cases differ:
 
 * an **isolated** 429 (none in the last ``CONTENTION_SLOTS`` slots) is phase noise: with a
   burst of 1, a request that arrives a millisecond early against the service's own bucket is
-  refused. The bucket is emptied (the next request waits one whole slot, by which time the
-  service's bucket has refilled) and the rate is kept: halving it for noise would throw away
-  half of the updates the account is allowed for the next ten seconds. 429s of requests that
-  were already sent when that happened (a slow response) say nothing new and only count;
-* **repeated** 429s — of a request sent after the bucket was realigned — mean contention
-  (another client shares the account, or the configured rate is above the real quota): the
-  rate halves and recovers additively (AIMD), the way TCP and botocore's adaptive mode react
-  to congestion.
+  refused, and a refused request takes no token from the service's bucket, which is then
+  nearly full. The next request waits a tenth of a slot (``REALIGN_SLOT``) and the rate is
+  kept: halving it for noise would throw away half of the updates the account is allowed for
+  the next ten seconds, and waiting a whole slot most of one. 429s of requests that were
+  already sent when that happened (a slow response) say nothing new and only count;
+* **repeated** 429s — two more in a row, each of a request sent after the bucket was
+  realigned, within ten slots of the one before — mean contention (another client shares the
+  account, or the configured rate is above the real quota): the rate halves and recovers
+  additively (AIMD), the way TCP and botocore's adaptive mode react to congestion. One more
+  429 after a realignment is still noise: measured against the emulator, the service side's
+  own timing varies by tens of milliseconds, so the request after a refused one can meet a
+  bucket whose last token was taken late.
 
 botocore's ``adaptive`` retry mode does client-side rate limiting too, but it learns one rate
 per client from throttling responses; it cannot be told the published per-operation quotas,
@@ -40,8 +44,13 @@ from typing import Callable, Mapping
 
 from . import facts
 
-# Two 429s of one operation closer than this many slots (1 / rate) are contention, not noise.
+# 429s of one operation each less than CONTENTION_SLOTS slots (1 / rate) after the last, on
+# requests sent after it, are contention once there are this many in a row after the first.
 CONTENTION_SLOTS = 10.0
+CONTENTION_STRIKES = 2
+# After a 429 the next request waits this fraction of a slot: the refused one arrived a little
+# early, so the service's bucket is nearly full again (its token was not taken).
+REALIGN_SLOT = 0.1
 # The fraction of every rate kept in reserve against timing noise (see above).
 DEFAULT_HEADROOM = 0.03
 
@@ -56,6 +65,7 @@ class _Bucket:
     throttles: int = 0
     last_throttle: float | None = None
     epoch: int = 0       # counts the throttles that realigned the bucket
+    strikes: int = 0     # realigned throttles in a row, each within the window of the last
 
 
 class Pacer:
@@ -144,9 +154,10 @@ class Pacer:
         """The service throttled ``op`` (called on the thread that sent the request).
 
         A request sent before the last realignment was already on its way: it is counted and
-        nothing else. Otherwise the bucket is emptied, so the next request waits a whole
-        slot; and when the previous realignment was less than ``CONTENTION_SLOTS`` slots ago,
-        the rate also halves (the service still refuses what was sent after it: contention).
+        nothing else. Otherwise the bucket is realigned, so the next request waits a tenth of
+        a slot (``REALIGN_SLOT``); and when this is the ``CONTENTION_STRIKES``-th such 429 in a row, each within
+        ``CONTENTION_SLOTS`` slots of the one before, the rate also halves (the service
+        keeps refusing what was sent after realigning: contention, not timing noise).
         """
         with self._lock:
             bucket = self._bucket(op)
@@ -159,10 +170,15 @@ class Pacer:
             self._refill(bucket, now)
             if (bucket.last_throttle is not None
                     and now - bucket.last_throttle < CONTENTION_SLOTS / bucket.rate):
+                bucket.strikes += 1
+            else:
+                bucket.strikes = 0
+            if bucket.strikes >= CONTENTION_STRIKES:
                 bucket.rate = max(bucket.ceiling / 16.0, bucket.rate / 2.0)
+                bucket.strikes = 0
             bucket.last_throttle = now
             bucket.epoch += 1
-            bucket.tokens = min(bucket.tokens, 0.0)
+            bucket.tokens = min(bucket.tokens, 1.0 - REALIGN_SLOT)
 
     def rate(self, op: str) -> float | None:
         with self._lock:

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from reconciler.pacing import CONTENTION_SLOTS, DEFAULT_HEADROOM, Pacer
+from reconciler.pacing import CONTENTION_SLOTS, DEFAULT_HEADROOM, REALIGN_SLOT, Pacer
 
 
 class FakeTime:
@@ -55,8 +55,9 @@ def test_configured_rates_override_the_defaults():
     assert pacer.rate("UpdateImageSetMetadata") == 10
 
 
-def test_an_isolated_throttle_costs_one_slot_and_keeps_the_rate():
-    """A lone 429 is phase noise against the service's burst-1 bucket: wait a whole slot."""
+def test_an_isolated_throttle_costs_a_tenth_of_a_slot_and_keeps_the_rate():
+    """A lone 429 is phase noise against the service's burst-1 bucket, whose token the refused
+    request did not take: wait a tenth of a slot."""
     t = FakeTime()
     pacer = _pacer(t, rates={"GetImageSet": 8})
     pacer.acquire("GetImageSet")
@@ -64,24 +65,30 @@ def test_an_isolated_throttle_costs_one_slot_and_keeps_the_rate():
     pacer.throttled("GetImageSet")
     assert pacer.rate("GetImageSet") == 8
     before = t.now
-    pacer.acquire("GetImageSet")    # emptied: the next request waits one slot
-    assert abs(t.now - before - 1 / 8) < 1e-9
+    pacer.acquire("GetImageSet")    # realigned: the next request waits a tenth of a slot
+    assert abs(t.now - before - REALIGN_SLOT / 8) < 1e-9
     assert pacer.throttle_count() == 1
 
 
 def test_repeated_throttling_halves_the_rate_and_calm_restores_it():
     t = FakeTime()
     pacer = _pacer(t, rates={"GetImageSet": 8})
+
+    def refused_again():
+        pacer.acquire("GetImageSet")            # sent after the realignment ...
+        pacer.throttled("GetImageSet")          # ... and refused again
+
     pacer.acquire("GetImageSet")
     pacer.throttled("GetImageSet")
     assert pacer.rate("GetImageSet") == 8       # the first one: noise
-    pacer.acquire("GetImageSet")                # sent after the realignment ...
-    pacer.throttled("GetImageSet")
-    assert pacer.rate("GetImageSet") == 4       # ... and refused again: contention
-    pacer.acquire("GetImageSet")
-    pacer.throttled("GetImageSet")
+    refused_again()
+    assert pacer.rate("GetImageSet") == 8       # one more: still possibly the service's timing
+    refused_again()
+    assert pacer.rate("GetImageSet") == 4       # a third in a row: contention
+    refused_again()
+    refused_again()
     assert pacer.rate("GetImageSet") < 2.5      # halved again (plus a little recovery)
-    assert pacer.throttle_count() == 3
+    assert pacer.throttle_count() == 5
     t.now += 60
     pacer.acquire("GetImageSet")
     assert pacer.rate("GetImageSet") == 8
@@ -111,7 +118,7 @@ def test_a_429_of_a_request_already_in_flight_only_counts():
     assert pacer.rate("GetImageSet") == 8
     assert pacer.throttle_count() == 2
     pacer.acquire("GetImageSet")
-    assert abs(t.now - stamp - 1 / 8) < 1e-9   # one slot after the first realignment only
+    assert abs(t.now - stamp - REALIGN_SLOT / 8) < 1e-9   # after the first realignment only
 
 
 def test_throttles_further_apart_than_the_contention_window_never_halve():
