@@ -523,44 +523,20 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, full, lock_timeout, 
     from datetime import timedelta
 
     from .config import load_config
-    from .drift import DriftOptions, check, describe_check, has_drift
+    from .drift import DriftOptions, describe_check, has_drift
     from .render import render_drift
+    from .runs import run_drift
     from .specs import load_specs
-    from .states import State
 
     config = load_config(opts.config_path)
     specs = load_specs(list(paths), config)
-    backend = _backend(config)
-    hi = _service(opts, config)
     options = DriftOptions(use_checkpoint=not full,
                            overlap=timedelta(seconds=config.drift.overlap_seconds),
                            full_after=timedelta(hours=config.drift.full_check_after_hours),
                            parallelism=parallelism)
-    if backend.read() is None:
-        # Nothing recorded: nothing to check against, nothing to remember, no state written.
-        state = State.new()
-        report, _ = check(hi, state, specs, config.is_ignored,
-                          _redactor(opts, config, redact_here, state), options)
-    else:
-        # The checkpoint is saved like apply saves: under the state lock, atomically.
-        locked = False
-        try:
-            with backend.lock("drift", timeout=lock_timeout):
-                locked = True
-                state = backend.read() or State.new()
-                report, checkpoints = check(hi, state, specs, config.is_ignored,
-                                            _redactor(opts, config, redact_here, state), options)
-                if len(state):
-                    _save_drift_checkpoints(backend, state, checkpoints)
-        except errors.LockError as exc:
-            if locked or hasattr(exc, "holder"):     # held by another run: as apply, fail
-                raise
-            # The lock cannot be taken at all (a read-only role, a read-only directory): check
-            # from the saved checkpoint, if any, and save none.
-            log.warning("%s; drift checked without saving its checkpoint", exc)
-            state = backend.read() or State.new()
-            report, _ = check(hi, state, specs, config.is_ignored,
-                              _redactor(opts, config, redact_here, state), options)
+    report = run_drift(_service(opts, config), _backend(config), specs, config.is_ignored,
+                       lambda state: _redactor(opts, config, redact_here, state), options,
+                       lock_timeout)
     note = describe_check(report)
     if output == "json":
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
@@ -575,25 +551,6 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, full, lock_timeout, 
         if note and opts.verbosity >= 0:
             click.echo(note)
     return errors.EXIT_CHANGES if has_drift(report) else errors.EXIT_OK
-
-
-def _save_drift_checkpoints(backend, state, checkpoints) -> None:
-    """Save what this drift established. A failed save costs only the checkpoint (the next
-    drift checks in full); the report is complete either way, so it is a warning, and the
-    errored copy the backend kept (the old state plus a checkpoint) is removed: it holds
-    nothing an apply recorded and must not be put in place of a newer state."""
-    from pathlib import Path
-
-    state.set_drift_checkpoints(checkpoints)
-    state.mark_checked()
-    try:
-        backend.write(state)
-    except errors.StateError as exc:
-        errored = getattr(exc, "errored_path", None)
-        if errored is not None:
-            Path(errored).unlink(missing_ok=True)
-        log.warning("the drift checkpoint was not saved, so the next drift checks in full: %s",
-                    str(exc).split("; the new state", 1)[0])
 
 
 # --------------------------------------------------------------------------------------------

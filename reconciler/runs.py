@@ -1,4 +1,5 @@
-"""The commands that write: apply and rollback, around the state and its lock.
+"""The commands that write: apply, rollback and drift (its checkpoint), around the state and
+its lock.
 
 Each function here is one engine call of a CLI command: it takes the loaded config, specs and
 client, holds the state lock for the whole run, and saves the state after **every** image set
@@ -8,9 +9,11 @@ converges. It returns a report document; rendering is the caller's.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -18,11 +21,16 @@ from . import __version__, errors, plans
 from .applier import (APPLIED, FAILED, MISSING, SKIPPED, STALE, UNCHANGED, Applier, ApplyOptions,
                       Outcome)
 from .diff import desired_values, live_values
+from .drift import DriftOptions
+from .drift import check as drift_check
 from .model import Spec
+from .redact import Redactor
 from .service import DELETED, UPDATED, HealthImaging
 from .states import OP_APPLY, OP_ROLLBACK, ImageSetRecord, State, StateBackend
 
 REPORT_FORMAT = "1"
+
+log = logging.getLogger(__name__)
 
 
 class GroupCommit:
@@ -302,3 +310,50 @@ def rollback(name: str, hi: HealthImaging, backend: StateBackend, state: State,
             outcome.reason = str(exc)
         outcomes.append(outcome)
     return report(outcomes, "rollback")
+
+
+def run_drift(hi: HealthImaging, backend: StateBackend, specs: list[Spec],
+              is_ignored: Callable[[str, str], bool], make_redactor: Callable[[State], Redactor],
+              options: DriftOptions, lock_timeout: float = 0.0) -> dict[str, Any]:
+    """drift, around the state: the check and, when there is a state, the checkpoint it
+    establishes saved like apply saves (under the state lock, atomically). A lock held by
+    another run fails as for apply; a lock that cannot be taken at all (a read-only role or
+    directory) still checks, from the saved checkpoint, and saves none."""
+    if backend.read() is None:
+        # Nothing recorded: nothing to check against, nothing to remember, no state written.
+        state = State.new()
+        return drift_check(hi, state, specs, is_ignored, make_redactor(state), options)[0]
+    locked = False
+    try:
+        with backend.lock("drift", timeout=lock_timeout):
+            locked = True
+            state = backend.read() or State.new()
+            report, checkpoints = drift_check(hi, state, specs, is_ignored,
+                                              make_redactor(state), options)
+            if len(state):
+                _save_checkpoints(backend, state, checkpoints)
+            return report
+    except errors.LockError as exc:
+        if locked or hasattr(exc, "holder"):     # held by another run: as apply, fail
+            raise
+        log.warning("%s; drift checked without saving its checkpoint", exc)
+        state = backend.read() or State.new()
+        return drift_check(hi, state, specs, is_ignored, make_redactor(state), options)[0]
+
+
+def _save_checkpoints(backend: StateBackend, state: State,
+                      checkpoints: dict[str, Any]) -> None:
+    """Save what a drift established. A failed save costs only the checkpoint (the next drift
+    checks in full); the report is complete either way, so it is a warning, and the errored
+    copy the backend kept (the old state plus a checkpoint) is removed: it holds nothing an
+    apply recorded and must not be put in place of a newer state."""
+    state.set_drift_checkpoints(checkpoints)
+    state.mark_checked()
+    try:
+        backend.write(state)
+    except errors.StateError as exc:
+        errored = getattr(exc, "errored_path", None)
+        if errored is not None:
+            Path(errored).unlink(missing_ok=True)
+        log.warning("the drift checkpoint was not saved, so the next drift checks in full: %s",
+                    str(exc).split("; the new state", 1)[0])
