@@ -262,6 +262,13 @@ def rollback(name: str, hi: HealthImaging, backend: StateBackend, state: State,
                 raise errors.NotFoundError(f"image set {record.image_set_id} is DELETED")
             if live.locked:
                 raise errors.ConflictError(f"image set {record.image_set_id} is LOCKED")
+            if record.version_after is None and live.version_id == target:
+                # A pending record whose write never landed: there is nothing to undo.
+                outcome.status, outcome.version_after = UNCHANGED, live.version_id
+                outcome.reason = (f"the interrupted write never landed: still at version "
+                                  f"{target}")
+                outcomes.append(outcome)
+                continue
             try:   # the image set is there; a version that is not is a failure, not "missing"
                 hi.get_image_set(record.datastore_id, record.image_set_id, target)
             except errors.NotFoundError:

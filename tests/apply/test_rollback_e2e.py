@@ -146,3 +146,40 @@ def test_rollback_image_set_option_limits_it(project, ids):
     result, doc = rollback_json(project, "first", "--image-set-id", nm, "--auto-approve")
     assert result.exit_code == 0
     assert project.version_count(nm) == 3 and project.version_count(sc) == 2
+
+
+def test_pending_records_a_killed_apply_left(project, ids):
+    """A pending record (saved before a write, the run killed before its outcome): rollback
+    of one whose write never landed writes nothing; drift says it was not applied; apply
+    resolves it into an ordinary record that remembers the version before."""
+    from reconciler.config import load_config
+    from reconciler.specs import load_specs
+    from reconciler.diff import desired_values
+    from reconciler.runs import GroupCommit
+    from reconciler.states import ImageSetRecord, State, open_backend
+
+    config = load_config(str(project.config_path))
+    [spec] = [s for s in load_specs([], config) if s.name == "ct-small"]
+    backend = open_backend(config.state, config.root)
+    state = State.new()
+    ct = ids["ct-small"]
+    state.put("ct-small", ImageSetRecord(project.datastore_id, ct, version_before="1",
+                                         version_after=None, spec_digest=spec.digest,
+                                         hashes=state.hash_values(desired_values(spec.attributes))))
+    GroupCommit(state, backend).save()
+    listed = project.run("state", "list")
+    assert "pending write on version 1" in listed.stdout
+
+    drift = project.run("drift", "--json")
+    [item] = [i for i in drift.json["image_sets"] if i["image_set_id"] == ct]
+    assert item["status"] == "not-applied" and "interrupted" in item["reason"]
+
+    result, doc = rollback_json(project, "ct-small", "--auto-approve")
+    assert result.exit_code == 0, result.stderr
+    assert [i["status"] for i in doc["image_sets"]] == ["unchanged"]
+    assert project.version_count(ct) == 1                     # nothing written
+
+    applied = project.run("apply", "--auto-approve")
+    assert applied.exit_code == 0, applied.stderr
+    record = project.record("ct-small", ct)
+    assert (record["version_before"], record["version_after"]) == ("1", "2")
