@@ -98,7 +98,7 @@ class Fleet:
         full_env = {k: v for k, v in os.environ.items() if k != "CI"}
         full_env.update(env or {}, AWS_ENDPOINT_URL_MEDICAL_IMAGING=self.emu.url)
         proc = subprocess.Popen([sys.executable, *prefix, "--no-color", "--config",
-                                 str(self.config), "apply", "--auto-approve", "--parallelism",
+                                 str(self.config), "apply", "--auto-approve", "--max-in-flight",
                                  "1"], cwd=self.root, env=full_env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         _, err = proc.communicate(timeout=120)
