@@ -1,4 +1,5 @@
-"""The command line: the only module that imports click.
+"""The command line (this package is the only place that imports click; its output helpers
+are in :mod:`reconciler.cli.output`).
 
 Each command body is: parse options → one engine call → render → exit code. Errors become exit
 codes in :func:`main` only (through :func:`reconciler.errors.exit_code_for`); click's own usage
@@ -13,7 +14,9 @@ from dataclasses import dataclass, field
 
 import click
 
-from . import __version__, errors
+from .. import __version__, errors
+from .output import (FORMATS, _apply_watcher, _chosen_format, _confirm, _format_options,
+                     _plan_exit_code, _print_plan, _print_report, _redact_option, _write_plan)
 
 log = logging.getLogger("reconciler")
 
@@ -129,8 +132,8 @@ def validate(opts: GlobalOptions, paths):
     Example:
       reconciler validate specs/
     """
-    from .config import load_config
-    from .specs import load_specs
+    from ..config import load_config
+    from ..specs import load_specs
 
     config = load_config(opts.config_path)
     specs = load_specs(list(paths), config)
@@ -155,8 +158,8 @@ def fmt_(opts: GlobalOptions, paths, check):
       reconciler fmt               # rewrite in place
       reconciler fmt --check specs/
     """
-    from .config import load_config
-    from .fmt import format_paths
+    from ..config import load_config
+    from ..fmt import format_paths
 
     result = format_paths(list(paths), load_config(opts.config_path), check=check)
     for problem in result.problems:
@@ -174,15 +177,9 @@ def fmt_(opts: GlobalOptions, paths, check):
 # --------------------------------------------------------------------------------------------
 # plan / show
 # --------------------------------------------------------------------------------------------
-def _redact_option(f):
-    """Output options are accepted after the subcommand too (product.md §1)."""
-    return click.option("--redact/--no-redact", "redact_here", default=None,
-                        help="Hide PHI values (default: on when CI is set).")(f)
-
-
 def _service(opts: GlobalOptions, config):
-    from .aws import BotoHealthImaging, ClientSettings
-    from .pacing import Pacer
+    from ..aws import BotoHealthImaging, ClientSettings
+    from ..pacing import Pacer
 
     settings = ClientSettings(region=opts.region or config.region, profile=opts.profile,
                               endpoint_url=opts.endpoint_url)
@@ -193,7 +190,7 @@ def _service(opts: GlobalOptions, config):
 def _redactor(opts: GlobalOptions, config, redact_here: bool | None, state=None):
     """Redaction as the flags, config and CI say; hashes salted with the state's salt when
     there is a state, so plan and drift show equal values alike."""
-    from .redact import Redactor, redaction_enabled
+    from ..redact import Redactor, redaction_enabled
 
     flag = redact_here if redact_here is not None else opts.redact
     return Redactor(redaction_enabled(flag, config.redact),
@@ -201,16 +198,16 @@ def _redactor(opts: GlobalOptions, config, redact_here: bool | None, state=None)
 
 
 def _backend(config):
-    from .states import open_backend
+    from ..states import open_backend
 
     return open_backend(config.state, config.root)
 
 
 def _make_plan(hi, config, specs, state, redactor, targets=(), excludes=(),
                parallelism: int = 10, read_all: bool = False):
-    from .planner import PlanOptions, make_plan
-    from .runs import known_versions, state_serials
-    from .specs import check_overlaps
+    from ..planner import PlanOptions, make_plan
+    from ..runs import known_versions, state_serials
+    from ..specs import check_overlaps
 
     return make_plan(specs, hi, redactor,
                      default_datastore=config.datastore_id, check_overlaps=check_overlaps,
@@ -222,55 +219,6 @@ def _make_plan(hi, config, specs, state, redactor, targets=(), excludes=(),
                      serial=state.serial if state else None,
                      state_serial=state_serials(state) if state else None,
                      known_version=known_versions(state) if state else None)
-
-
-def _print_plan(doc, as_json: bool, opts: GlobalOptions) -> None:
-    from .render import render_json, render_plan
-
-    if as_json:
-        click.echo(render_json(doc), nl=False)
-    elif opts.verbosity >= 0 or doc["summary"]["error"]:
-        click.echo(render_plan(doc, color=opts.color and sys.stdout.isatty()), nl=False)
-
-
-FORMATS = ("text", "markdown", "json")
-
-
-def _format_options(f):
-    """--format text|markdown|json (``--json`` is ``--format json``) and --json-stream."""
-    f = click.option("--json-stream", "json_stream", is_flag=True,
-                     help="Print NDJSON events, one per line (see the README).")(f)
-    return click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-                        help="Output format (default: text).")(f)
-
-
-def _chosen_format(as_json: bool, fmt: str | None, json_stream: bool = False) -> str:
-    chosen = {"json"} if as_json else set()
-    chosen |= {fmt} if fmt else set()
-    chosen |= {"stream"} if json_stream else set()
-    if len(chosen) > 1:
-        raise errors.UsageError("choose one output: --json, --format or --json-stream")
-    return chosen.pop() if chosen else "text"
-
-
-def _write_plan(doc, output: str, opts: GlobalOptions) -> None:
-    """The plan in the chosen output (text and json as _print_plan prints them)."""
-    if output == "markdown":
-        from .markdown import render_plan_markdown
-        click.echo(render_plan_markdown(doc), nl=False)
-    elif output == "stream":
-        from .events import plan_events, write
-        write(plan_events(doc), click.echo)
-    else:
-        _print_plan(doc, output == "json", opts)
-
-
-def _plan_exit_code(doc, detailed: bool) -> int:
-    if doc["summary"]["error"]:
-        return errors.EXIT_ERROR
-    if detailed and doc["summary"]["update"]:
-        return errors.EXIT_CHANGES
-    return errors.EXIT_OK
 
 
 @cli.command()
@@ -301,9 +249,9 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
       reconciler plan --out plan.json --format markdown > plan.md   # a PR comment
     """
     output = _chosen_format(as_json, fmt, json_stream)
-    from .config import load_config
-    from .plans import save
-    from .specs import load_specs
+    from ..config import load_config
+    from ..plans import save
+    from ..specs import load_specs
 
     config = load_config(opts.config_path)
     specs = load_specs(list(paths), config)
@@ -337,8 +285,8 @@ def show(opts: GlobalOptions, planfile, as_json, fmt, redact_here):
       reconciler show plan.json --format markdown
     """
     output = _chosen_format(as_json, fmt)
-    from .config import load_config
-    from .plans import load, redact_values
+    from ..config import load_config
+    from ..plans import load, redact_values
 
     doc = load(planfile)
     redactor = _redactor(opts, load_config(opts.config_path), redact_here)
@@ -356,57 +304,6 @@ def _is_plan_file(paths) -> bool:
 
     return (len(paths) == 1 and Path(paths[0]).is_file()
             and Path(paths[0]).suffix.lower() not in (".yaml", ".yml"))
-
-
-def _confirm(question: str) -> None:
-    if not sys.stdin.isatty():
-        raise errors.UsageError("refusing to apply without a terminal to confirm: pass "
-                                "--auto-approve, or apply a reviewed plan file; nothing was written")
-    click.echo(f"{question}\n  Only 'yes' will be accepted to approve.\n")
-    if click.prompt("  Enter a value", default="", show_default=False).strip() != "yes":
-        raise errors.ReconcilerError("apply cancelled; nothing was written")
-
-
-class _ApplyWatcher:
-    """Called once per finished image set: NDJSON events as they happen (--json-stream), and
-    progress on stderr when a person watches."""
-
-    def __init__(self, plan_doc, stream: bool, hi):
-        from .progress import Progress
-
-        from .plans import per_image_set
-
-        self.total = len(per_image_set(plan_doc))
-        self.stream = stream
-        self.done = 0
-        self.progress = Progress("apply", self.total,
-                                 throttles=getattr(hi.pacer, "throttle_count", None))
-        if stream:
-            from .events import apply_start_events, write
-            write(apply_start_events(plan_doc), click.echo)
-
-    def __call__(self, item) -> None:
-        self.done += 1
-        self.progress.step()
-        if self.stream:
-            from .events import apply_item_events, write
-            write(apply_item_events(item, self.done, self.total), click.echo)
-
-    def close(self) -> None:
-        self.progress.close()
-
-
-_apply_watcher = _ApplyWatcher
-
-
-def _print_report(doc, as_json: bool, opts: GlobalOptions) -> None:
-    from .render import render_report
-
-    if as_json:
-        import json
-        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
-    else:
-        click.echo(render_report(doc), nl=False)
 
 
 @cli.command()
@@ -441,12 +338,12 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
       reconciler apply specs/ --auto-approve
       reconciler apply plan.json --json-stream   # NDJSON events for CI
     """
-    from .applier import ApplyOptions
-    from .config import load_config
-    from .plans import load
-    from .runs import apply_plan, report_failed
-    from .specs import load_specs
-    from .states import State
+    from ..applier import ApplyOptions
+    from ..config import load_config
+    from ..plans import load
+    from ..runs import apply_plan, report_failed
+    from ..specs import load_specs
+    from ..states import State
 
     config = load_config(opts.config_path)
     saved = _is_plan_file(paths)
@@ -482,7 +379,7 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
                          saved, on_result=on_result)
         on_result.close()
     if output == "stream":
-        from .events import apply_summary_events, write
+        from ..events import apply_summary_events, write
         write(apply_summary_events(doc), click.echo)
     else:
         _print_report(doc, as_json, opts)
@@ -522,11 +419,11 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, full, lock_timeout, 
     import json
     from datetime import timedelta
 
-    from .config import load_config
-    from .drift import DriftOptions, describe_check, has_drift
-    from .render import render_drift
-    from .runs import run_drift
-    from .specs import load_specs
+    from ..config import load_config
+    from ..drift import DriftOptions, describe_check, has_drift
+    from ..render import render_drift
+    from ..runs import run_drift
+    from ..specs import load_specs
 
     config = load_config(opts.config_path)
     specs = load_specs(list(paths), config)
@@ -541,10 +438,10 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, full, lock_timeout, 
     if output == "json":
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     elif output == "markdown":
-        from .markdown import render_drift_markdown
+        from ..markdown import render_drift_markdown
         click.echo(render_drift_markdown(report), nl=False)
     elif output == "stream":
-        from .events import drift_events, write
+        from ..events import drift_events, write
         write(drift_events(report), click.echo)
     else:
         click.echo(render_drift(report), nl=False)
@@ -576,10 +473,10 @@ def rollback(opts: GlobalOptions, name, to_version, image_set_id, auto_approve, 
     Example:
       reconciler rollback ct-small --auto-approve
     """
-    from .config import load_config
-    from .runs import RollbackOptions, report_failed
-    from .runs import rollback as do_rollback
-    from .states import State
+    from ..config import load_config
+    from ..runs import RollbackOptions, report_failed
+    from ..runs import rollback as do_rollback
+    from ..states import State
 
     config = load_config(opts.config_path)
     backend = _backend(config)
@@ -621,7 +518,7 @@ def state_list(opts: GlobalOptions):
     Example:
       reconciler state list
     """
-    from .config import load_config
+    from ..config import load_config
 
     backend = _backend(load_config(opts.config_path))
     current = backend.read()
@@ -648,7 +545,7 @@ def state_show(opts: GlobalOptions, name):
     """
     import json
 
-    from .config import load_config
+    from ..config import load_config
 
     current = _backend(load_config(opts.config_path)).read()
     records = current.records(name) if current else []
@@ -669,7 +566,7 @@ def state_unlock(opts: GlobalOptions, force):
     Example:
       reconciler state unlock
     """
-    from .config import load_config
+    from ..config import load_config
 
     backend = _backend(load_config(opts.config_path))
     holder = backend.unlock(force=force)
@@ -699,8 +596,8 @@ def import_(opts: GlobalOptions, datastore_id, image_set_ids, selectors, levels,
       reconciler import --selector DICOMStudyInstanceUID=1.2.3 > specs/study.yaml
       reconciler import --image-set-id ID1 --image-set-id ID2 --out-dir specs/
     """
-    from .config import load_config
-    from .importer import import_specs
+    from ..config import load_config
+    from ..importer import import_specs
 
     config = load_config(opts.config_path)
     datastore_id = datastore_id or config.datastore_id
@@ -723,7 +620,7 @@ def import_(opts: GlobalOptions, datastore_id, image_set_ids, selectors, levels,
             raise errors.ReconcilerError("the selector matched no image set")
     chosen = tuple(part.strip() for part in levels.split(",") if part.strip())
     if out_dir:
-        from .importer import import_to_dir
+        from ..importer import import_to_dir
         for path, count in import_to_dir(hi, config, datastore_id, ids, chosen, out_dir):
             click.echo(f"Wrote {path} ({count} image set{'s' if count != 1 else ''}).")
         return errors.EXIT_OK
@@ -776,7 +673,7 @@ def emulator_serve(host, port, data_dir, seeds, quotas, time_scale, update_delay
       reconciler emulator serve --seed examples/dicom --data-dir .emulator
       aws medical-imaging list-datastores --endpoint-url http://127.0.0.1:PORT
     """
-    from .emulator.server import ServeOptions, serve
+    from ..emulator.server import ServeOptions, serve
 
     pairs = {}
     for item in behaviours:

@@ -1,0 +1,121 @@
+"""The command line's output: formats, plan and report printing, apply's progress watcher,
+the confirmation prompt, and the output options every command shares (part of the CLI: the
+only place that uses click)."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from .. import errors
+
+if TYPE_CHECKING:
+    from . import GlobalOptions
+
+
+def _redact_option(f):
+    """Output options are accepted after the subcommand too (product.md §1)."""
+    return click.option("--redact/--no-redact", "redact_here", default=None,
+                        help="Hide PHI values (default: on when CI is set).")(f)
+
+
+def _print_plan(doc, as_json: bool, opts: GlobalOptions) -> None:
+    from ..render import render_json, render_plan
+
+    if as_json:
+        click.echo(render_json(doc), nl=False)
+    elif opts.verbosity >= 0 or doc["summary"]["error"]:
+        click.echo(render_plan(doc, color=opts.color and sys.stdout.isatty()), nl=False)
+
+
+FORMATS = ("text", "markdown", "json")
+
+
+def _format_options(f):
+    """--format text|markdown|json (``--json`` is ``--format json``) and --json-stream."""
+    f = click.option("--json-stream", "json_stream", is_flag=True,
+                     help="Print NDJSON events, one per line (see the README).")(f)
+    return click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+                        help="Output format (default: text).")(f)
+
+
+def _chosen_format(as_json: bool, fmt: str | None, json_stream: bool = False) -> str:
+    chosen = {"json"} if as_json else set()
+    chosen |= {fmt} if fmt else set()
+    chosen |= {"stream"} if json_stream else set()
+    if len(chosen) > 1:
+        raise errors.UsageError("choose one output: --json, --format or --json-stream")
+    return chosen.pop() if chosen else "text"
+
+
+def _write_plan(doc, output: str, opts: GlobalOptions) -> None:
+    """The plan in the chosen output (text and json as _print_plan prints them)."""
+    if output == "markdown":
+        from ..markdown import render_plan_markdown
+        click.echo(render_plan_markdown(doc), nl=False)
+    elif output == "stream":
+        from ..events import plan_events, write
+        write(plan_events(doc), click.echo)
+    else:
+        _print_plan(doc, output == "json", opts)
+
+
+def _plan_exit_code(doc, detailed: bool) -> int:
+    if doc["summary"]["error"]:
+        return errors.EXIT_ERROR
+    if detailed and doc["summary"]["update"]:
+        return errors.EXIT_CHANGES
+    return errors.EXIT_OK
+
+
+def _confirm(question: str) -> None:
+    if not sys.stdin.isatty():
+        raise errors.UsageError("refusing to apply without a terminal to confirm: pass "
+                                "--auto-approve, or apply a reviewed plan file; nothing was written")
+    click.echo(f"{question}\n  Only 'yes' will be accepted to approve.\n")
+    if click.prompt("  Enter a value", default="", show_default=False).strip() != "yes":
+        raise errors.ReconcilerError("apply cancelled; nothing was written")
+
+
+class _ApplyWatcher:
+    """Called once per finished image set: NDJSON events as they happen (--json-stream), and
+    progress on stderr when a person watches."""
+
+    def __init__(self, plan_doc, stream: bool, hi):
+        from ..progress import Progress
+
+        from ..plans import per_image_set
+
+        self.total = len(per_image_set(plan_doc))
+        self.stream = stream
+        self.done = 0
+        self.progress = Progress("apply", self.total,
+                                 throttles=getattr(hi.pacer, "throttle_count", None))
+        if stream:
+            from ..events import apply_start_events, write
+            write(apply_start_events(plan_doc), click.echo)
+
+    def __call__(self, item) -> None:
+        self.done += 1
+        self.progress.step()
+        if self.stream:
+            from ..events import apply_item_events, write
+            write(apply_item_events(item, self.done, self.total), click.echo)
+
+    def close(self) -> None:
+        self.progress.close()
+
+
+_apply_watcher = _ApplyWatcher
+
+
+def _print_report(doc, as_json: bool, opts: GlobalOptions) -> None:
+    from ..render import render_report
+
+    if as_json:
+        import json
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_report(doc), nl=False)
