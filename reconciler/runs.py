@@ -64,12 +64,19 @@ class GroupCommit:
             self._saved = covered
 
 
-def record_for(state: State, spec: Spec, outcome: Outcome) -> ImageSetRecord:
+def apply_record(state: State, spec: Spec, datastore_id: str, image_set_id: str,
+                 version_before: str, version_after: str | None) -> ImageSetRecord:
+    """The record of an apply of ``spec``: the salted hashes of its desired values (a pending
+    one, before its write, has ``version_after`` None)."""
     return ImageSetRecord(
-        datastore_id=outcome.datastore_id, image_set_id=outcome.image_set_id,
-        version_before=outcome.version_before or outcome.version_after,
-        version_after=outcome.version_after, spec_digest=spec.digest,
+        datastore_id=datastore_id, image_set_id=image_set_id, version_before=version_before,
+        version_after=version_after, spec_digest=spec.digest,
         hashes=state.hash_values(desired_values(spec.attributes)), last_operation=OP_APPLY)
+
+
+def record_for(state: State, spec: Spec, outcome: Outcome) -> ImageSetRecord:
+    return apply_record(state, spec, outcome.datastore_id, outcome.image_set_id,
+                        outcome.version_before or outcome.version_after, outcome.version_after)
 
 
 def state_serials(state: State) -> Callable[[str, str], int | None]:
@@ -181,10 +188,7 @@ def apply_plan(plan: dict[str, Any], specs: list[Spec], hi: HealthImaging, backe
         if existing is not None and _interrupted_attempt(existing, {
                 "version_id": version, "spec_digest": spec.digest}):
             return      # an earlier, interrupted run of this very write: already recorded
-        state.put(spec.name, ImageSetRecord(
-            datastore_id=ds, image_set_id=image_set_id, version_before=version,
-            version_after=None, spec_digest=spec.digest,
-            hashes=state.hash_values(desired_values(spec.attributes)), last_operation=OP_APPLY))
+        state.put(spec.name, apply_record(state, spec, ds, image_set_id, version, None))
         saver.save()
 
     def save(outcome: Outcome, spec: Spec | None) -> None:

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import click
 import jsonschema
 import yaml
 from botocore.config import Config
 from click.testing import CliRunner
+
+from cli_entry import cli_entry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DICOM = REPO_ROOT / "examples" / "dicom"
@@ -56,21 +57,6 @@ class Result:
     @property
     def json(self) -> Any:
         return json.loads(self.stdout)
-
-
-def _entry():
-    """A click command around ``reconciler.cli.main`` so that CliRunner sees the real exit
-    codes (``main`` maps errors to codes; click's standalone mode would not)."""
-    from reconciler.cli import main
-
-    @click.command(context_settings={"ignore_unknown_options": True,
-                                     "allow_interspersed_args": False,
-                                     "help_option_names": []})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def entry(args):
-        sys.exit(main(list(args)))
-
-    return entry
 
 
 def check_report(doc: dict) -> dict:
@@ -143,7 +129,7 @@ class Project:
 
     def run(self, *args: str, ci: bool = False, input: str | None = None) -> Result:
         """``reconciler --config reconciler.yaml ARGS`` in process; stdin is not a terminal."""
-        result = CliRunner().invoke(_entry(), ["--no-color", "--config", str(self.config_path),
+        result = CliRunner().invoke(cli_entry(), ["--no-color", "--config", str(self.config_path),
                                                *args],
                                     env=self.env(ci), input=input, catch_exceptions=False)
         return Result(result.exit_code, result.stdout, result.stderr)

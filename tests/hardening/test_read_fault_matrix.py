@@ -33,12 +33,10 @@ import functools
 import json
 import re
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
-import click
 import jsonschema
 import pydicom
 import pytest
@@ -47,6 +45,7 @@ from botocore.config import Config
 from botocore.retries import standard
 from click.testing import CliRunner
 
+from cli_entry import cli_entry
 from reconciler import applier, aws, planner
 from reconciler.emulator.server import ThreadedEmulator
 
@@ -151,19 +150,6 @@ class Result:
     exception: BaseException | None
 
 
-def _entry():
-    from reconciler.cli import main
-
-    @click.command(context_settings={"ignore_unknown_options": True,
-                                     "allow_interspersed_args": False,
-                                     "help_option_names": []})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def entry(args):
-        sys.exit(main(list(args)))
-
-    return entry
-
-
 def _timing(mp: pytest.MonkeyPatch) -> None:
     """Timing knobs only: a short client read timeout, short botocore backoff, short polls."""
     mp.setattr(standard.ExponentialBackoff, "_DEFAULT_BACKOFF_CONFIG",
@@ -247,7 +233,7 @@ class World:
 
     def run(self, *args: str, ci: bool = False) -> Result:
         env = {"AWS_ENDPOINT_URL_MEDICAL_IMAGING": self.emu.url, "CI": "true" if ci else None}
-        r = CliRunner().invoke(_entry(), ["--no-color", "--config", str(self.config), *args],
+        r = CliRunner().invoke(cli_entry(), ["--no-color", "--config", str(self.config), *args],
                                env=env, catch_exceptions=True)
         exception = None if isinstance(r.exception, SystemExit) else r.exception
         return Result(r.exit_code, r.stdout, r.stderr, exception)
