@@ -52,8 +52,8 @@ from reconciler.emulator.server import ThreadedEmulator
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "examples"
 
-READ_TIMEOUT = 0.2          # the client's read timeout in these tests (seconds)
-SPIKE = 0.6                 # a latency spike: three times the read timeout
+READ_TIMEOUT = 0.5          # the client's read timeout in these tests (seconds)
+SPIKE = 1.5                 # a latency spike: three times the read timeout
 FAST_QUOTAS = {op: 1000 for op in ("UpdateImageSetMetadata", "GetImageSet",
                                    "GetImageSetMetadata", "SearchImageSets",
                                    "ListImageSetVersions")}
