@@ -43,7 +43,8 @@ from .model import Spec
 from .payloads import Request, build_requests
 from .planner import PlanOptions, before_digest, read_pinned
 from .importer import study_key
-from .service import UPDATE_FAILED, UPDATED, UPDATING_FOR_STUDY_CONSISTENCY, HealthImaging
+from .service import (UPDATE_FAILED, UPDATED, UPDATING_FOR_STUDY_CONSISTENCY, HealthImaging,
+                      UpdateResult)
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,39 @@ def _retried(exc: errors.ServiceError) -> bool:
     """Whether the SDK had already sent this request more than once when it failed: a 409
     after a retried write may be the write itself, landed behind an error or a timeout."""
     return bool(exc.retry_attempts)
+
+
+def send_update(hi: HealthImaging, ds: str, image_set_id: str, version: str,
+                **request: Any) -> UpdateResult:
+    """UpdateImageSetMetadata on ``version`` (every write of the product goes through here).
+
+    A stale ``latestVersionId``, or a write to an image set that is LOCKED, may be answered
+    with 400 ValidationException instead of 409 (the API reference does not say which). So a
+    400 is told apart by one ``GetImageSet``: when the latest version is no longer ``version``,
+    or the image set is LOCKED or updating for study consistency, the 400 is raised as the
+    :class:`~reconciler.errors.ConflictError` it stands for (keeping botocore's retry count,
+    so a retried write that may have landed is still recognised); otherwise it is a real bad
+    request and the service's error is raised as it came."""
+    try:
+        return hi.update_metadata(ds, image_set_id, version, **request)
+    except errors.ServiceValidationError as exc:
+        if exc.code != "ValidationException":
+            raise        # refused by the SDK before anything was sent (ParamValidationError)
+        try:
+            live = hi.get_image_set(ds, image_set_id)
+        except errors.ServiceError:
+            raise exc from None
+        if live.version_id == version and not live.locked \
+                and live.workflow_status != UPDATING_FOR_STUDY_CONSISTENCY:
+            raise
+        conflict = errors.ConflictError(
+            f"ValidationException on version {version}, taken as a conflict: the image set "
+            f"is at version {live.version_id} ({live.state}"
+            f"{'/' + live.workflow_status if live.workflow_status else ''})",
+            status=exc.status, operation=exc.operation)
+        conflict.retry_attempts = exc.retry_attempts
+        conflict.subject = exc.subject
+        raise conflict from exc
 
 
 BeforeWrite = Callable[[Spec, str, str, str], None]
@@ -231,9 +265,10 @@ class Applier:
         return FAILED, str(exc)
 
     def _send(self, ds: str, image_set_id: str, version: str, request: Request):
-        return self.hi.update_metadata(
-            ds, image_set_id, version, updatable=request.updatable, removable=request.removable,
-            force=request.force, include_study_image_sets=request.include_study_image_sets)
+        return send_update(
+            self.hi, ds, image_set_id, version, updatable=request.updatable,
+            removable=request.removable, force=request.force,
+            include_study_image_sets=request.include_study_image_sets)
 
     def _acceptable(self, fresh: list[Request], changes: list[Change], entry: dict[str, Any],
                     writes: int) -> bool:

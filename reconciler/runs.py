@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from . import __version__, errors, plans
 from .applier import (APPLIED, FAILED, MISSING, SKIPPED, STALE, UNCHANGED, Applier, ApplyOptions,
-                      Outcome)
+                      Outcome, send_update)
 from .diff import desired_values, live_values
 from .drift import DriftOptions
 from .drift import check as drift_check
@@ -278,8 +278,8 @@ def rollback(name: str, hi: HealthImaging, backend: StateBackend, state: State,
             except errors.NotFoundError:
                 raise errors.ServiceError(f"image set {record.image_set_id} has no version "
                                           f"{target} to revert to") from None
-            result = hi.update_metadata(record.datastore_id, record.image_set_id, live.version_id,
-                                        revert_to_version_id=target)
+            result = send_update(hi, record.datastore_id, record.image_set_id,
+                                 live.version_id, revert_to_version_id=target)
             outcome.writes = 1
             deadline = time.monotonic() + options.wait_timeout
             while True:
