@@ -1,4 +1,5 @@
-"""Every benchmark of product.md §9, reconciler beside a naive boto3 baseline, in one run.
+"""Every performance target of docs/performance.md, reconciler beside a naive boto3 baseline,
+in one run.
 
 ``make bench`` (or ``.venv/bin/python benchmarks/run_all.py``). The emulator runs in this
 process with the published quotas enforced (``quotas="aws"``) and time sped up

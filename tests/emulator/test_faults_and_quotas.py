@@ -44,7 +44,8 @@ def test_500_before_the_write_is_retried_by_botocore(api):
 
 
 def test_500_after_commit_makes_the_retry_conflict(api):
-    """The retry hazard of healthimaging.md §6.2: the write landed, the retry gets 409."""
+    """The retry hazard (docs/service-notes.md#retries-and-the-retry-hazard): the write
+    landed, the retry gets 409."""
     image_set = api.image_set(CT_STUDY)
     api.emulator.faults.add("UpdateImageSetMetadata", "error_after", imageSetId=image_set,
                             times=1)

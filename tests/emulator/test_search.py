@@ -92,7 +92,7 @@ def test_study_date_and_time(api):
     ct, rt = api.image_set(CT_STUDY), api.image_set(RT_STUDY)   # 20040119 072730, 20030716
     assert sorted(_ids(_search(api, between("072730")))) == sorted([ct, rt])
     assert _ids(_search(api, between("072729"))) == [rt]
-    # DICOMStudyTime defaults to 00:00 (healthimaging.md §5.1).
+    # DICOMStudyTime defaults to 00:00 (docs/service-notes.md#search).
     assert _ids(_search(api, between(""))) == [rt]
 
 

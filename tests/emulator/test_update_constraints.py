@@ -1,4 +1,5 @@
-"""UpdateImageSetMetadata constraints (healthimaging.md §3.4–3.5), asynchronous and synchronous.
+"""UpdateImageSetMetadata constraints (docs/service-notes.md: force rules, primary image sets,
+constraints the service enforces), asynchronous and synchronous.
 
 Every violation is checked both ways: by default the update is accepted and its version ends
 ``ACTIVE/UPDATE_FAILED`` with a message (content unchanged); with ``validation="sync"`` the

@@ -1,8 +1,9 @@
 """Small builders for engine tests: specs from plain dicts, and an independent applier.
 
-The applier is deliberately written from healthimaging.md §3 (removals, then updates; an empty
-object removes a whole series or instance), not from reconciler's own payload code, so that
-property tests check the engine against the documented semantics.
+The applier is deliberately written from the service's documented semantics
+(docs/service-notes.md#update-payloads: removals, then updates; an empty object removes a whole
+series or instance), not from reconciler's own payload code, so that property tests check the
+engine against them.
 """
 
 from __future__ import annotations

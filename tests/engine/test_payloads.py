@@ -1,5 +1,6 @@
-"""Changes → request documents: shapes from healthimaging.md §3, one request, the blob limit,
-and a property: applying the payloads gives the declared state and touches nothing else."""
+"""Changes → request documents: shapes from docs/service-notes.md#update-payloads, one
+request, the blob limit, and a property: applying the payloads gives the declared state and
+touches nothing else."""
 
 import copy
 import json

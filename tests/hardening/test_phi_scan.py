@@ -1,6 +1,6 @@
-"""No patient data where product.md says it must not be: seed known PHI, run every command
-(with --verbose logging, in CI mode, and through error paths), and scan stdout, stderr, the
-saved plan and the state file for every value the specs and the live metadata hold."""
+"""No patient data where docs/patient-data.md says it must not be: seed known PHI, run every
+command (with --verbose logging, in CI mode, and through error paths), and scan stdout,
+stderr, the saved plan and the state file for every value the specs and the live metadata hold."""
 
 import json
 from pathlib import Path
