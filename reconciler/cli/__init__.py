@@ -662,8 +662,14 @@ def emulator():
               help="async: constraint violations end as UPDATE_FAILED; sync: 400 at once.")
 @click.option("--behaviour", "behaviours", multiple=True, metavar="NAME=VALUE",
               help="Set one of the emulator's named choices for undocumented behaviour.")
+@click.option("--s3-endpoint", metavar="URL",
+              help="S3 for import jobs (default: AWS_ENDPOINT_URL_S3 or AWS).")
+@click.option("--events-endpoint", metavar="URL",
+              help="EventBridge to publish HealthImaging's events to (PutEvents, best effort).")
+@click.option("--region", default="us-east-1", show_default=True,
+              help="Region of the event bus, the events and the S3 client.")
 def emulator_serve(host, port, data_dir, seeds, quotas, time_scale, update_delay, faults_file,
-                   validation, behaviours):
+                   validation, behaviours, s3_endpoint, events_endpoint, region):
     """Run the emulator until interrupted.
 
     The first line on stdout is `Emulator listening on http://HOST:PORT`, then the seeded ids.
@@ -683,7 +689,8 @@ def emulator_serve(host, port, data_dir, seeds, quotas, time_scale, update_delay
         pairs[name.strip()] = value.strip()
     serve(ServeOptions(host=host, port=port, data_dir=data_dir, seeds=list(seeds), quotas=quotas,
                        time_scale=time_scale, update_delay=update_delay, faults_file=faults_file,
-                       validation=validation, behaviours=pairs))
+                       validation=validation, behaviours=pairs, s3_endpoint=s3_endpoint,
+                       events_endpoint=events_endpoint, region=region))
 
 
 # --------------------------------------------------------------------------------------------

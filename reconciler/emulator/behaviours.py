@@ -120,6 +120,15 @@ CHOICES: tuple[Choice, ...] = (
     Choice("datastore_create_delay", None, "0",
            "[I] seconds (scaled by --time-scale) a new data store stays CREATING.",
            _nonneg_float),
+    Choice("import_output_uri", ("job_folder", "as_given"), "job_folder",
+           "[D] results go under outputS3Uri in a <datastoreId>-DicomImport-<jobId>/ folder "
+           "(understanding-import-jobs); [O] AWS's Python and Java examples read "
+           "GetDICOMImportJob's outputS3Uri + 'job-output-manifest.json', so the job's "
+           "outputS3Uri (and the events') names that folder. as_given = the caller's prefix."),
+    Choice("import_merge_event", ("updated", "created"), "updated",
+           "[D] an import that joins a study's existing primary image set increments its "
+           "version (understanding-import-jobs); [I] which event says so: updated = 'Image Set "
+           "Updated', created = 'Image Set Created' with the new imageSetVersion."),
 )
 
 BY_NAME = {c.name: c for c in CHOICES}
@@ -158,3 +167,13 @@ class Behaviours:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self._values)
+
+
+def markdown_table() -> str:
+    """The README's behaviour table, generated from :data:`CHOICES` (a test keeps them equal)."""
+    lines = ["| name | values | default | evidence / why |", "| --- | --- | --- | --- |"]
+    for c in CHOICES:
+        values = ", ".join(f"`{v}`" for v in c.values) if c.values else {
+            _positive_int: "integer ≥ 1", _nonneg_float: "seconds ≥ 0"}.get(c.parse, "text")
+        lines.append(f"| `{c.name}` | {values} | `{c.default}` | {c.why.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"

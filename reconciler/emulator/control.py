@@ -5,9 +5,8 @@ Data stores: CreateDatastore is idempotent on ``clientToken`` (boto3 fills it in
 refuses a store that still holds image sets (ConflictException) and goes ``DELETING`` →
 ``DELETED``. Tags work on data store and image set ARNs of this emulator's fake account.
 
-Not implemented (a clear error instead): StartDICOMImportJob (there is no S3 here; seed with
-``--seed``), GetDICOMImportJob (404: no job ever exists), ListDICOMImportJobs (always empty)
-and GetImageFrame (the emulator keeps metadata, not pixel data).
+Not implemented (a clear error instead): GetImageFrame (the emulator keeps metadata, not pixel
+data; see the README). Import jobs live in :mod:`imports`.
 """
 
 from __future__ import annotations
@@ -40,9 +39,11 @@ class ControlMixin:
                            lossless_storage_format=p.get("losslessStorageFormat") or "HTJ2K",
                            tags=dict(p.get("tags") or {}))
             delay = self.settings.scaled(self.behaviours.datastore_create_delay)
-            ds.pending = {"due_at": now + delay, "status": "ACTIVE"}
+            final = "CREATE_FAILED" if call.directives.update_failed else "ACTIVE"
+            ds.pending = {"due_at": now + delay, "status": final}
             self.datastores[ds.datastore_id] = ds
             self.store.save_datastore(ds)
+            self.events.datastore(ds.datastore_id, ds.name, ds.status, now)
             return {"datastoreId": ds.datastore_id, "datastoreStatus": ds.status}
 
     def get_datastore(self, p: dict[str, Any], call: Call) -> dict[str, Any]:
@@ -77,6 +78,7 @@ class ControlMixin:
             ds.pending = {"due_at": ds.updated_at + self.settings.scaled(
                 self.settings.update_delay), "status": DELETED}
             self.store.save_datastore(ds)
+            self.events.datastore(ds.datastore_id, ds.name, ds.status, ds.updated_at)
             return {"datastoreId": ds.datastore_id, "datastoreStatus": ds.status}
 
     # ------------------------------------------------------------------------------ tags
@@ -121,23 +123,6 @@ class ControlMixin:
             self.store.save_image_set(resource, [])
 
     # ------------------------------------------------------------------- not implemented
-    def start_dicom_import_job(self, p: dict[str, Any], call: Call) -> dict[str, Any]:
-        with self.lock:
-            self._datastore(p["datastoreId"])
-        raise validation("DICOM import jobs are not supported by the local emulator: seed "
-                         "image sets with --seed (DICOM files or metadata JSON) instead")
-
-    def get_dicom_import_job(self, p: dict[str, Any], call: Call) -> dict[str, Any]:
-        with self.lock:
-            self._datastore(p["datastoreId"])
-        raise not_found(f"Import job {p['jobId']} does not exist (the local emulator runs "
-                        f"no import jobs)")
-
-    def list_dicom_import_jobs(self, p: dict[str, Any], call: Call) -> dict[str, Any]:
-        with self.lock:
-            self._datastore(p["datastoreId"])
-        return {"jobSummaries": []}
-
     def get_image_frame(self, p: dict[str, Any], call: Call) -> dict[str, Any]:
         with self.lock:
             self._image_set(p["datastoreId"], p["imageSetId"])

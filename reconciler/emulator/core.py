@@ -28,6 +28,7 @@ from .behaviours import Behaviours
 from .dicom_seed import SeedDocument
 from .entities import (ACTIVE, DELETED, LOCKED, Datastore, ImageSet, Version,
                        with_ids)
+from .events import IMAGE_SET_EVENTS, EventLog
 from .faults import Directives
 from .protocol import ServiceError, validation
 from .store import MemoryStore
@@ -71,10 +72,11 @@ class BackendCore:
     """State, lock, lookups and lifecycle shared by the operation mixins."""
 
     def __init__(self, settings: Settings | None = None, store: MemoryStore | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, events: EventLog | None = None):
         self.settings = settings or Settings()
         self.store = store or MemoryStore()
         self.clock = clock
+        self.events = events or EventLog()
         self.lock = threading.RLock()
         self.datastores: dict[str, Datastore] = {}
         self.image_sets: dict[str, ImageSet] = {}
@@ -83,6 +85,19 @@ class BackendCore:
         self.datastores.update((d.datastore_id, d) for d in stores)
         self.image_sets.update((s.image_set_id, s) for s in sets)
         self._pending_ids: set[str] = {s.image_set_id for s in sets if s.latest.pending}
+        self.jobs: dict[str, Any] = {}
+        self._load_jobs()
+
+    def _load_jobs(self) -> None:
+        from .imports import TERMINAL, ImportJob
+
+        for record in self.store.load_jobs():
+            job = ImportJob(**record)
+            if job.jobStatus not in TERMINAL:     # its thread died with the old process
+                job.jobStatus, job.endedAt = "FAILED", self.clock()
+                job.message = "The emulator stopped while the job was running"
+                self.store.save_job(job)
+            self.jobs[job.jobId] = job
 
     @property
     def behaviours(self) -> Behaviours:
@@ -96,6 +111,7 @@ class BackendCore:
             if ds.pending and ds.pending["due_at"] <= now:
                 ds.status, ds.updated_at, ds.pending = ds.pending["status"], ds.pending["due_at"], None
                 self.store.save_datastore(ds)
+                self.events.datastore(ds.datastore_id, ds.name, ds.status, ds.updated_at)
         if not self._pending_ids:
             return
         waiting = [(s, s.latest) for s in map(self.image_sets.get, sorted(self._pending_ids))
@@ -124,6 +140,20 @@ class BackendCore:
         version.pending = None
         self._pending_ids.discard(image_set.image_set_id)
         self.store.save_image_set(image_set, [version])
+        if not pending.get("quiet") and version.status in IMAGE_SET_EVENTS:
+            self._image_set_event(image_set, version)
+
+    def _image_set_event(self, image_set: ImageSet, version: Version, **extra: Any) -> None:
+        """The EventBridge event of the version's current state and workflow status."""
+        self.events.image_set(image_set.datastore_id, image_set.image_set_id,
+                              version.version_id, image_set.is_primary, version.state,
+                              version.status, version.updated_at, **extra)
+
+    def tick(self) -> None:
+        """Complete due work now (the background ticker calls this so that completion events
+        go out without a client polling)."""
+        with self.lock:
+            self._advance()
 
     def _track(self, image_set: ImageSet) -> None:
         """Remember that the image set's latest version has pending work (keeps _advance O(k))."""
@@ -253,4 +283,6 @@ class BackendCore:
             self.image_sets.clear()
             self._pending_ids.clear()
             self._gzip_cache.clear()
+            self.jobs.clear()
+            self.events.clear()
             self.store.clear()

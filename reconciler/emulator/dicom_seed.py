@@ -26,6 +26,7 @@ from __future__ import annotations
 import array
 import base64
 import hashlib
+import io
 import json
 import math
 import sys
@@ -206,6 +207,30 @@ def _read_instance(path: str, size: int, mtime_ns: int) -> _Instance | None:
         return None
     if "StudyInstanceUID" not in ds or "SOPInstanceUID" not in ds:
         return None
+    return _instance(ds)
+
+
+def parse_p10(data: bytes) -> tuple[_Instance | None, str | None]:
+    """One DICOM P10 object (an import job's input file) → (instance, None) or (None, why).
+
+    The reason names what is missing, never a value; an import records it in failure.ndjson.
+    """
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, EOFError, ValueError, OSError):
+        return None, "The file is not a DICOM P10 object"
+    except Exception:  # noqa: BLE001 - pydicom raises a variety on garbage input
+        return None, "The file is not a DICOM P10 object"
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        if keyword not in ds:
+            return None, f"DICOM attribute {keyword} does not exist"
+    try:
+        return _instance(ds), None
+    except Exception:  # noqa: BLE001 - an unreadable element or pixel data
+        return None, "The DICOM object could not be read"
+
+
+def _instance(ds: Dataset) -> _Instance:
     dicom, vrs = dataset_dicom(ds.file_meta) if ds.file_meta else ({}, {})
     body, body_vrs = dataset_dicom(ds)
     dicom.update(body)
@@ -234,6 +259,12 @@ def _files(paths: Iterable[str]) -> list[Path]:
         else:
             raise SeedError(f"seed path not found: {raw}")
     return out
+
+
+def assemble(instances: list[_Instance], storage_keys: bool) -> dict[str, Any]:
+    """One image set's document from instances of one study (the first one's
+    Patient/Study values, each series' first instance's Series values)."""
+    return _assemble(instances, storage_keys)
 
 
 def _assemble(instances: list[_Instance], storage_keys: bool) -> dict[str, Any]:

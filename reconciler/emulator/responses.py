@@ -12,7 +12,7 @@ serialise from the model. Two rules about errors:
 Admin endpoints live under ``/_emulator/`` (no model route starts with an underscore):
 ``GET|POST|DELETE /_emulator/faults``, ``DELETE /_emulator/faults/<id>``,
 ``POST /_emulator/reset``, ``POST /_emulator/complete``, ``GET /_emulator/health``,
-``GET /_emulator/behaviours``.
+``GET /_emulator/behaviours``, ``GET|DELETE /_emulator/events``.
 """
 
 from __future__ import annotations
@@ -121,12 +121,30 @@ class EmulatorApp:
     # ------------------------------------------------------------------------- admin
     def admin(self, request: Request, sub: str) -> Response:
         try:
-            body = self._admin(request.method, sub.rstrip("/") or "/", request.get_data())
+            if sub.rstrip("/") == "/events":
+                body = self._events(request)
+            else:
+                body = self._admin(request.method, sub.rstrip("/") or "/", request.get_data())
         except (FaultError, ValueError) as exc:
             return _json({"message": str(exc)}, 400)
         if body is None:
             return _json({"message": f"no admin endpoint {request.method} {sub}"}, 404)
         return _json(body, 200)
+
+    def _events(self, request: Request) -> Any:
+        """GET: the events sent (oldest first; ``?detailType=`` filters, ``?flush=true`` first
+        waits for pending deliveries); DELETE: forget them."""
+        events = self.backend.events
+        if request.method == "DELETE":
+            events.clear()
+            return {"events": []}
+        if request.method != "GET":
+            return None
+        if request.args.get("flush") == "true":
+            events.flush()
+        return {"region": events.region,
+                "endpoint": events.publisher.endpoint_url if events.publisher else None,
+                "events": events.records(request.args.get("detailType"))}
 
     def _admin(self, method: str, sub: str, data: bytes) -> Any:
         if sub == "/health" and method == "GET":

@@ -24,6 +24,8 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from .behaviours import BehaviourError, Behaviours
 from .dicom_seed import SeedError, load_seeds
 from .entities import ImageSet
+from .events import EventLog, Publisher
+from .imports import default_s3_client
 from .faults import FaultError, Faults
 from .models import HealthImagingBackend, Settings
 from .quotas import Quotas
@@ -43,6 +45,9 @@ class ServeOptions:
     faults_file: str | None = None
     validation: str = "async"
     behaviours: dict[str, str] = field(default_factory=dict)
+    s3_endpoint: str | None = None        # import jobs' S3 (None: boto3's default resolution)
+    events_endpoint: str | None = None    # EventBridge for PutEvents (None: log only)
+    region: str = "us-east-1"             # of the event bus, the events and the S3 client
 
 
 class OptionsError(ValueError):
@@ -59,6 +64,38 @@ class Emulator:
     app: EmulatorApp
     seeded: list[ImageSet]
     options: ServeOptions
+    events: EventLog
+
+    def close(self) -> None:
+        if self.events.publisher:
+            self.events.publisher.close()
+
+
+class Ticker:
+    """Completes due work in the background, so that completion events are published
+    without a client polling (only with an events endpoint: otherwise completion stays lazy
+    and exactly reproducible under a fake clock)."""
+
+    def __init__(self, backend: HealthImagingBackend, interval: float = 0.05):
+        self.backend = backend
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="emulator-ticker", daemon=True)
+
+    def start(self) -> "Ticker":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.backend.tick()
+            except Exception:  # noqa: BLE001 - keep ticking; the next call reports the bug
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def build(options: ServeOptions, clock: Callable[[], float] | None = None) -> Emulator:
@@ -78,8 +115,12 @@ def build(options: ServeOptions, clock: Callable[[], float] | None = None) -> Em
     except (BehaviourError, FaultError, OSError, ValueError) as exc:
         raise OptionsError(str(exc)) from None
     settings = Settings(options.update_delay, options.time_scale, options.validation, behaviours)
+    publisher = Publisher(options.events_endpoint, options.region) \
+        if options.events_endpoint else None
+    events = EventLog(options.region, publisher)
     backend = HealthImagingBackend(settings, open_store(options.data_dir),
-                                   clock=clock or time.time)
+                                   clock=clock or time.time, events=events)
+    backend.s3_client_factory = lambda: default_s3_client(options.s3_endpoint, options.region)
     seeded: list[ImageSet] = []
 
     def seed() -> None:
@@ -96,7 +137,7 @@ def build(options: ServeOptions, clock: Callable[[], float] | None = None) -> Em
 
     seed()
     app = EmulatorApp(backend, faults, quotas, on_reset=reset)
-    return Emulator(backend, faults, quotas, app, seeded, options)
+    return Emulator(backend, faults, quotas, app, seeded, options, events)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -128,20 +169,25 @@ class ThreadedEmulator:
                  time_scale: float = 1.0, update_delay: float = 0.0,
                  faults_file: str | None = None, validation: str = "async",
                  behaviours: dict[str, Any] | None = None,
-                 clock: Callable[[], float] | None = None):
+                 clock: Callable[[], float] | None = None, s3_endpoint: str | None = None,
+                 events_endpoint: str | None = None, region: str = "us-east-1"):
         self.options = ServeOptions(host, port, data_dir, [str(s) for s in seeds], quotas,
                                     time_scale, update_delay, faults_file, validation,
                                     {k: str(v).lower() if isinstance(v, bool) else str(v)
-                                     for k, v in (behaviours or {}).items()})
+                                     for k, v in (behaviours or {}).items()},
+                                    s3_endpoint=s3_endpoint, events_endpoint=events_endpoint,
+                                    region=region)
         self._emulator = build(self.options, clock)
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._ticker: Ticker | None = None
         self.url: str | None = None
 
     backend = property(lambda self: self._emulator.backend)
     faults = property(lambda self: self._emulator.faults)
     quotas = property(lambda self: self._emulator.quotas)
     app = property(lambda self: self._emulator.app)
+    events = property(lambda self: self._emulator.events)
 
     @property
     def datastore_id(self) -> str:
@@ -159,15 +205,21 @@ class ThreadedEmulator:
                                             name="healthimaging-emulator", daemon=True)
             self._thread.start()
             self.url = f"http://{self.options.host}:{self._server.server_port}"
+            if self.options.events_endpoint:
+                self._ticker = Ticker(self.backend).start()
         return self.url
 
     def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.stop()
+            self._ticker = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             if self._thread is not None:
                 self._thread.join(timeout=5)
             self._server = self._thread = None
+        self._emulator.close()
 
     def reset(self) -> None:
         """Back to the seeded state: data, faults and quota buckets (like POST /_emulator/reset)."""
@@ -212,11 +264,15 @@ def serve(options: ServeOptions) -> None:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               daemon=True)
     thread.start()
+    ticker = Ticker(emulator.backend).start() if options.events_endpoint else None
     try:
         while not stop.wait(0.5):
             pass
     finally:
+        if ticker:
+            ticker.stop()
         server.shutdown()
         server.server_close()
+        emulator.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -5,6 +5,7 @@ Layout, chosen so that one update rewrites only what it changed:
     DATA_DIR/datastores/<datastoreId>.json          the data store record
     DATA_DIR/imagesets/<imageSetId>/set.json        image set record + version records
     DATA_DIR/imagesets/<imageSetId>/v<N>.json       version N's metadata (+ pending content)
+    DATA_DIR/jobs/<jobId>.json                      an import job
 
 Every file is written atomically (temporary file in the same directory, fsync, rename), so a
 crash leaves either the old or the new file, never half of one. Documents are written when a
@@ -57,6 +58,12 @@ class MemoryStore:
     def save_image_set(self, image_set: ImageSet, versions: list[Version] | None = None) -> None:
         pass
 
+    def save_job(self, job: Any) -> None:
+        pass
+
+    def load_jobs(self) -> list[dict[str, Any]]:
+        return []
+
     def clear(self) -> None:
         pass
 
@@ -100,8 +107,14 @@ class FileStore(MemoryStore):
                          for v in record["versions"]}
             yield ImageSet.from_record(record, documents)
 
+    def save_job(self, job: Any) -> None:
+        atomic_write(self.root / "jobs" / f"{job.jobId}.json", _dump(job.to_record()))
+
+    def load_jobs(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_bytes()) for p in sorted((self.root / "jobs").glob("*.json"))]
+
     def clear(self) -> None:
-        for sub in ("datastores", "imagesets"):
+        for sub in ("datastores", "imagesets", "jobs"):
             base = self.root / sub
             if not base.exists():
                 continue

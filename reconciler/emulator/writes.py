@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from .core import Call, conflict, not_found
-from .entities import ACTIVE, DELETED, LOCKED, ImageSet, with_ids
+from .entities import ACTIVE, DELETED, LOCKED, ImageSet, image_set_arn, with_ids
 from .protocol import validation
 from .rules import MalformedDocument, parse_document, sanitise_message
 from .updates import UpdateContext, apply_update, scope_for_peer
@@ -129,6 +129,7 @@ class WritesMixin:
                            metadata=with_ids(new_doc, image_set.datastore_id,
                                              image_set.image_set_id))
         self.store.save_image_set(image_set, [version])
+        self._image_set_event(image_set, version, detail_type="Image Set Updating")
         return version
 
     # ---------------------------------------------------------------------- CopyImageSet
@@ -169,11 +170,17 @@ class WritesMixin:
                                metadata=with_ids(merged, dest.datastore_id, dest.image_set_id))
             src = source.latest
             restore = {"state": src.state, "status": src.status, "message": src.message}
+            # The copy moves the source's updatedAt (CLI copy-image-set example: the source's
+            # updatedAt is the copy's time); its state returns, quietly, when the copy is done.
             src.state, src.status = LOCKED, "COPYING_WITH_READ_ONLY_ACCESS"
-            src.pending = dict(restore, due_at=version.pending["due_at"], polls=0)
+            src.updated_at = version.updated_at
+            src.pending = dict(restore, due_at=version.pending["due_at"], polls=0, quiet=True)
             self._track(source)
             self.store.save_image_set(dest)
             self.store.save_image_set(source, [src])
+            self._image_set_event(dest, version, sourceImageSetArn=image_set_arn(
+                self.events.region, source.datastore_id, source.image_set_id))
+            self._image_set_event(source, src)
             return {"datastoreId": source.datastore_id,
                     "sourceImageSetProperties": self._copy_props(source, call),
                     "destinationImageSetProperties": self._copy_props(dest, call)}
@@ -251,6 +258,7 @@ class WritesMixin:
             self._schedule(image_set, latest, DELETED, "DELETED", call, deleted=True,
                            message=latest.message)
             self.store.save_image_set(image_set, [latest])
+            self._image_set_event(image_set, latest)
             return self._delete_output(image_set)
 
     @staticmethod
