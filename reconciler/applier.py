@@ -40,7 +40,7 @@ from typing import Any, Callable
 from . import errors, grouping
 from .diff import Change, ImageSetProblem, diff
 from .model import Spec
-from .payloads import Request, build_requests
+from .payloads import Request, build_requests, schema_version_of
 from .planner import PlanOptions, before_digest, read_pinned
 from .importer import study_key
 from .service import (UPDATE_FAILED, UPDATED, UPDATING_FOR_STUDY_CONSISTENCY, HealthImaging,
@@ -223,12 +223,18 @@ class Applier:
                                 f"{image_set.workflow_status}, not UPDATED")
 
     def _reread(self, spec: Spec, ds: str, image_set_id: str) -> tuple[str, list[Change]]:
+        return self._rediff(spec, ds, image_set_id)[:2]
+
+    def _rediff(self, spec: Spec, ds: str, image_set_id: str) -> tuple[str, list[Change], Any]:
+        """The latest unlocked version, the diff against it, and its SchemaVersion (which the
+        fresh payloads repeat, see :mod:`reconciler.payloads`)."""
         with self._reads:
             image_set, metadata = read_pinned(
                 self.hi, ds, image_set_id,
                 PlanOptions(lock_wait=self.options.wait_timeout,
                             poll_interval=self.options.poll_interval, sleep=self.options.sleep))
-            return image_set.version_id, diff(spec.attributes, metadata, image_set_id)
+            return (image_set.version_id, diff(spec.attributes, metadata, image_set_id),
+                    schema_version_of(metadata))
 
     def _verify(self, spec: Spec, ds: str, image_set_id: str, version: str) -> None:
         """The managed attributes must match the spec on the version we made."""
@@ -317,7 +323,7 @@ class Applier:
                     if isinstance(exc, errors.ThrottlingError):
                         continue  # refused, not accepted: same payload, same version
                     # The version moved on, or our write may have landed: re-read, re-diff.
-                    version, changes = self._reread(spec, ds, image_set_id)
+                    version, changes, schema_version = self._rediff(spec, ds, image_set_id)
                     if not changes:
                         outcome.version_after = version
                         outcome.reason = "the desired state is already there"
@@ -331,7 +337,8 @@ class Applier:
                             outcome.status = UNCHANGED
                         return outcome
                     fresh = build_requests(changes, force=spec.force,
-                                           include_study_image_sets=spec.include_study_image_sets)
+                                           include_study_image_sets=spec.include_study_image_sets,
+                                           schema_version=schema_version)
                     if not self._acceptable(fresh, changes, entry, outcome.writes):
                         raise _Stop(STALE, f"the image set moved to version {version} and the "
                                            f"change now differs from the reviewed plan; plan "

@@ -29,7 +29,7 @@ from typing import Any, Callable
 from . import errors, grouping, plans
 from .diff import Change, ImageSetProblem, diff
 from .model import Spec
-from .payloads import PayloadTooLarge, build_requests
+from .payloads import SCHEMA_VERSION, PayloadTooLarge, build_requests, schema_version_of
 from .progress import Progress
 from .redact import Redactor
 from .service import ACTIVE, DELETED, HealthImaging, ImageSet, ImageSetSummary
@@ -171,10 +171,14 @@ def change_entry(change: Change, redactor: Redactor) -> dict[str, Any]:
 
 
 def plan_entry(assignment: Assignment, version_id: str | None, changes: list[Change],
-               redactor: Redactor, error: str | None = None) -> dict[str, Any]:
+               redactor: Redactor, error: str | None = None,
+               schema_version: Any = SCHEMA_VERSION) -> dict[str, Any]:
+    """``schema_version``: the SchemaVersion of the document the diff was made against, which
+    the payloads repeat (see :mod:`reconciler.payloads`)."""
     spec = assignment.spec
     requests = [] if error else build_requests(
-        changes, force=spec.force, include_study_image_sets=spec.include_study_image_sets)
+        changes, force=spec.force, include_study_image_sets=spec.include_study_image_sets,
+        schema_version=schema_version)
     return {
         "spec": spec.name, "spec_digest": spec.digest,
         "datastore_id": assignment.datastore_id, "image_set_id": assignment.image_set_id,
@@ -218,6 +222,7 @@ def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
                           error=f"image set {image_set_id} is DELETED (missing)")
     if studies is not None:
         studies.note(image_set, metadata)
+    schema_version = schema_version_of(metadata)
     try:
         changes = diff(assignment.spec.attributes, metadata, image_set_id)
     except ImageSetProblem as exc:
@@ -225,7 +230,8 @@ def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
     finally:
         del metadata  # bounded memory: the document is not needed past its diff
     try:
-        return plan_entry(assignment, image_set.version_id, changes, redactor)
+        return plan_entry(assignment, image_set.version_id, changes, redactor,
+                          schema_version=schema_version)
     except PayloadTooLarge as exc:
         return plan_entry(assignment, image_set.version_id, [], redactor, error=str(exc))
 

@@ -55,7 +55,10 @@ CHOICES: tuple[Choice, ...] = (
            "(healthimaging.md §9.4.4). Removals first lets one request replace a value."),
     Choice("schema_version", ("any", "number", "string"), "any",
            "[D] AWS examples send the number 1.1, [O] the sample editor echoes the string "
-           "\"1.1\"; [I] both presumably accepted."),
+           "\"1.1\" and AWS's own metadata documents carry the string; [I] both presumably "
+           "accepted. GetImageSetMetadata serves the form accepted: the string \"1.1\" (as AWS's "
+           "documents) under any and string, the number 1.1 under number, so a client that "
+           "repeats the form of the document it read writes what the service takes."),
     Choice("blob_max_bytes", None, "30000",
            "[M] DICOMAttribute max 30000 in the current model (the API page still says 10000); "
            "[I] counted on the decoded bytes.", _positive_int),

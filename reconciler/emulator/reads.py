@@ -49,6 +49,8 @@ class ReadsMixin:
             blob = self._gzip_cache.get(key)
             if blob is None or image_set.in_flight(version):
                 doc = version.pending["metadata"] if pending_read else version.metadata
+                if self.behaviours.schema_version == "number":   # the form it accepts
+                    doc = dict(doc, SchemaVersion=1.1)
                 blob = gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), 6, mtime=0)
                 if not image_set.in_flight(version):
                     self._gzip_cache[key] = blob

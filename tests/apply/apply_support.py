@@ -186,15 +186,16 @@ class Project:
             time.sleep(0.01)
 
     def write_oob(self, image_set_id: str, updatable: dict | None = None,
-                  removable: dict | None = None, wait: bool = True) -> str:
+                  removable: dict | None = None, wait: bool = True,
+                  schema_version: Any = 1.1) -> str:
         """A second writer: one UpdateImageSetMetadata through boto3 against the latest
         version; returns the new version id (completed unless ``wait`` is false)."""
         latest = self.wait_unlocked(image_set_id)["versionId"]
         dicom: dict[str, Any] = {}
         if updatable is not None:
-            dicom["updatableAttributes"] = json.dumps({"SchemaVersion": 1.1, **updatable})
+            dicom["updatableAttributes"] = json.dumps({"SchemaVersion": schema_version, **updatable})
         if removable is not None:
-            dicom["removableAttributes"] = json.dumps({"SchemaVersion": 1.1, **removable})
+            dicom["removableAttributes"] = json.dumps({"SchemaVersion": schema_version, **removable})
         r = self.client.update_image_set_metadata(
             datastoreId=self.datastore_id, imageSetId=image_set_id, latestVersionId=latest,
             updateImageSetMetadataUpdates={"DICOMUpdates": dicom})
