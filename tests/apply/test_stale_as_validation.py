@@ -14,7 +14,9 @@ import pytest
 from apply_support import EXAMPLES_DICOM, check_report, wait_for
 from reconciler.emulator.server import ThreadedEmulator
 
-AS_VALIDATION = {"stale_version_error": "validation", "locked_write_error": "validation"}
+# Not primary: these tests are about single image-set writes, not study updates.
+AS_VALIDATION = {"stale_version_error": "validation", "locked_write_error": "validation",
+                 "seed_primary": "false"}
 
 
 @pytest.fixture
