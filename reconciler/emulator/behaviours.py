@@ -69,9 +69,11 @@ CHOICES: tuple[Choice, ...] = (
     Choice("deleted_metadata_read", ("not_found", "conflict"), "not_found",
            "[I] GetImageSetMetadata / ListImageSetVersions of a DELETED image set. GetImageSet "
            "still answers (state DELETED), as the AWS Python sample's wait loop needs."),
-    Choice("delete_deleted", ("conflict", "ok"), "conflict",
+    Choice("delete_deleted", ("ok", "conflict"), "ok",
+           "[M] the model marks DeleteImageSet idempotent, so repeating it (an SDK retry after a "
+           "timeout) must not fail: ok = answer the current DELETING/DELETED state again. "
            "[O] AWS's JS scenario treats ConflictException from DeleteImageSet as 'already "
-           "deleted'; ok = answer the DELETED state again."),
+           "deleted': conflict = that older answer, to exercise such handling."),
     Choice("revert_unknown_version", ("not_found", "validation"), "not_found",
            "[I] revertToVersionId naming a version that does not exist; ResourceNotFound like "
            "GetImageSet?version=N for a missing N."),
@@ -81,6 +83,16 @@ CHOICES: tuple[Choice, ...] = (
     Choice("primary_uid_force", ("refuse", "allow"), "refuse",
            "[D] force does not allow changing Study/Series/SOP Instance UIDs on primary image "
            "sets (update-image-set-metadata, 2025 revision)."),
+    Choice("primary_force", ("refuse", "allow"), "refuse",
+           "[D] the 2025 update-image-set-metadata page: force overrides the DICOM metadata "
+           "constraints of non-primary image sets. refuse = on a primary image set force lifts "
+           "nothing (a change that needs force is a constraint violation); allow = force works "
+           "as on non-primary sets (UIDs still follow primary_uid_force)."),
+    Choice("promote_onto_primary", ("copy_failed", "demote_existing"), "copy_failed",
+           "[D] CopyImageSet promoteToPrimary returns a new primary image set; [I] what happens "
+           "when the study already has one (two primaries with the same UIDs must not exist): "
+           "copy_failed = the copy ends COPY_FAILED with a message; demote_existing = the old "
+           "primary image set becomes non-primary when the copy completes."),
     Choice("primary_restricted_levels", ("off", "patient_series", "patient_study"), "off",
            "[D, wording unverified] 'Patient- and Series-level elements cannot be updated on "
            "primary image sets' (maybe meaning Patient/Study). Off by default: the wording is "

@@ -44,6 +44,14 @@ def not_found(message: str) -> ServiceError:
     return ServiceError("ResourceNotFoundException", message)
 
 
+def version_number(text: str | None) -> int | None:
+    """A version id as the service writes them ("1", "2", …) → its number; anything else
+    (``"01"``, ``"0"``, ``"+1"``) names no version."""
+    if text is None or not text.isdigit() or text != str(int(text)) or int(text) < 1:
+        return None
+    return int(text)
+
+
 def stable_id(*parts: str) -> str:
     """A deterministic id matching ``[0-9a-z]{32}``."""
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:32]
@@ -139,6 +147,11 @@ class BackendCore:
             version.deleted_at = pending["due_at"]
         version.pending = None
         self._pending_ids.discard(image_set.image_set_id)
+        for other_id in pending.get("demote") or ():        # promoteToPrimary took over
+            other = self.image_sets.get(other_id)
+            if other is not None:
+                other.is_primary = False
+                self.store.save_image_set(other, [])
         self.store.save_image_set(image_set, [version])
         if not pending.get("quiet") and version.status in IMAGE_SET_EVENTS:
             self._image_set_event(image_set, version)
@@ -185,7 +198,8 @@ class BackendCore:
     def _version(self, image_set: ImageSet, version_id: str | None) -> Version:
         if version_id is None:
             return image_set.latest
-        version = image_set.version(int(version_id))
+        number = version_number(version_id)
+        version = image_set.version(number) if number else None
         if version is None:
             raise not_found(f"Version {version_id} of image set {image_set.image_set_id} "
                             f"does not exist")
@@ -200,7 +214,8 @@ class BackendCore:
             error = conflict if self.behaviours.locked_write_error == "conflict" else validation
             raise error(f"Image set {image_set.image_set_id} is locked by an operation in "
                         f"progress ({latest.status})")
-        if latest_version_id is not None and int(latest_version_id) != latest.version_id:
+        if latest_version_id is not None and version_number(latest_version_id) \
+                != latest.version_id:
             error = conflict if self.behaviours.stale_version_error == "conflict" else validation
             raise error(f"latestVersionId {latest_version_id} is not the latest version of "
                         f"image set {image_set.image_set_id} ({latest.version_id})")

@@ -25,7 +25,7 @@ import botocore.session
 from botocore.model import OperationModel, ServiceModel
 
 from .shapes import (Errors, OutputError, ServiceError, check, from_json, from_text,
-                     raise_if, to_json, validation)
+                     raise_if, to_json, unknown_members, validation)
 
 __all__ = ["ServiceError", "OutputError", "validation", "service_model", "routes",
            "match_route", "parse_request", "serialise_response", "serialise_error",
@@ -148,6 +148,8 @@ def parse_request(op: OperationModel, labels: Mapping[str, str], query: Any,
             wire = member.serialization.get("name", name)
             if wire in document:
                 params[name] = from_json(member, document[wire], name, errors)
+        unknown_members(document, {m.serialization.get("name", n)
+                                   for n, m in body_members.items()}, "", errors)
     raise_if(errors)
     check(shape, params, "", errors)
     raise_if(errors)

@@ -82,9 +82,9 @@ def _comparable(entry: Entry, attribute: str) -> Any:
     if attribute == "DICOMStudyInstanceUID":
         return _text(entry.study("StudyInstanceUID"))
     if attribute == "createdAt":
-        return entry.image_set.created_at
+        return wire_time(entry.image_set.created_at)
     if attribute == "updatedAt":
-        return entry.updated_at
+        return wire_time(entry.updated_at)
     if attribute == "DICOMStudyDateAndTime":
         return entry.study_date_time()
     if attribute == "isPrimary":
@@ -92,10 +92,19 @@ def _comparable(entry: Entry, attribute: str) -> Any:
     raise AssertionError(attribute)
 
 
+def wire_time(epoch: float) -> float:
+    """A timestamp as clients see it: the wire carries milliseconds (epoch seconds with three
+    decimals), so a filter built from a value read back must compare at that precision."""
+    return round(epoch, 3)
+
+
 def _operand(attribute: str, value: Any) -> Any:
     if attribute == "DICOMStudyDateAndTime":
-        # DICOMStudyTime is optional and defaults to 00:00 (CLI example, healthimaging.md §5.1).
+        # DICOMStudyTime is optional and defaults to 00:00 (the CLI's search-image-sets
+        # documentation), for EQUAL as for BETWEEN.
         return value["DICOMStudyDate"], normalise_time(value.get("DICOMStudyTime"))
+    if attribute in ("createdAt", "updatedAt"):
+        return wire_time(value)
     return value
 
 
@@ -109,8 +118,6 @@ def _matches(entry: Entry, attribute: str, operator: str, operands: list[Any]) -
     if actual is None:
         return False
     if operator == "EQUAL":
-        if attribute == "DICOMStudyDateAndTime" and not operands[0][2]:
-            return actual[0] == operands[0][0]      # a date alone matches the whole day
         return actual == operands[0][:2] if attribute == "DICOMStudyDateAndTime" \
             else actual == operands[0]
     low, high = (o[:2] if attribute == "DICOMStudyDateAndTime" else o for o in operands)

@@ -79,9 +79,10 @@ def check(shape: Shape, value: Any, path: str, errors: Errors) -> None:
         if getattr(shape, "is_tagged_union", False):
             present = [n for n in members if value.get(n) is not None]
             if len(present) != 1:
-                errors.add(path or shape.name, shape, None,
-                           f"Union must have exactly one member set "
-                           f"({' or '.join(members)}); got {len(present)}")
+                got = ", ".join(present) if present else "none"
+                errors.append(f"Value at '{path or shape.name}' failed to satisfy constraint: "
+                              f"Union must have exactly one member set "
+                              f"({' or '.join(members)}); got {len(present)}: {got}")
         for name, member in members.items():
             if value.get(name) is not None:
                 check(member, value[name], _join(path, name), errors)
@@ -155,10 +156,13 @@ def from_json(shape: Shape, value: Any, path: str, errors: Errors) -> Any:
         if not isinstance(value, dict):
             return wrong("a structure") or None
         out = {}
+        wire_names = set()
         for name, member in shape.members.items():
             key = member.serialization.get("name", name)
+            wire_names.add(key)
             if key in value:
                 out[name] = from_json(member, value[key], _join(path, name), errors)
+        unknown_members(value, wire_names, path, errors)
         return out
     if kind == "list":
         if not isinstance(value, list):
@@ -196,6 +200,16 @@ def from_json(shape: Shape, value: Any, path: str, errors: Errors) -> Any:
                 pass
         return wrong("a timestamp (epoch seconds)")
     return value
+
+
+def unknown_members(document: dict, known: set[str], path: str, errors: Errors) -> None:
+    """A JSON object's keys that its shape does not have: each one a validation error (the
+    name is shown, cut to 64 characters; never a value)."""
+    for key in document:
+        if key not in known:
+            where = f" at '{path}'" if path else ""
+            errors.append(f"Value{where} failed to satisfy constraint: Unknown member "
+                          f"'{str(key)[:64]}'")
 
 
 def from_text(shape: Shape, text: str, path: str, errors: Errors) -> Any:

@@ -33,9 +33,17 @@ RESTRICTED = {"patient_series": (facts.PATIENT, facts.SERIES),
 
 @dataclass
 class UpdateContext:
-    force: bool = False
+    force: bool = False                # the force that lifts constraints (see for_set)
     is_primary: bool = False
     include_study: bool = False
+    force_refused: bool = False        # force was asked for but does not apply here
+
+    @classmethod
+    def for_set(cls, force: bool, is_primary: bool, include_study: bool,
+                b: Behaviours) -> "UpdateContext":
+        """force applies to non-primary image sets only (primary_force)."""
+        refused = force and is_primary and b.primary_force == "refuse"
+        return cls(force and not refused, is_primary, include_study, refused)
 
 
 def apply_update(current: dict[str, Any], updatable: dict | None, removable: dict | None,
@@ -56,6 +64,10 @@ def apply_update(current: dict[str, Any], updatable: dict | None, removable: dic
         violations += _apply(doc, op, ctx, behaviours)
     if not violations and not any(s.get("Instances") for s in _series(doc).values()):
         violations.append("an image set must keep at least one instance")
+    if ctx.force_refused:
+        violations = [v.replace("requires force", "requires force, which applies to "
+                                                   "non-primary image sets only")
+                      for v in violations]
     return doc, violations
 
 

@@ -14,7 +14,7 @@ import copy
 import json
 from typing import Any
 
-from .core import Call, conflict, not_found
+from .core import Call, conflict, not_found, version_number
 from .entities import ACTIVE, DELETED, LOCKED, ImageSet, image_set_arn, with_ids
 from .protocol import validation
 from .rules import MalformedDocument, parse_document, sanitise_message
@@ -40,7 +40,8 @@ class WritesMixin:
                 new_doc, violations = self._revert_target(image_set, updates["revertToVersionId"])
             else:
                 updatable, removable = self._parse_blobs(updates["DICOMUpdates"])
-                ctx = UpdateContext(force, image_set.is_primary, include_study)
+                ctx = UpdateContext.for_set(force, image_set.is_primary, include_study,
+                                            self.behaviours)
                 new_doc, violations = apply_update(current, updatable, removable, ctx,
                                                    self.behaviours)
                 if include_study:
@@ -66,7 +67,8 @@ class WritesMixin:
                     "createdAt": image_set.created_at, "updatedAt": version.updated_at}
 
     def _revert_target(self, image_set: ImageSet, version_id: str):
-        target = image_set.version(int(version_id))
+        number = version_number(version_id)
+        target = image_set.version(number) if number else None
         if target is None:
             error = (not_found if self.behaviours.revert_unknown_version == "not_found"
                      else validation)
@@ -108,7 +110,8 @@ class WritesMixin:
                 raise conflict(f"Image set {other.image_set_id} of the same study is locked by "
                                f"an operation in progress")
             doc = other.latest.metadata
-            peer_ctx = UpdateContext(ctx.force, True, True)
+            peer_ctx = UpdateContext.for_set(ctx.force or ctx.force_refused, True, True,
+                                             self.behaviours)
             new_doc, found = apply_update(doc, scope_for_peer(updatable, doc, scope),
                                           scope_for_peer(removable, doc, scope), peer_ctx,
                                           self.behaviours)
@@ -155,8 +158,15 @@ class WritesMixin:
                                             forced=bool(p.get("force")))
             else:
                 now = self.clock()
-                dest = ImageSet(self.new_id(), source.datastore_id, now,
-                                is_primary=bool(p.get("promoteToPrimary")))
+                promote = bool(p.get("promoteToPrimary"))
+                demote: list[str] = []
+                if promote:
+                    demote, problem = self._primaries_in_the_way(source, content)
+                    if problem and self.settings.validation == "sync":
+                        raise validation(problem)
+                    failure = failure or problem
+                    promote = not problem
+                dest = ImageSet(self.new_id(), source.datastore_id, now, is_primary=promote)
                 self.image_sets[dest.image_set_id] = dest
                 merged = content
                 version = self._new_version(dest, with_ids(content, dest.datastore_id,
@@ -167,7 +177,8 @@ class WritesMixin:
                                message=sanitise_message(failure))
             else:
                 self._schedule(dest, version, ACTIVE, "COPIED", call,
-                               metadata=with_ids(merged, dest.datastore_id, dest.image_set_id))
+                               metadata=with_ids(merged, dest.datastore_id, dest.image_set_id),
+                               demote=demote if not dest_info else [])
             src = source.latest
             restore = {"state": src.state, "status": src.status, "message": src.message}
             # The copy moves the source's updatedAt (CLI copy-image-set example: the source's
@@ -184,6 +195,21 @@ class WritesMixin:
             return {"datastoreId": source.datastore_id,
                     "sourceImageSetProperties": self._copy_props(source, call),
                     "destinationImageSetProperties": self._copy_props(dest, call)}
+
+    def _primaries_in_the_way(self, source: ImageSet, content: dict[str, Any]):
+        """promoteToPrimary onto a study that already has a primary image set: the ones to
+        demote (promote_onto_primary=demote_existing) or the copy's failure message."""
+        study = content.get("Study", {}).get("DICOM", {}).get("StudyInstanceUID")
+        others = [s.image_set_id for s in self.image_sets.values()
+                  if s.datastore_id == source.datastore_id and s.is_primary and not s.deleted
+                  and s.latest.metadata.get("Study", {}).get("DICOM", {})
+                  .get("StudyInstanceUID") == study]
+        if not others:
+            return [], None
+        if self.behaviours.promote_onto_primary == "demote_existing":
+            return others, None
+        return [], ("INVALID_REQUEST: promoteToPrimary: the study already has a primary image "
+                    "set")
 
     def _copy_props(self, image_set: ImageSet, call: Call) -> dict[str, Any]:
         props = image_set.properties(image_set.latest, call.region)

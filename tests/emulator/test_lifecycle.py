@@ -164,11 +164,11 @@ def test_copy_subset_into_an_existing_image_set(api):
     subset = json.dumps({"SchemaVersion": 1.1, "Study": {"Series": {suid: {
         "Instances": {sop: {} for sop in keep}}}}})
     new = api.client.copy_image_set(
-        datastoreId=api.ds, sourceImageSetId=source, promoteToPrimary=True,
+        datastoreId=api.ds, sourceImageSetId=source,
         copyImageSetInformation={"sourceImageSet": {"latestVersionId": "1",
                                                     "DICOMCopies": {"copiableAttributes": subset}}})
     dest = new["destinationImageSetProperties"]["imageSetId"]
-    assert api.wait(dest)["isPrimary"] is True
+    assert api.wait(dest)["isPrimary"] is False
     assert list(api.meta(dest)["Study"]["Series"][suid]["Instances"]) == keep
     api.wait(source)
     # Copy the rest into that destination: a new destination version with all instances.
@@ -214,7 +214,7 @@ def test_copy_checks_versions(api):
 # ---------------------------------------------------------------------------- delete
 def test_delete_lifecycle(make_api):
     clock = FakeClock()
-    api = make_api(update_delay=1, clock=clock)
+    api = make_api(update_delay=1, clock=clock, behaviours={"delete_deleted": "conflict"})
     image_set = api.image_set(CT_STUDY)
     response = api.client.delete_image_set(datastoreId=api.ds, imageSetId=image_set)
     assert (response["imageSetState"], response["imageSetWorkflowStatus"]) == (

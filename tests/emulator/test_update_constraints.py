@@ -93,7 +93,7 @@ CASES = [
      False, "the series to remove does not exist"),
     ("primary-uid-change-with-force", lambda d, s, i: (_instance(s, i, {"SOPInstanceUID": "1.2.3"}),
                                                        None),
-     True, "cannot be changed on a primary image set"),
+     True, "applies to non-primary image sets only"),
 ]
 
 

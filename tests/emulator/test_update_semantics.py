@@ -98,7 +98,9 @@ def test_remove_an_instance(api):
 
 
 def test_remove_instance_needs_force_behaviour(make_api):
-    api = make_api(behaviours={"remove_instance_needs_force": True}, validation="sync")
+    # force is for non-primary image sets (primary_force), so the seeds are non-primary here.
+    api = make_api(behaviours={"remove_instance_needs_force": True, "seed_primary": False},
+                   validation="sync")
     image_set = api.image_set(OT_STUDY)
     suid, sop = series_and_instance(api.meta(image_set))
     removal = {"Study": {"Series": {suid: {"Instances": {sop: {}}}}}}
@@ -129,7 +131,8 @@ def test_an_image_set_keeps_at_least_one_instance(api):
     assert "at least one instance" in final["message"]
 
 
-def test_private_tags_with_force(api):
+def test_private_tags_with_force(make_api):
+    api = make_api(behaviours={"seed_primary": False})     # force is for non-primary sets
     image_set = api.image_set(CT_STUDY)
     suid, sop = series_and_instance(api.meta(image_set))
 
@@ -155,7 +158,8 @@ def test_private_tags_with_force(api):
     {"Patient": {"DICOM": {"PatientBirthDate": "not-a-date"}}},
     {"Study": {"DICOM": {"StudyID": "S-1"}}},
 ])
-def test_force_allows_and_is_recorded(api, updatable):
+def test_force_allows_and_is_recorded(make_api, updatable):
+    api = make_api(behaviours={"seed_primary": False})     # force is for non-primary sets
     image_set = api.image_set(CT_STUDY)
     final = api.apply(image_set, updatable, force=True)
     assert final["imageSetWorkflowStatus"] == "UPDATED"
@@ -187,7 +191,7 @@ def test_forced_uid_change_on_a_non_primary_image_set_rekeys(make_api):
 
 
 def test_primary_uid_force_allow(make_api):
-    api = make_api(behaviours={"primary_uid_force": "allow"})
+    api = make_api(behaviours={"primary_uid_force": "allow", "primary_force": "allow"})
     image_set = api.image_set(CT_STUDY)
     final = api.apply(image_set, {"Study": {"DICOM": {"StudyInstanceUID": "1.2.3"}}}, force=True)
     assert final["imageSetWorkflowStatus"] == "UPDATED"
