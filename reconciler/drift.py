@@ -15,14 +15,21 @@ our back, not what plan would do now.
 store, which the command line saves in the state: ``through``, the newest ``updatedAt`` the
 listing showed (a service time, never this machine's clock); the records the
 check covered (by serial); and the image sets that were not in sync. The next check lists
-``SearchImageSets`` by ``updatedAt`` descending only down to ``through − overlap`` (the overlap
-absorbs search-index lag, updates in flight and clock skew): an image set it lists is checked as
+``SearchImageSets`` by ``updatedAt`` descending only down to ``through − overlap`` (the overlap,
+``drift.overlapSeconds``, default 300, absorbs search-index lag, updates in flight and clock
+skew: it must exceed the longest lag expected): an image set it lists is checked as
 above; a record the checkpoint covers and the listing does not show was not updated since, so it
 is in sync without a call; unsettled image sets and records written since the checkpoint are
 checked one by one. An untouched fleet then costs about one call. What an incremental listing
 cannot see is a **deleted** image set (the search no longer lists it): the named choice here is
 *periodic full check* — a check lists everything again when the last full one is older than
 ``full_after`` (``drift.fullCheckAfterHours``, default 24) and with ``drift --full``.
+
+**Index lag.** An image set the listing shows at the version our apply made is in sync without
+a call; so is one a checkpoint covers. Both rest on the search index, which may lag: a change
+younger than the lag is not seen yet. The report says how many image sets were judged that way
+(``check.from_listing``, ``check.index_lag``); ``read_all`` (``drift --read-all``) confirms every
+record with ``GetImageSet`` instead (exact, one call per image set).
 """
 
 from __future__ import annotations
@@ -78,6 +85,7 @@ class DriftOptions:
     when the next full check is due and to stamp ``checked_at``."""
 
     use_checkpoint: bool = False
+    read_all: bool = False          # every record by GetImageSet: no in-sync from a listing
     overlap: timedelta = DEFAULT_OVERLAP
     full_after: timedelta = DEFAULT_FULL_AFTER
     parallelism: int = 10
@@ -106,6 +114,7 @@ class DriftItem:
     live_version: str | None = None
     attributes: list[dict[str, Any]] = field(default_factory=list)
     reason: str = ""
+    by_listing: bool = False         # in sync on the word of a listing (not in the report)
 
     def to_json(self) -> dict[str, Any]:
         return {"spec": self.spec, "datastore_id": self.datastore_id,
@@ -167,7 +176,7 @@ def check_record(hi: HealthImaging, state: State, spec: str, record: ImageSetRec
     item = DriftItem(spec, record.datastore_id, record.image_set_id, IN_SYNC,
                      recorded_version=record.version_after)
     if listed is not None and listed == record.version_after:
-        item.live_version = listed
+        item.live_version, item.by_listing = listed, True
         return item
     try:
         image_set = hi.get_image_set(record.datastore_id, record.image_set_id)
@@ -265,8 +274,11 @@ def check(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgno
             raise errors.about(exc, f"listing data store {plan.datastore_id}") from None
         listed.update(plan.listing.versions)
 
+    if options.read_all:
+        listed = {}                  # every record is confirmed with GetImageSet
+
     def covered(plan: _Plan, record: ImageSetRecord) -> bool:
-        return (plan.checkpoint is not None and plan.listing.complete
+        return (not options.read_all and plan.checkpoint is not None and plan.listing.complete
                 and record.image_set_id not in plan.listing.versions
                 and plan.checkpoint.covers(record))
 
@@ -277,7 +289,7 @@ def check(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgno
         if covered(by_id[id(record)], record):
             # Not updated since the checkpoint, which found it in sync: no call at all.
             return DriftItem(spec, record.datastore_id, record.image_set_id, IN_SYNC,
-                             recorded_version=record.version_after)
+                             recorded_version=record.version_after, by_listing=True)
         return check_record(hi, state, spec, record, is_ignored, redactor,
                             listed.get(record.image_set_id))
 
@@ -331,7 +343,14 @@ def _checkpoints(state: State, plans: list[_Plan], items: list[DriftItem],
 def _check_section(plans: list[_Plan], items: list[DriftItem]) -> dict[str, Any]:
     incremental = [p for p in plans if p.checkpoint is not None]
     unread = sum(1 for i in items if i.status == IN_SYNC and i.live_version is None)
+    judged = sum(1 for i in items if i.by_listing)
     return {
+        "from_listing": judged,
+        "index_lag": (f"{judged} image set{'s' if judged != 1 else ''} judged in sync from the "
+                      f"SearchImageSets listing without reading {'them' if judged != 1 else 'it'}"
+                      f": a change younger than the search index's lag may not show yet; "
+                      f"drift --read-all confirms every image set with GetImageSet (one call "
+                      f"each)") if judged else None,
         "incremental": bool(incremental),
         "since": service_time(min(p.since for p in incremental if p.since)) if incremental else None,
         "from_checkpoint": unread,

@@ -87,6 +87,8 @@ def render_plan_markdown(doc: dict[str, Any]) -> str:
     else:
         headline = f"**No changes.** The live metadata matches the specs. {summary_line(doc)}"
     lines += [headline, ""]
+    if doc.get("not_reread"):
+        lines += [f"> {doc['not_reread']['note']}.", ""]
     groups = doc.get("groups", [])
     if shown or groups:
         lines += ["| spec | image set | action | changes |", "| --- | --- | --- | ---: |"]
@@ -133,6 +135,9 @@ def render_drift_markdown(report: dict[str, Any]) -> str:
     drifted = bool(s["drifted"] or s["missing"])
     mark = ":warning: **Drift found.**" if drifted else "**No drift.**"
     lines = ["### reconciler drift", "", f"{mark} {drift_summary_line(report)}", ""]
+    blind = (report.get("check") or {}).get("index_lag")
+    if blind:
+        lines += [f"> {blind}.", ""]
     notable = sorted((i for i in report["image_sets"] if i["status"] != "in-sync"),
                      key=lambda i: (DRIFT_ORDER.index(i["status"]), i["spec"]))
     if notable:

@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from . import errors, grouping, plans
@@ -136,6 +136,21 @@ def read_listed(hi: HealthImaging, assignment: Assignment,
     return image_set, metadata
 
 
+def _moved_since_listed(hi: HealthImaging, assignment: Assignment, image_set: ImageSet) -> bool:
+    """An empty diff at the version a search listed says "nothing changed" on the word of
+    the search index, which may lag: one ``GetImageSet`` confirms that version is still the
+    latest (True: it is not, read the image set the long way). A non-empty diff needs no
+    confirmation: apply's ``latestVersionId`` check refuses a write to a moved image set."""
+    try:
+        latest = hi.get_image_set(assignment.datastore_id, assignment.image_set_id)
+    except errors.NotFoundError:
+        return True
+    except errors.ServiceError as exc:
+        raise errors.about(exc, f"image set {assignment.image_set_id} "
+                                f"(spec {assignment.spec.name})") from None
+    return latest.version_id != image_set.version_id or latest.locked
+
+
 def read_pinned(hi: HealthImaging, datastore_id: str, image_set_id: str,
                 options: PlanOptions) -> tuple[ImageSet, dict[str, Any]]:
     """The latest version that is not LOCKED, and its metadata read *by that version*."""
@@ -212,6 +227,8 @@ def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
     image_set_id = assignment.image_set_id
     try:
         image_set, metadata = read_listed(hi, assignment, options)
+        from_listing = (assignment.listed is not None
+                        and image_set.version_id == assignment.listed.version)
     except errors.NotFoundError:
         return plan_entry(assignment, None, [], redactor,
                           error=f"image set {image_set_id} not found (missing)")
@@ -229,6 +246,8 @@ def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
         return plan_entry(assignment, image_set.version_id, [], redactor, error=str(exc))
     finally:
         del metadata  # bounded memory: the document is not needed past its diff
+    if not changes and from_listing and _moved_since_listed(hi, assignment, image_set):
+        return _plan_one(hi, replace(assignment, listed=None), redactor, options, studies)
     try:
         return plan_entry(assignment, image_set.version_id, changes, redactor,
                           schema_version=schema_version)
@@ -315,5 +334,6 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
     if studies is not None:
         entries, groups = grouping.group_studies(entries, studies, hi,
                                                  grouping.listed_studies(assignments))
-    return plans.new_plan(entries, redacted=redactor.enabled, lineage=lineage, serial=serial,
-                          groups=groups)
+    doc = plans.new_plan(entries, redacted=redactor.enabled, lineage=lineage, serial=serial,
+                         groups=groups)
+    return plans.note_not_reread(doc, len(settled))

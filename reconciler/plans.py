@@ -77,6 +77,21 @@ def new_plan(entries: list[dict[str, Any]], *, redacted: bool,
     return doc
 
 
+def note_not_reread(doc: dict[str, Any], count: int) -> dict[str, Any]:
+    """Say in the document (``not_reread``) how many image sets the plan did not read because
+    the state verified them at the version SearchImageSets lists as latest, which may lag.
+    Nothing is added when every image set was read."""
+    if count:
+        doc["not_reread"] = {
+            "count": count,
+            "note": (f"{count} image set{'s' if count != 1 else ''} not re-read: the state "
+                     f"verified {'them' if count != 1 else 'it'} at the version SearchImageSets "
+                     f"lists as latest, and the search index may lag behind a recent change; "
+                     f"plan --read-all reads them (apply and plan --out always do)")}
+        doc["checksum"] = checksum(doc)
+    return doc
+
+
 def validate(doc: Any, source: str = "plan") -> dict[str, Any]:
     """Schema, format version and checksum; raises :class:`PlanFileError` naming the problem."""
     if not isinstance(doc, dict):

@@ -142,6 +142,8 @@ def render_plan(doc: dict[str, Any], color: bool = False) -> str:
     for group in doc.get("groups", []):
         lines += render_group(group, color)
     lines.append(summary_line(doc))
+    if doc.get("not_reread"):
+        lines.append(f"Note: {doc['not_reread']['note']}.")
     errors = doc["summary"]["error"]
     if errors:
         lines.append(f"Error: {_plural(errors, 'image set', 'image sets')} could not be planned.")
@@ -193,6 +195,9 @@ def render_drift(doc: dict[str, Any]) -> str:
     lines.append(f"Drift: {s['drifted']} drifted, {s['missing']} missing, "
                  f"{s['changed-elsewhere']} changed elsewhere, {s['in-sync']} in sync, "
                  f"{s['not-applied']} not applied.")
+    blind = (doc.get("check") or {}).get("index_lag")
+    if blind:
+        lines.append(f"Note: {blind}.")
     if doc.get("redacted"):
         lines.append("Values of PS3.15 Basic Profile attributes are redacted (--no-redact shows them).")
     return "\n".join(lines) + "\n"

@@ -235,7 +235,9 @@ def _make_plan(hi, config, specs, state, redactor, targets=(), excludes=(),
 @click.option("--parallelism", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Image sets read at once (reads are paced to the quotas anyway).")
 @click.option("--read-all", is_flag=True,
-              help="Read every image set, also those the state shows unchanged since apply.")
+              help="Read every image set, also those the state verified at the version the "
+                   "search index lists as latest (the index may lag; without this flag a plain "
+                   "plan says how many it skipped). plan --out and apply always read all.")
 @_format_options
 @_redact_option
 @click.pass_obj
@@ -258,7 +260,7 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
     state = _backend(config).read()
     doc = _make_plan(_service(opts, config), config, specs, state,
                      _redactor(opts, config, redact_here, state),
-                     targets, excludes, parallelism, read_all)
+                     targets, excludes, parallelism, read_all or bool(out))
     if out:
         save(doc, out)
     _write_plan(doc, output, opts)
@@ -359,7 +361,9 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
         state = backend.read() or State.new()
         redactor = _redactor(opts, config, redact_here, state)
         if not saved:
-            plan_doc = _make_plan(hi, config, specs, state, redactor, parallelism=parallelism)
+            # A plan that leads to writes never trusts a listing for "nothing changed".
+            plan_doc = _make_plan(hi, config, specs, state, redactor, parallelism=parallelism,
+                                  read_all=True)
             if output != "json":
                 _write_plan(plan_doc, output, opts)
             if plan_doc["summary"]["error"]:
@@ -395,19 +399,26 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
 @click.option("--parallelism", type=click.IntRange(1, 100), default=10, show_default=True)
 @click.option("--full", is_flag=True,
               help="Ignore the checkpoint: list every image set (finds deleted ones too).")
+@click.option("--read-all", is_flag=True,
+              help="Confirm every recorded image set with GetImageSet (one call each) instead "
+                   "of trusting the search listing, which may lag behind a recent change. "
+                   "Implies --full.")
 @click.option("--lock-timeout", type=float, default=0.0, show_default=True, metavar="SECONDS",
               help="How long to wait for the state lock held by another run.")
 @_format_options
 @_redact_option
 @click.pass_obj
-def drift(opts: GlobalOptions, paths, as_json, parallelism, full, lock_timeout, fmt, json_stream,
-          redact_here):
+def drift(opts: GlobalOptions, paths, as_json, parallelism, full, read_all, lock_timeout, fmt,
+          json_stream, redact_here):
     """Compare live metadata with the state and the specs; exit 2 when anything drifted.
 
     After a check, the state remembers up to when every image set was in sync, and the next
     check lists only the image sets updated since (about one call for an untouched fleet). A
     deleted image set is found only by a full check: with --full, or once the last full check
-    is older than drift.fullCheckAfterHours of reconciler.yaml (default 24).
+    is older than drift.fullCheckAfterHours of reconciler.yaml (default 24). An image set the
+    listing shows at the version our apply made counts as in sync without a read; the search
+    index may lag, so the report says how many were judged that way, and --read-all reads
+    every one.
 
     \b
     Examples:
@@ -427,7 +438,7 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, full, lock_timeout, 
 
     config = load_config(opts.config_path)
     specs = load_specs(list(paths), config)
-    options = DriftOptions(use_checkpoint=not full,
+    options = DriftOptions(use_checkpoint=not (full or read_all), read_all=read_all,
                            overlap=timedelta(seconds=config.drift.overlap_seconds),
                            full_after=timedelta(hours=config.drift.full_check_after_hours),
                            parallelism=parallelism)
