@@ -1,6 +1,6 @@
 """apply: send reviewed requests with optimistic concurrency, wait, verify, record.
 
-For each image set of a plan (product.md §4):
+For each image set of a plan (docs/plan-and-apply.md):
 
 * each request goes with ``latestVersionId`` = the version its payload was computed from;
 * on ``ConflictException`` (or a 500 / timeout, after which a write may have landed behind
@@ -400,8 +400,9 @@ class Applier:
             if outcome is not outcomes[0]:
                 outcome.reason = (f"written by the {name} request to image set {leader_id} "
                                   f"(includeStudyImageSets)")
-                # includeStudyImageSets increments every member's version (healthimaging.md
-                # §3.4), and the member was at version_id, unlocked, just before the write.
+                # includeStudyImageSets increments every member's version (docs/service-notes.md,
+                # primary image sets), and the member was at version_id, unlocked, just before
+                # the write.
                 outcome.response = {"latestVersionId": str(int(member["version_id"]) + 1)}
             version = outcome.response["latestVersionId"]
             try:

@@ -1,4 +1,4 @@
-"""drift: compare what our last apply recorded with what is live now (product.md §6).
+"""drift: compare what our last apply recorded with what is live now (docs/drift.md).
 
 For every image set in the state: ``GetImageSet``; when the version is still the one our
 apply (or rollback) made, the image set is **in-sync** without reading its metadata. When it

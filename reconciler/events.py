@@ -3,8 +3,8 @@ line on stdout, for CI tools and dashboards that follow a run as it happens, in 
 of Terraform's machine-readable UI (``terraform plan -json``).
 
 Every event has ``@timestamp`` (UTC, ISO 8601), ``@message`` (a human line that never holds a
-metadata value) and ``type``; the other fields depend on the type and are listed in the
-README. Events are built from the same documents the other renderers read — the plan
+metadata value) and ``type``; the other fields depend on the type and are listed in
+docs/gitops.md (NDJSON events). Events are built from the same documents the other renderers read — the plan
 document, the apply report, the drift report — so the values they carry are exactly the ones
 ``plan`` would print: redacted markers when redaction is on, and never a request payload.
 

@@ -2,7 +2,7 @@
 
 HealthImaging applies an UpdateImageSetMetadata sent with ``includeStudyImageSets=true`` to
 every primary image set sharing the target's StudyInstanceUID, atomically, and increments the
-version of each (healthimaging.md §3.4). Where a plan would send the very same Patient/Study
+version of each (docs/service-notes.md, primary image sets). Where a plan would send the very same Patient/Study
 change to each primary image set of a study, one such request does the work of N: N times
 fewer writes at a quota of 0.25 per second, and the study never shows two patient names.
 

@@ -1,6 +1,6 @@
 """plan: resolve targets, read each image set pinned to one version, diff, build requests.
 
-For every targeted image set (product.md §3):
+For every targeted image set (docs/plan-and-apply.md):
 
 1. ``GetImageSet`` → the latest version and its state; a LOCKED image set is waited on
    (bounded) and read again. Image sets found by a selector skip this call: the search

@@ -1,4 +1,4 @@
-"""PHI redaction of values in output (product.md §1).
+"""PHI redaction of values in output (docs/patient-data.md).
 
 Which attributes are sensitive is not ours to decide: it is the list of the DICOM PS3.15 Basic
 Application Level Confidentiality Profile (Table E.1-1), taken from the ``dicom-anonymizer``

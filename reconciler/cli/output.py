@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def _redact_option(f):
-    """Output options are accepted after the subcommand too (product.md §1)."""
+    """Output options are accepted after the subcommand too (docs/commands.md, global options)."""
     return click.option("--redact/--no-redact", "redact_here", default=None,
                         help="Hide PHI values (default: on when CI is set).")(f)
 
@@ -36,7 +36,7 @@ FORMATS = ("text", "markdown", "json")
 def _format_options(f):
     """--format text|markdown|json (``--json`` is ``--format json``) and --json-stream."""
     f = click.option("--json-stream", "json_stream", is_flag=True,
-                     help="Print NDJSON events, one per line (see the README).")(f)
+                     help="Print NDJSON events, one per line (fields: docs/gitops.md).")(f)
     return click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
                         help="Output format (default: text).")(f)
 
