@@ -4,16 +4,25 @@
   leaking in from the developer's environment: nothing here may ever reach real AWS.
 * ``emulator`` / ``emulator_client``: a local HealthImaging emulator seeded with the bundled
   DICOM files (``examples/dicom``) and a boto3 client for it.
+* The reading (tests/matrix/readings.py): ``RECONCILER_TEST_READING="name=value[,...]"``
+  (named behaviours of reconciler/emulator/behaviours.py, and ``validation=sync``) is parsed
+  once here and applied to every emulator the tests start — the fixtures here, in
+  tests/apply, tests/gitops, and those tests build themselves — unless a test sets that
+  behaviour or validation mode explicitly. The ``reading`` fixture gives it to tests whose
+  expected outcome depends on it. Unset: the defaults, exactly as before.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import boto3
 import pytest
 from botocore.config import Config
+
+from matrix import readings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DICOM = REPO_ROOT / "examples" / "dicom"
@@ -30,9 +39,33 @@ _FAKE_AWS_ENV = {
 
 _SAVED_ENV: dict[str, str] = {}
 
+READING = readings.current()          # refuses unknown names and values
+
+
+def _apply_reading_to_every_emulator() -> None:
+    """Every ThreadedEmulator built in this session gets READING (explicit arguments win)."""
+    from reconciler.emulator.server import ThreadedEmulator
+
+    if READING.is_default or getattr(ThreadedEmulator.__init__, "reading", None):
+        return
+    original = ThreadedEmulator.__init__
+
+    @functools.wraps(original)
+    def __init__(self, **kwargs):
+        original(self, **readings.emulator_options(READING, kwargs))
+    __init__.reading = READING
+    ThreadedEmulator.__init__ = __init__
+
+
+def pytest_report_header(config):
+    return f"emulator reading: {READING.label} (${readings.ENV})"
+
 
 def pytest_configure(config):
     """Before collection, so that even import-time code sees only the fake environment."""
+    config.addinivalue_line("markers", "reading: the test runs under the reading given by "
+                            "$RECONCILER_TEST_READING (tests/matrix/readings.py)")
+    _apply_reading_to_every_emulator()
     _SAVED_ENV.update(os.environ)
     for name in list(os.environ):
         if name == "AWS_PROFILE" or name.startswith("AWS_ENDPOINT_URL") or name in (
@@ -54,9 +87,17 @@ def medical_imaging_client(url: str, **config):
                         config=Config(inject_host_prefix=False, **config))
 
 
+@pytest.fixture(scope="session")
+def reading() -> readings.Reading:
+    """The session's reading: ``reading.behaviour("versions_order")`` is the effective value,
+    ``reading.validation`` the validation mode, ``reading.is_default`` whether nothing is
+    changed."""
+    return READING
+
+
 @pytest.fixture
 def emulator():
-    """A running emulator seeded with examples/dicom (update delay 0.05 s)."""
+    """A running emulator seeded with examples/dicom (update delay 0.05 s), under READING."""
     from reconciler.emulator.server import ThreadedEmulator
 
     with ThreadedEmulator(seeds=[str(EXAMPLES_DICOM)], update_delay=0.05) as emu:

@@ -52,7 +52,7 @@ def fast_timing(monkeypatch):
 
 
 @pytest.fixture
-def emu():
+def emu():  # under the session reading (tests/conftest.py)
     with ThreadedEmulator(seeds=[str(EXAMPLES_DICOM)], update_delay=0.02) as emulator:
         yield emulator
 

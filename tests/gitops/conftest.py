@@ -21,7 +21,7 @@ from gitops_support import BUCKET, EXAMPLES_DICOM, MetadataRepo  # noqa: E402
 
 
 @pytest.fixture
-def emu():
+def emu():  # under the session reading (tests/conftest.py)
     from reconciler.emulator.server import ThreadedEmulator
 
     with ThreadedEmulator(seeds=[str(EXAMPLES_DICOM)], update_delay=0.02) as emulator:
