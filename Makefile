@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench docs venv clean
+.PHONY: test matrix demo bench docs venv clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,14 @@ $(STAMP): pyproject.toml
 # (and CI) has two cores; every test passes with and without -n.
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2
+
+# The end-to-end subset (plan, apply, drift, rollback, import, conflicts) once per reading of
+# the emulator's undocumented-AWS behaviours: the defaults, every alternative value of every
+# named behaviour (reconciler/emulator/behaviours.py), and --validation sync. A table at the
+# end, then "N passed, M failed" (readings); logs in build/matrix/. The cheap part, a compact
+# lifecycle under the readings that matter most, is tests/matrix/test_readings.py in `make test`.
+matrix: $(STAMP)
+	$(BIN)/python tests/matrix/run_matrix.py
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
