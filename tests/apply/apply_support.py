@@ -26,6 +26,7 @@ from botocore.config import Config
 from click.testing import CliRunner
 
 from cli_entry import cli_entry
+from matrix import readings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DICOM = REPO_ROOT / "examples" / "dicom"
@@ -46,6 +47,9 @@ EXAMPLE_STUDIES = {"ct-small": CT_STUDY, "nm-bone": NM_STUDY, "sc-deid": SC_STUD
 FAST_QUOTAS = {op: 1000 for op in ("UpdateImageSetMetadata", "GetImageSet", "GetImageSetMetadata",
                                    "SearchImageSets", "ListImageSetVersions")}
 GENERATED = ("SchemaVersion", "DatastoreID", "ImageSetID")
+# The SchemaVersion a second writer's update document carries: the form the session's reading
+# accepts (the schema_version behaviour: any, the number 1.1, or the string "1.1").
+SCHEMA_VERSION = readings.schema_version(readings.current())
 
 
 @dataclass
@@ -145,11 +149,16 @@ class Project:
 
     # -- HealthImaging through boto3 -------------------------------------------------------
     def image_set_of(self, study_uid: str) -> str:
-        r = self.client.search_image_sets(
-            datastoreId=self.datastore_id,
-            searchCriteria={"filters": [{"operator": "EQUAL", "values": [
-                {"DICOMStudyInstanceUID": study_uid}]}]})
-        found = [s["imageSetId"] for s in r["imageSetsMetadataSummaries"]]
+        """The one image set of a seeded study. Waits while SearchImageSets does not list it
+        yet: under a lagging index (the search_index_lag behaviour) even seeded image sets
+        show only after the lag."""
+        def search():
+            r = self.client.search_image_sets(
+                datastoreId=self.datastore_id,
+                searchCriteria={"filters": [{"operator": "EQUAL", "values": [
+                    {"DICOMStudyInstanceUID": study_uid}]}]})
+            return [s["imageSetId"] for s in r["imageSetsMetadataSummaries"]]
+        found = wait_for(search, timeout=30, interval=0.05, what=f"study {study_uid} in search")
         assert len(found) == 1, found
         return found[0]
 
@@ -187,7 +196,7 @@ class Project:
 
     def write_oob(self, image_set_id: str, updatable: dict | None = None,
                   removable: dict | None = None, wait: bool = True,
-                  schema_version: Any = 1.1) -> str:
+                  schema_version: Any = SCHEMA_VERSION) -> str:
         """A second writer: one UpdateImageSetMetadata through boto3 against the latest
         version; returns the new version id (completed unless ``wait`` is false)."""
         latest = self.wait_unlocked(image_set_id)["versionId"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from apply_support import REPO_ROOT
+from apply_support import REPO_ROOT, SCHEMA_VERSION
 
 DRIFT_SCHEMA = json.loads((REPO_ROOT / "schemas" / "drift.v1.schema.json").read_text())
 AWS_CLI = Path(sys.executable).with_name("aws")
@@ -91,7 +91,7 @@ def test_drift_made_with_the_aws_cli(project, applied):
     sc = applied["sc-deid"]
     env = dict(os.environ, AWS_DISABLE_HOST_PREFIX_INJECTION="true")
     updates = {"DICOMUpdates": {"updatableAttributes": json.dumps(
-        {"SchemaVersion": 1.1, "Study": {"DICOM": {"ReferringPhysicianName": "Moriarty^James"}}})}}
+        {"SchemaVersion": SCHEMA_VERSION, "Study": {"DICOM": {"ReferringPhysicianName": "Moriarty^James"}}})}}
     done = subprocess.run(
         [str(AWS_CLI), "medical-imaging", "update-image-set-metadata", "--endpoint-url",
          project.url, "--datastore-id", project.datastore_id, "--image-set-id", sc,
@@ -252,7 +252,7 @@ def test_an_untouched_fleet_costs_one_search_call_per_50_image_sets(tmp_path):
         client.update_image_set_metadata(
             datastoreId=emu.datastore_id, imageSetId=touched, latestVersionId="1",
             updateImageSetMetadataUpdates={"DICOMUpdates": {"updatableAttributes": json.dumps(
-                {"SchemaVersion": 1.1, "Study": {"DICOM": {"StudyDescription": "X"}}})}})
+                {"SchemaVersion": SCHEMA_VERSION, "Study": {"DICOM": {"StudyDescription": "X"}}})}})
         emu.backend.complete_pending()
         hi.calls.clear()
         report = detect(hi, state, [], lambda s, p: False, Redactor(False))

@@ -20,6 +20,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
+from matrix import readings
 from workflow_runner import Runner
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +60,8 @@ class OutOfBand:
         self.client.update_image_set_metadata(
             datastoreId=self.emu.datastore_id, imageSetId=image_set_id, latestVersionId=latest,
             updateImageSetMetadataUpdates={"DICOMUpdates": {"updatableAttributes": json.dumps(
-                {"SchemaVersion": 1.1, "Study": {"DICOM": study}})}})
+                {"SchemaVersion": readings.schema_version(readings.current()),
+                 "Study": {"DICOM": study}})}})
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             got = self.client.get_image_set(datastoreId=self.emu.datastore_id,
