@@ -1,6 +1,6 @@
 """The emulator's named choices for behaviour that AWS does not document.
 
-HealthImaging leaves many details unspecified (healthimaging.md §9.4 and §11: which error a
+HealthImaging leaves many details unspecified (the README's Sources: which error a
 stale ``latestVersion`` gets, whether a mismatching removal fails, apply order, burst sizes …).
 The emulator never guesses silently: every such detail is a named setting here, with its
 allowed values, its default and the reason for that default. The README's table is generated
@@ -42,7 +42,7 @@ CHOICES: tuple[Choice, ...] = (
     Choice("stale_version_error", ("conflict", "validation"), "conflict",
            "[I] a latestVersion that is not the latest: the model describes ConflictException as "
            "'updating a resource can cause an inconsistent state'; AWS's own samples treat "
-           "state clashes as ConflictException (healthimaging.md §4.1)."),
+           "state clashes as ConflictException (README, Sources)."),
     Choice("locked_write_error", ("conflict", "validation"), "conflict",
            "[D] no other write is allowed on a LOCKED image set; [I] the error class. "
            "ConflictException for the same reason as above."),
@@ -52,7 +52,7 @@ CHOICES: tuple[Choice, ...] = (
            "ignore = the removal is skipped silently."),
     Choice("apply_order", ("removals_first", "updates_first"), "removals_first",
            "[I] order of removableAttributes and updatableAttributes in one request "
-           "(healthimaging.md §9.4.4). Removals first lets one request replace a value."),
+           "(undocumented). Removals first lets one request replace a value."),
     Choice("schema_version", ("any", "number", "string"), "any",
            "[D] AWS examples send the number 1.1, [O] the sample editor echoes the string "
            "\"1.1\" and AWS's own metadata documents carry the string; [I] both presumably "
@@ -65,7 +65,7 @@ CHOICES: tuple[Choice, ...] = (
     Choice("locked_metadata_read", ("previous", "conflict", "pending"), "previous",
            "[I] GetImageSetMetadata of a version still LOCKED: previous = the content of the "
            "version before it (what a reader saw so far), conflict = 409, pending = the new "
-           "content before completion. healthimaging.md §4.2 says never diff against it."),
+           "content before completion. Clients should never diff against it."),
     Choice("deleted_metadata_read", ("not_found", "conflict"), "not_found",
            "[I] GetImageSetMetadata / ListImageSetVersions of a DELETED image set. GetImageSet "
            "still answers (state DELETED), as the AWS Python sample's wait loop needs."),
@@ -120,7 +120,7 @@ CHOICES: tuple[Choice, ...] = (
            "[I] page size when maxResults is absent (the model allows 1..50).", _positive_int),
     Choice("search_index_lag", None, "0",
            "[I] seconds (scaled by --time-scale) before a completed version shows in "
-           "SearchImageSets (healthimaging.md §5.1 warns the index may lag).", _nonneg_float),
+           "SearchImageSets (a search index may lag behind a finished update).", _nonneg_float),
     Choice("write_burst", None, "1",
            "[D] English throttling page: burst 1 for Update/Copy/DeleteImageSet; a translated "
            "revision shows 10. Used by --quotas aws for those three operations.", _positive_int),
@@ -130,7 +130,7 @@ CHOICES: tuple[Choice, ...] = (
     Choice("instance_storage_keys", ("on", "off"), "on",
            "[D] current documents carry StoredTransferSyntaxUID per instance "
            "(supported-transfer-syntaxes page); [I] ChecksumType (value DECOMPRESSED, from "
-           "healthimaging.md's illustrative example). The real 2023 sample has neither: off = "
+           "an illustrative document). The real 2023 sample has neither: off = "
            "that shape."),
     Choice("datastore_create_delay", None, "0",
            "[I] seconds (scaled by --time-scale) a new data store stays CREATING.",

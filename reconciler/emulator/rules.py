@@ -5,7 +5,7 @@ Two kinds of problems, kept apart because the service reports them differently:
 * :class:`MalformedDocument` — the blob is not a SchemaVersion-1.1 attribute document at all
   (not UTF-8 JSON, no ``SchemaVersion``, wrong structure). Always a synchronous 400.
 * *violations* — a well-formed document that breaks a documented constraint
-  (dicom-metadata-constraints, healthimaging.md §3.5): generated attributes, level placement,
+  (the developer guide's dicom-metadata-constraints page): generated attributes, level placement,
   ``force`` rules, unknown series/instances, removals whose value does not match. These end as
   ``UPDATE_FAILED`` (or a 400 with ``--validation sync``); :func:`apply_update` returns them.
 
@@ -37,7 +37,7 @@ UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 STRING_VRS = frozenset("AE AS CS DA DS DT IS LO LT PN SH ST TM UC UI UR UT".split())
 NUMBER_VRS = frozenset("US SS UL SL UV SV FL FD".split())
 BINARY_VRS = frozenset("OB OW OD OF OL OV UN".split())
-# Keys of an Instance object that the service generates (healthimaging.md §2.2).
+# Keys of an Instance object that the service generates (see the README's seeded data).
 GENERATED_INSTANCE_KEYS = frozenset({"ImageFrames", "StoredTransferSyntaxUID", "ChecksumType"})
 GENERATED_TOP_KEYS = frozenset({"DatastoreID", "ImageSetID"})
 _MESSAGE_UNSAFE = re.compile(r"[^A-Za-z0-9_ -:`]")

@@ -2,7 +2,7 @@
 
 The index entry of an image set is derived from its newest *completed* version (an update in
 flight does not show until it finishes; with ``search_index_lag`` not until some time after),
-as healthimaging.md §5.1 recommends clients assume. ``DICOMTags`` are taken from that version's
+as clients should assume (the index may lag behind a finished update). ``DICOMTags`` are taken from that version's
 metadata; values longer than the model allows are cut to fit, numbers that do not parse are
 left out.
 """

@@ -3,7 +3,7 @@
 Every write starts with the same checks (data store and image set exist, not deleted, not
 LOCKED, ``latestVersionId`` is the latest) and ends with work in flight: the written version is
 ``LOCKED`` and completes later (see :mod:`core`). What is decided *now* and what *at
-completion* follows healthimaging.md §9.4: malformed requests fail at once with 400;
+completion* is a named choice where AWS is silent (README): malformed requests fail at once with 400;
 constraint violations inside a well-formed update end as ``UPDATE_FAILED`` with a message (or
 400 at once with ``--validation sync``). A failed version keeps the previous content.
 """

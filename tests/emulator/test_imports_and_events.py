@@ -349,3 +349,54 @@ def test_import_with_the_aws_cli(world):
     assert (props["jobStatus"], props["jobName"]) == ("COMPLETED", "cli-import")
     summary = json.loads(world.read(props["outputS3Uri"] + "job-output-manifest.json"))
     assert summary["jobSummary"]["numberOfImportedFiles"] == 1
+
+
+def test_serve_command_takes_the_s3_events_and_region_options(moto_url):
+    """`reconciler emulator serve --s3-endpoint --events-endpoint --region`, a real process."""
+    import signal
+    import subprocess
+    import sys
+
+    w = World(moto_url, events=False)        # bucket, queue and rule; its own emulator unused
+    w.emulator.stop()
+    w.upload("serve/", files=[EXAMPLES_DICOM / "MR_small.dcm"])
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "emulator", "serve",
+                             "--update-delay", "0", "--s3-endpoint", moto_url,
+                             "--events-endpoint", moto_url, "--region", "us-east-1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().rsplit(" ", 1)[1].strip()
+        client = medical_imaging_client_for(url)
+        ds = client.list_datastores()["datastoreSummaries"][0]["datastoreId"]
+        job = client.start_dicom_import_job(datastoreId=ds, dataAccessRoleArn=ROLE,
+                                            inputS3Uri=f"s3://{w.bucket}/serve/",
+                                            outputS3Uri=f"s3://{w.bucket}/out/")["jobId"]
+        for _ in range(1000):
+            status = client.get_dicom_import_job(datastoreId=ds, jobId=job)[
+                "jobProperties"]["jobStatus"]
+            if status in ("COMPLETED", "FAILED"):
+                break
+            time.sleep(0.01)
+        assert status == "COMPLETED"
+        missing = ["Import Job Completed", "Image Set Created"]
+        for _ in range(200):
+            for message in w.sqs.receive_message(QueueUrl=w.queue_url, MaxNumberOfMessages=10,
+                                                 WaitTimeSeconds=0).get("Messages", []):
+                kind = json.loads(message["Body"])["detail-type"]
+                if kind in missing:
+                    missing.remove(kind)
+            if not missing:
+                break
+            time.sleep(0.02)
+        assert missing == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0, proc.stderr.read()
+        w.bus.remove_targets(Rule=w.name, Ids=["q"])
+        w.bus.delete_rule(Name=w.name)
+
+
+def medical_imaging_client_for(url: str):
+    from emulator_support import medical_imaging_client
+
+    return medical_imaging_client(url)
