@@ -54,8 +54,19 @@ def _datastore(url: str) -> str:
     return client.list_datastores()["datastoreSummaries"][0]["datastoreId"]
 
 
+def _expected_json(folder: Path, reading) -> str:
+    """The golden plan document as the reading's service makes it: where it serves and
+    accepts SchemaVersion only as the number 1.1 (schema_version=number), the payloads pin
+    that form, two bytes shorter than the string "1.1" of the defaults."""
+    text = (folder / "expected.json").read_text()
+    if reading.behaviour("schema_version") == "number":
+        text = text.replace('\\"SchemaVersion\\":\\"1.1\\"', '\\"SchemaVersion\\":1.1')
+        text = re.sub(r'"bytes": (\d+)', lambda m: f'"bytes": {int(m[1]) - 2}', text)
+    return text
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_golden_plan(case, sample_emulator, tmp_path):
+def test_golden_plan(case, sample_emulator, tmp_path, reading):
     folder = GOLDEN / case
     args = (folder / "args.txt").read_text().split() if (folder / "args.txt").exists() else []
     spec = str(folder / "spec.yaml")
@@ -67,8 +78,8 @@ def test_golden_plan(case, sample_emulator, tmp_path):
     plans.validate(doc)  # the printed document is itself a valid plan
     got_text = HASH.sub("sha256:HASH>", text.stdout)
     got_json = json.dumps(_normalise_json(doc), indent=2, ensure_ascii=False) + "\n"
-    if os.environ.get("UPDATE_GOLDEN"):
+    if os.environ.get("UPDATE_GOLDEN") and reading.is_default:
         (folder / "expected.txt").write_text(got_text)
         (folder / "expected.json").write_text(got_json)
     assert got_text == (folder / "expected.txt").read_text()
-    assert got_json == (folder / "expected.json").read_text()
+    assert got_json == _expected_json(folder, reading)
