@@ -204,6 +204,10 @@ def test_force_is_sent_only_when_the_spec_says_so_and_a_change_needs_it(project,
     ct, nm = ids["ct-small"], ids["nm-bone"]
     for name in ("ct-small", "nm-bone", "sc-deid"):
         (project.specs_dir / f"{name}.yaml").unlink()
+    # force applies only to non-primary image sets (the emulator's primary_force); these two
+    # stand for non-primary copies.
+    for image_set_id in (ct, nm):
+        project.emu.backend.image_sets[image_set_id].is_primary = False
     # StudyID needs force; the spec allows it.
     project.write_spec("ct-studyid", {"Study": {"StudyID": "CT-42"}}, image_set_id=ct, force=True)
     # force: true, but nothing here needs it: it is not sent.
