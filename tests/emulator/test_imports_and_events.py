@@ -400,3 +400,24 @@ def medical_imaging_client_for(url: str):
     from emulator_support import medical_imaging_client
 
     return medical_imaging_client(url)
+
+
+def test_jobs_persist_and_a_job_cut_off_by_a_restart_is_failed(tmp_path):
+    data = str(tmp_path / "data")
+    with ThreadedEmulator(data_dir=data) as emu:
+        emu.backend.import_runner = lambda job_id: None     # the job never starts running
+        api = Api(emu)
+        job = api.client.start_dicom_import_job(
+            datastoreId=api.ds, dataAccessRoleArn=ROLE, clientToken="same-token",
+            inputS3Uri="s3://bucket-a/in/", outputS3Uri="s3://bucket-a/out/")["jobId"]
+        again = api.client.start_dicom_import_job(        # idempotent on clientToken
+            datastoreId=api.ds, dataAccessRoleArn=ROLE, clientToken="same-token",
+            inputS3Uri="s3://bucket-a/in/", outputS3Uri="s3://bucket-a/out/")["jobId"]
+        assert again == job
+        assert api.client.get_dicom_import_job(datastoreId=api.ds, jobId=job)[
+            "jobProperties"]["jobStatus"] == "SUBMITTED"
+    with ThreadedEmulator(data_dir=data) as emu:
+        api = Api(emu)
+        props = api.client.get_dicom_import_job(datastoreId=api.ds, jobId=job)["jobProperties"]
+        assert props["jobStatus"] == "FAILED" and props["endedAt"]
+        assert "stopped" in props["message"]
