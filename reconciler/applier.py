@@ -34,10 +34,11 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from . import errors, grouping
+from .config import PrimaryPolicy
 from .diff import Change, ImageSetProblem, diff
 from .model import Spec
 from .payloads import Request, build_requests, schema_version_of
@@ -63,6 +64,7 @@ class ApplyOptions:
     poll_interval: float = 0.2
     backoff_base: float = 0.5
     sleep: Callable[[float], None] = time.sleep
+    primary: PrimaryPolicy = field(default_factory=PrimaryPolicy)   # see grouping.py
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Outcome:
     version_after: str | None = None       # the verified version holding the desired state
     writes: int = 0
     response: dict[str, Any] = field(default_factory=dict)   # last UpdateImageSetMetadata answer
+    record_spec: Spec | None = None        # what the state records instead of the named spec
 
 
 def flatten(payload: str | None, kind: str) -> set[tuple[str, str, str]]:
@@ -222,19 +225,30 @@ class Applier:
             raise _Stop(FAILED, f"version {version} ended {image_set.state}/"
                                 f"{image_set.workflow_status}, not UPDATED")
 
-    def _reread(self, spec: Spec, ds: str, image_set_id: str) -> tuple[str, list[Change]]:
-        return self._rediff(spec, ds, image_set_id)[:2]
-
-    def _rediff(self, spec: Spec, ds: str, image_set_id: str) -> tuple[str, list[Change], Any]:
+    def _rediff(self, spec: Spec, ds: str, image_set_id: str,
+                primary_rules: bool = True) -> tuple[str, list[Change], Any]:
         """The latest unlocked version, the diff against it, and its SchemaVersion (which the
-        fresh payloads repeat, see :mod:`reconciler.payloads`)."""
+        fresh payloads repeat, see :mod:`reconciler.payloads`). On a primary image set the
+        rules of the plan hold: a change the service forbids stops the image set, and a
+        Patient/Study change is a study update's, which a single entry never sends."""
         with self._reads:
             image_set, metadata = read_pinned(
                 self.hi, ds, image_set_id,
                 PlanOptions(lock_wait=self.options.wait_timeout,
                             poll_interval=self.options.poll_interval, sleep=self.options.sleep))
-            return (image_set.version_id, diff(spec.attributes, metadata, image_set_id),
-                    schema_version_of(metadata))
+            changes = diff(spec.attributes, metadata, image_set_id)
+            schema_version = schema_version_of(metadata)
+            del metadata
+        if primary_rules and image_set.is_primary and changes:
+            refusal = grouping.primary_refusal(changes, self.options.primary)
+            if refusal is not None:
+                raise _Stop(FAILED, f"image set {image_set_id} is a primary image set: {refusal}")
+            deferred, _ = grouping.split(changes, self.options.primary)
+            if deferred:
+                raise _Stop(STALE, f"the Patient/Study values of image set {image_set_id} moved "
+                                   f"since the plan (version {image_set.version_id}); they need a "
+                                   f"study update: plan again")
+        return image_set.version_id, changes, schema_version
 
     def _verify(self, spec: Spec, ds: str, image_set_id: str, version: str) -> None:
         """The managed attributes must match the spec on the version we made."""
@@ -293,7 +307,9 @@ class Applier:
         return all(item in reviewed for r in fresh
                    for item in flatten(r.updatable, "set") | flatten(r.removable, "remove"))
 
-    def apply_one(self, entry: dict[str, Any], spec: Spec) -> Outcome:
+    def apply_one(self, entry: dict[str, Any], spec: Spec, announce: bool = True) -> Outcome:
+        """``announce``: False for an entry that follows its study update, whose members were
+        announced (recorded as pending) before that update's write."""
         ds, image_set_id = entry["datastore_id"], entry["image_set_id"]
         version = entry["version_id"]
         outcome = Outcome(entry["spec"], ds, image_set_id, FAILED, version_before=version)
@@ -311,7 +327,8 @@ class Applier:
             while requests:
                 if self._halt.is_set():
                     raise _Stop(SKIPPED, f"not attempted: {self._halt_reason}")
-                if outcome.writes == 0 and unsure_from is None and announced != version:
+                if announce and outcome.writes == 0 and unsure_from is None \
+                        and announced != version:
                     self._announce(spec, ds, image_set_id, version)
                     announced = version
                 try:
@@ -359,19 +376,20 @@ class Applier:
             outcome.status, outcome.reason = self._failure(exc)
         return outcome
 
-    # -- a study group -------------------------------------------------------------------------
+    # -- a study update ------------------------------------------------------------------------
     def apply_group(self, group: dict[str, Any], specs: dict[str, Spec],
                     skip: dict[tuple[str, str], str] | None = None) -> list[Outcome]:
-        """A study group (see :mod:`reconciler.grouping`) as one unit: check that every member
-        is where the plan saw it, send the one includeStudyImageSets request to the leader,
-        wait for the leader's new version and every member's, verify each member, and return
-        one Outcome per member as if it had been applied alone (the leader's carries the
-        write; the others have ``writes=0``), so the state and rollback stay per image set."""
+        """A study update (see :mod:`reconciler.grouping`) as one unit: check that every
+        member is where the plan saw it, send the one includeStudyImageSets request to the
+        leader, wait for every member's new version, verify each, and return one Outcome per
+        member as if it had been applied alone (the leader's carries the write; the others
+        have ``writes=0``), so the state and rollback stay per image set."""
         ds, leader_id = group["datastore_id"], group["leader"]
-        members = sorted(group["members"], key=lambda m: m["image_set_id"] != leader_id)
+        members = [dict(m) for m in
+                   sorted(group["members"], key=lambda m: m["image_set_id"] != leader_id)]
         outcomes = [Outcome(m["spec"], ds, m["image_set_id"], FAILED,
                             version_before=m["version_id"]) for m in members]
-        name = f"study group {group['study']}"
+        name = f"study update {group['study']}"
         try:
             stale = [(m, (skip or {}).get((m["spec"], m["image_set_id"]))
                       or (f"spec {m['spec']} is not among the specs loaded"
@@ -380,7 +398,17 @@ class Applier:
             if stale:
                 member, reason = stale[0]
                 raise _Stop(STALE, f"{name}: member {member['image_set_id']}: {reason}")
-            there = self._group_write(group, members, specs, outcomes[0])
+            # What each member must hold: the request's Patient/Study attributes, and for the
+            # leader also its own spec below the study (its changes travel in the request).
+            study_specs = []
+            for member, outcome in zip(members, outcomes):
+                leads = member is members[0]     # the plan lists the leader's member first
+                spec = specs[member["spec"]]
+                study_specs.append(replace(spec, attributes=grouping.study_attributes(
+                    group["requests"][0], spec if leads else None)))
+                if member.get("peer"):     # recorded with what the request gave it, no more
+                    outcome.record_spec = study_specs[-1]
+            there = self._group_write(group, members, specs, study_specs, outcomes)
         except (_Stop, ImageSetProblem, errors.ServiceError) as exc:
             status, reason = self._failure(exc)
             for outcome in outcomes:
@@ -396,66 +424,102 @@ class Applier:
             return outcomes
         # One bound for the whole study: the update is atomic, its versions finish together.
         deadline = time.monotonic() + self.options.wait_timeout
-        for member, outcome in zip(members, outcomes):
-            if outcome is not outcomes[0]:
+        for member, outcome, study_spec in zip(members, outcomes, study_specs):
+            if outcome.image_set_id != leader_id:
                 outcome.reason = (f"written by the {name} request to image set {leader_id} "
                                   f"(includeStudyImageSets)")
                 # includeStudyImageSets increments every member's version (docs/service-notes.md,
                 # primary image sets), and the member was at version_id, unlocked, just before
                 # the write.
                 outcome.response = {"latestVersionId": str(int(member["version_id"]) + 1)}
+            elif not outcome.response:       # a second spec's member on the leader
+                outcome.response = dict(outcomes[0].response)
             version = outcome.response["latestVersionId"]
             try:
                 self._wait(ds, outcome.image_set_id, version, outcome.response, deadline)
-                self._verify(specs[member["spec"]], ds, outcome.image_set_id, version)
+                self._verify(study_spec, ds, outcome.image_set_id, version)
                 outcome.status, outcome.version_after = APPLIED, version
             except (_Stop, ImageSetProblem, errors.ServiceError) as exc:
                 outcome.status, outcome.reason = self._failure(exc)
         return outcomes
 
     def _group_write(self, group: dict[str, Any], members: list[dict[str, Any]],
-                     specs: dict[str, Spec], lead: Outcome
+                     specs: dict[str, Spec], study_specs: list[Spec], outcomes: list[Outcome]
                      ) -> tuple[dict[str, str], bool] | None:
-        """Send the group's request to the leader (``members[0]``). None once it was
-        accepted (the answer is in ``lead``); ``(versions, landed)`` when the desired state
-        was found on every member instead. Raises :class:`_Stop` (stale) when anything moved:
-        a reviewed plan pinned every member, and the request would write to all of them."""
+        """Send the study update's request to the leader (``members[0]``). None once it was
+        accepted (the answer is in ``outcomes[0]``); ``(versions, landed)`` when the desired
+        state was found on every member instead. After a conflict every member is re-read and
+        the request made again from what each now needs (:func:`grouping.study_request`): with
+        a saved plan it must be the reviewed one, byte for byte, with the same before values on
+        every member, else the update is stale; then it goes out on the new versions."""
         ds, leader = group["datastore_id"], members[0]
-        planned = {m["image_set_id"]: m["version_id"] for m in members}
         request = Request.from_json(group["requests"][0])
-        self._check_study(group, leader, set(planned))
+        self._check_study(group, leader, {m["image_set_id"] for m in members})
         attempt, unsure = 0, False
+        announced: dict[tuple[str, str], str] = {}
         while True:
             if self._halt.is_set():
                 raise _Stop(SKIPPED, f"not attempted: {self._halt_reason}")
             try:
                 self._check_members(ds, members[1:])
-                if attempt == 0:
-                    for m in members:     # the one write changes every member
-                        self._announce(specs[m["spec"]], ds, m["image_set_id"], m["version_id"])
+                if not unsure:   # the one write changes every member: each is recorded first
+                    for m, outcome in zip(members, outcomes):
+                        if announced.get((m["spec"], m["image_set_id"])) != m["version_id"]:
+                            self._announce(outcome.record_spec or specs[m["spec"]], ds,
+                                           m["image_set_id"], m["version_id"])
+                            announced[(m["spec"], m["image_set_id"])] = m["version_id"]
                 result = self._send(ds, leader["image_set_id"], leader["version_id"], request)
             except _REFUSED as exc:
                 attempt += 1
                 unsure = self._back_off(exc, attempt) or unsure
                 if isinstance(exc, errors.ThrottlingError):
                     continue  # refused, not accepted: same request, same versions
-                versions, changed = {}, []
-                for member in members:
-                    version, changes = self._reread(specs[member["spec"]], ds,
-                                                    member["image_set_id"])
-                    versions[member["image_set_id"]] = version
-                    changed += changes
-                if not changed:
-                    return versions, unsure
-                if versions != planned:
-                    moved = sorted(i for i in planned if versions[i] != planned[i])
-                    raise _Stop(STALE, f"study group {group['study']}: image set(s) "
-                                       f"{', '.join(moved)} moved since the plan and the study "
-                                       f"is not in the desired state; plan again")
-                continue  # nothing moved (refused before the write): same request again
-            lead.writes += 1
-            lead.response = _response(result)
+                request = self._study_rediff(group, members, study_specs, request)
+                if request is None:
+                    return {m["image_set_id"]: m["version_id"] for m in members}, unsure
+                if not unsure:
+                    for member, outcome in zip(members, outcomes):
+                        outcome.version_before = member["version_id"]
+                continue
+            outcomes[0].writes += 1
+            outcomes[0].response = _response(result)
             return None
+
+    def _study_rediff(self, group: dict[str, Any], members: list[dict[str, Any]],
+                      study_specs: list[Spec], reviewed: Request) -> Request | None:
+        """Every member read again (their ``version_id`` moves to what was read); the request
+        to send now, or None when every member already holds what it must."""
+        per_member, schema_version, moved = {}, None, []
+        for member, study_spec in zip(members, study_specs):
+            version, changes, found = self._rediff(study_spec, group["datastore_id"],
+                                                   member["image_set_id"], primary_rules=False)
+            if version != member["version_id"]:
+                moved.append(f"{member['image_set_id']} moved to version {version}")
+            member["version_id"] = version
+            per_member[member["image_set_id"]] = changes
+            if member["image_set_id"] == group["leader"]:
+                schema_version = found
+            if self.options.saved_plan and changes and \
+                    before_digest(changes) != member["before_digest"]:
+                raise _Stop(STALE, f"study update {group['study']}: image set "
+                                   f"{', '.join(moved) or member['image_set_id']} since the "
+                                   f"plan and the change now differs from the reviewed one; "
+                                   f"plan again")
+        if not any(per_member.values()):
+            return None
+        try:
+            made = grouping.study_request(per_member, group["leader"], reviewed.force,
+                                          schema_version)
+        except grouping.StudyRefused as exc:
+            raise _Stop(STALE, f"study update {group['study']}: {exc}; plan again") from None
+        if made is None:
+            return None
+        fresh = made[0]
+        if self.options.saved_plan and fresh.to_json() != reviewed.to_json():
+            raise _Stop(STALE, f"study update {group['study']}: image set "
+                               f"{', '.join(moved) or 'of the study'} since the plan and the "
+                               f"change now differs from the reviewed one; plan again")
+        return fresh
 
     def _check_study(self, group: dict[str, Any], leader: dict[str, Any],
                      planned: set[str]) -> None:
@@ -538,12 +602,49 @@ class Applier:
                     raise
             return outcome
 
+        following: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for entry in plan["image_sets"]:
+            if entry.get("after_study"):
+                following.setdefault((entry["datastore_id"], entry["after_study"]),
+                                     []).append(entry)
+
         def group(item: dict[str, Any]) -> list[Outcome]:
-            return [finish(o, specs.get(o.spec)) for o in self.apply_group(item, specs, skip)]
+            outcomes = self.apply_group(item, specs, skip)
+            done = []
+            for entry in following.get((item["datastore_id"], item["study"]), []):
+                member = next((o for o in outcomes if (o.spec, o.image_set_id)
+                               == (entry["spec"], entry["image_set_id"])), None)
+                if member is not None and member.status not in (APPLIED, UNCHANGED):
+                    continue        # the member's outcome says why nothing more was sent
+                done.append(self._after_study(entry, specs, skip, member))
+                if member is not None and done[-1].status in (APPLIED, UNCHANGED):
+                    outcomes.remove(member)   # one outcome for the image set: the merged one
+            return [finish(o, o.record_spec or specs.get(o.spec)) for o in outcomes + done]
 
         # Pipelining: many image sets are in progress at once, so one waiting for its
         # asynchronous update never holds back the next update (the pacer alone sets the
         # update rate); the heavy part, reading and diffing metadata, is bounded apart.
         with ThreadPoolExecutor(max_workers=max(1, self.options.in_flight)) as pool:
             grouped = pool.map(group, plan.get("groups", []))
-            return list(pool.map(one, plan["image_sets"])) + [o for g in grouped for o in g]
+            alone = [e for e in plan["image_sets"] if not e.get("after_study")]
+            return list(pool.map(one, alone)) + [o for g in grouped for o in g]
+
+    def _after_study(self, entry: dict[str, Any], specs: dict[str, Spec],
+                     skip: dict[tuple[str, str], str], member: Outcome | None) -> Outcome:
+        """An entry's own (Series/Instance) requests, sent once its study update is verified,
+        on the version that update made: only the reviewed study update came between."""
+        ds, image_set_id = entry["datastore_id"], entry["image_set_id"]
+        spec = specs.get(entry["spec"])
+        reason = skip.get((entry["spec"], image_set_id)) or (
+            None if spec is not None else f"spec {entry['spec']} is not among the specs loaded")
+        if reason or member is None or member.status not in (APPLIED, UNCHANGED):
+            return Outcome(entry["spec"], ds, image_set_id, STALE if reason else SKIPPED,
+                           reason or "not attempted: the study update it follows did not "
+                                     "succeed", version_before=entry["version_id"])
+        outcome = self.apply_one(dict(entry, version_id=member.version_after), spec,
+                                 announce=False)
+        outcome.version_before = member.version_before
+        outcome.writes += member.writes
+        if outcome.status == UNCHANGED and member.status == APPLIED:
+            outcome.status = APPLIED
+        return outcome

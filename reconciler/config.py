@@ -66,6 +66,21 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class PrimaryPolicy:
+    """How the service treats primary image sets, as far as this account knows (the
+    ``primaryImageSets`` section). The defaults follow the developer guide's words literally
+    (docs/primary-image-sets.md): Patient- and Series-level elements cannot be updated on a
+    primary image set, ``includeStudyImageSets`` is the way to change a study's Patient/Study
+    elements on all its primary image sets at once, and ``force`` applies only to
+    non-primary image sets."""
+
+    restricted_levels: frozenset[str] = frozenset({"Patient", "Series"})
+    study_wide_updates: str = "allowed"     # allowed | refused: does includeStudyImageSets lift it
+    force: str = "refused"                  # refused | allowed on primary image sets
+    study_consistent: bool = True           # Patient/Study changes go study-wide (groupStudies)
+
+
+@dataclass(frozen=True)
 class IgnoreRule:
     """Drift of these attributes of these specs is reported as ignored."""
 
@@ -102,7 +117,7 @@ class Config:
     quotas: dict[str, float] = field(default_factory=dict)
     quota_headroom: float | None = None     # None: the pacer's default
     drift: DriftConfig = field(default_factory=DriftConfig)
-    group_studies: bool = True              # one includeStudyImageSets request per study
+    primary: PrimaryPolicy = field(default_factory=PrimaryPolicy)
 
     def __post_init__(self) -> None:
         if self.state.backend == "local" and self.state.path is None:
@@ -196,10 +211,20 @@ def _build(file: Path, data: dict[str, Any]) -> Config:
         redact=data.get("redact", "auto"), ignore=ignore,
         quotas={op: float(rate) for op, rate in data.get("quotas", {}).items()},
         quota_headroom=(float(data["quotaHeadroom"]) if "quotaHeadroom" in data else None),
-        group_studies=data.get("groupStudies", True),
+        primary=_primary_policy(data),
         drift=DriftConfig(**{name: float(data.get("drift", {})[key]) for name, key in (
             ("overlap_seconds", "overlapSeconds"), ("full_check_after_hours", "fullCheckAfterHours"))
             if key in data.get("drift", {})}))
+
+
+def _primary_policy(data: dict[str, Any]) -> PrimaryPolicy:
+    section = data.get("primaryImageSets", {})
+    levels = section.get("restrictedLevels", sorted(PrimaryPolicy.restricted_levels))
+    return PrimaryPolicy(
+        restricted_levels=frozenset(levels),
+        study_wide_updates=section.get("studyWideUpdates", "allowed"),
+        force=section.get("force", "refused"),
+        study_consistent=section.get("studyConsistent", data.get("groupStudies", True)))
 
 
 def _normalise(path: Path) -> str:

@@ -1,30 +1,28 @@
-"""Study groups: one ``includeStudyImageSets`` request where a whole study needs one change.
+"""Study-consistent updates: Patient/Study changes to primary image sets, one request a study.
 
-HealthImaging applies an UpdateImageSetMetadata sent with ``includeStudyImageSets=true`` to
-every primary image set sharing the target's StudyInstanceUID, atomically, and increments the
-version of each (docs/service-notes.md, primary image sets). Where a plan would send the very same Patient/Study
-change to each primary image set of a study, one such request does the work of N: N times
-fewer writes at a quota of 0.25 per second, and the study never shows two patient names.
+Since 2025 HealthImaging's imports make *primary* image sets, and its developer guide says of
+them (docs/primary-image-sets.md has the words and the readings they allow): Patient- and
+Series-level elements cannot be updated on a primary image set; ``force`` applies only to
+non-primary image sets; an update sent with ``includeStudyImageSets=true`` applies to every
+primary image set sharing the target's StudyInstanceUID, atomically, and increments the
+version of each. So a Patient- or Study-level change to a primary image set is planned as one
+*study update* (the plan's ``groups``):
 
-:func:`group_studies` runs at the end of planning. A study of one data store becomes a group
-only when all of these hold; otherwise its entries stay as they are:
+* the Patient/Study changes of every plan entry that targets a primary image set of the study
+  are merged (two specs asking different values of one attribute: a plan error naming both);
+* one ``SearchImageSets`` on the StudyInstanceUID lists the study's primary image sets; each
+  is a *member*: those targeted by a spec, and *peers* no spec targets, which the request
+  changes all the same (read at their listed version, so the plan shows their before and
+  after values; they are recorded under the leader's spec, so drift and rollback see them);
+* one request, sent to the *leader* (the lowest targeted image set id) with
+  ``includeStudyImageSets=true``, carries the merged changes; a removal carries the current
+  value, so every member must hold the same one;
+* what an entry wants below the study (Series, Instance) stays in its own entry, marked
+  ``after_study``: apply sends it once the study update is verified, on the version it made.
 
-a. two or more entries of the plan target primary image sets of the study;
-b. *every* primary image set of the study (one ``SearchImageSets`` on its
-   StudyInstanceUID, unless a selector on that UID alone already listed the study) has
-   exactly one entry in the plan, and that entry is an update: the request would otherwise
-   write to an image set nobody reviewed;
-c. the entries carry identical changes (operation, key, VR, before and after values: the
-   payloads and before-digests are compared, never redacted markers), all at Patient or Study
-   level, none private, in one request that does not need ``force``;
-d. none of them is an error.
-
-A group is one item of the plan (``groups`` in ``schemas/plan.v1.schema.json``): the shared
-changes, one request with ``includeStudyImageSets=true`` sent to the *leader* (the lowest image
-set id), and per member its spec, spec digest, pinned version, before-digest and state serial,
-so that apply can check each member and record each one in the state. The StudyInstanceUID is
-itself a PS3.15 profile attribute, so the plan names the study by a hash of it
-(:func:`reconciler.importer.study_key`), never by the UID.
+:func:`primary_refusal` refuses, before any write, what :class:`~reconciler.config.
+PrimaryPolicy` says the service forbids on a primary image set outright. The study is named
+by a hash of its UID (:func:`study_key`), never by the UID, which PS3.15 lists.
 """
 
 from __future__ import annotations
@@ -32,14 +30,19 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
-from . import plans
+from . import errors, plans
+from .config import PrimaryPolicy
+from .diff import (REMOVE, REMOVE_INSTANCE, REMOVE_SERIES, Change, ImageSetProblem, diff,
+                   vr_for_keyword)
+from .model import PATIENT, SERIES, STUDY, Attribute, DesiredAttributes, Position, Spec
 from .importer import study_key
-from .model import PATIENT, STUDY
-from .service import HealthImaging, ImageSet
+from .payloads import PayloadTooLarge, Request, build_requests, schema_version_of
+from .redact import Redactor
+from .service import HealthImaging, ImageSet, ImageSetSummary
 
 if TYPE_CHECKING:
     from .planner import Assignment
@@ -47,34 +50,96 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GROUP_LEVELS = (PATIENT, STUDY)
-GROUP_OPS = ("add", "update", "remove")      # never a whole series or instance
-MEMBER_KEYS = ("spec", "spec_digest", "image_set_id", "version_id", "before_digest",
-               "state_serial")
+WAY_OUT = ("the way out: copy the image set to a non-primary one (CopyImageSet) and manage "
+           "the copy, or promote a corrected copy with CopyImageSet promoteToPrimary; or, if "
+           "this account's service allows it, say so under primaryImageSets in reconciler.yaml")
 
 
-@dataclass(frozen=True)
+def primary_refusal(changes: list[Change], policy: PrimaryPolicy) -> str | None:
+    """Why these changes cannot be made on a primary image set under ``policy``, naming the
+    rule and the way out; None when they can (Patient/Study changes go study-wide)."""
+    forced = [c for c in changes if c.needs_force]
+    if forced and policy.force == "refused":
+        return (f"{forced[0].path} needs force, which HealthImaging applies only to "
+                f"non-primary image sets (primaryImageSets.force: refused); {WAY_OUT}")
+    for change in changes:
+        if change.op in (REMOVE_SERIES, REMOVE_INSTANCE) \
+                or change.level not in policy.restricted_levels:
+            continue
+        study_wide = policy.study_consistent and change.level in GROUP_LEVELS
+        if study_wide and policy.study_wide_updates == "allowed":
+            continue
+        how = ("even in a study-wide update (primaryImageSets.studyWideUpdates: refused)"
+               if study_wide else "(primaryImageSets.restrictedLevels)")
+        return (f"{change.path}: {change.level}-level elements cannot be updated on a primary "
+                f"image set {how}; {WAY_OUT}")
+    return None
+
+
+def split(changes: list[Change], policy: PrimaryPolicy) -> tuple[list[Change], list[Change]]:
+    """(the changes a study update carries, the rest) for a primary image set."""
+    if not policy.study_consistent:
+        return [], changes
+    return ([c for c in changes if c.level in GROUP_LEVELS],
+            [c for c in changes if c.level not in GROUP_LEVELS])
+
+
+@dataclass
 class StudyFacts:
     study_uid: str | None
     is_primary: bool | None
+    patient: dict[str, Any] = field(default_factory=dict)   # the Patient and Study DICOM maps
+    study: dict[str, Any] = field(default_factory=dict)
+    version_id: str | None = None
+    schema_version: Any = 1.1
 
 
 class StudyIndex:
     """What the planner saw of each image set's study while it held the pinned metadata (the
-    document itself is dropped after its diff). Thread-safe: plan reads run in parallel."""
+    document itself is dropped after its diff), and the study-level changes each entry leaves
+    to a study update. Thread-safe: plan reads run in parallel."""
 
     def __init__(self) -> None:
         self._facts: dict[str, StudyFacts] = {}
+        self._pending: dict[tuple[str, str], tuple[Spec, list[Change]]] = {}
+        self._own: dict[tuple[str, str], list[Change]] = {}
         self._lock = threading.Lock()
 
     def note(self, image_set: ImageSet, metadata: dict[str, Any]) -> None:
-        uid = ((metadata.get("Study") or {}).get("DICOM") or {}).get("StudyInstanceUID")
-        facts = StudyFacts(uid if isinstance(uid, str) and uid else None, image_set.is_primary)
+        facts = facts_of(image_set.is_primary, image_set.version_id, metadata)
         with self._lock:
             self._facts[image_set.image_set_id] = facts
+
+    def defer(self, spec: Spec, image_set_id: str, changes: list[Change],
+              own: list[Change]) -> None:
+        """``changes`` go to the study update; ``own`` (below the study) travel in the same
+        request when this entry leads it, else in the entry's own, after it."""
+        with self._lock:
+            self._pending[(spec.name, image_set_id)] = (spec, changes)
+            self._own[(spec.name, image_set_id)] = own
+
+    def own(self, spec_name: str, image_set_id: str) -> list[Change]:
+        with self._lock:
+            return self._own.get((spec_name, image_set_id), [])
 
     def get(self, image_set_id: str) -> StudyFacts | None:
         with self._lock:
             return self._facts.get(image_set_id)
+
+    def deferred(self, spec_name: str, image_set_id: str) -> tuple[Spec, list[Change]] | None:
+        with self._lock:
+            return self._pending.get((spec_name, image_set_id))
+
+
+def facts_of(is_primary: bool | None, version_id: str | None,
+             metadata: dict[str, Any]) -> StudyFacts:
+    study = metadata.get("Study") if isinstance(metadata.get("Study"), dict) else {}
+    study_dicom = study.get("DICOM") if isinstance(study.get("DICOM"), dict) else {}
+    patient = metadata.get("Patient") if isinstance(metadata.get("Patient"), dict) else {}
+    uid = study_dicom.get("StudyInstanceUID")
+    return StudyFacts(uid if isinstance(uid, str) and uid else None, is_primary,
+                      dict(patient.get("DICOM") or {}), dict(study_dicom), version_id,
+                      schema_version_of(metadata))
 
 
 def study_filter(study_uid: str) -> list[dict[str, Any]]:
@@ -82,94 +147,254 @@ def study_filter(study_uid: str) -> list[dict[str, Any]]:
     return [{"operator": "EQUAL", "values": [{"DICOMStudyInstanceUID": study_uid}]}]
 
 
-def primary_image_sets(hi: HealthImaging, datastore_id: str, study_uid: str) -> set[str]:
-    """The ids of the study's primary image sets (one search, every page)."""
+def primary_summaries(hi: HealthImaging, datastore_id: str,
+                      study_uid: str) -> dict[str, ImageSetSummary]:
+    """The study's primary image sets, by id (one search, every page)."""
     found = hi.search_image_sets(datastore_id, filters=study_filter(study_uid))
-    return {s.image_set_id for s in found if s.is_primary}
+    return {s.image_set_id: s for s in found if s.is_primary}
 
 
-def listed_studies(assignments: Iterable[Assignment]) -> dict[tuple[str, str], set[str]]:
+def primary_image_sets(hi: HealthImaging, datastore_id: str, study_uid: str) -> set[str]:
+    return set(primary_summaries(hi, datastore_id, study_uid))
+
+
+def listed_studies(assignments: Iterable[Assignment]
+                   ) -> dict[tuple[str, str], dict[str, ImageSetSummary]]:
     """The primary image sets of the studies that ``resolve()`` already listed, by (data
     store, StudyInstanceUID): a selector on ``DICOMStudyInstanceUID`` alone found every image
     set of its study, so no second search is needed for it."""
-    listed: dict[tuple[str, str], set[str]] = {}
+    listed: dict[tuple[str, str], dict[str, ImageSetSummary]] = {}
     for a in assignments:
         selector = a.spec.target.selector or {}
         if set(selector) != {"DICOMStudyInstanceUID"} or a.listed is None:
             continue
-        primaries = listed.setdefault((a.datastore_id, selector["DICOMStudyInstanceUID"]), set())
+        primaries = listed.setdefault((a.datastore_id, selector["DICOMStudyInstanceUID"]), {})
         if a.listed.is_primary:
-            primaries.add(a.image_set_id)
+            primaries[a.image_set_id] = a.listed
     return listed
 
 
-def shared_change(entry: dict[str, Any]) -> str | None:
-    """What every member of a group must have in common (a canonical JSON text), or None when
-    the entry cannot be a member at all (condition c and d of the module docstring)."""
-    if entry["action"] != plans.ACTION_UPDATE or entry["error"] or entry["force"] \
-            or len(entry["requests"]) != 1 or entry["requests"][0]["force"]:
+def requested_attributes(request: dict[str, Any]) -> DesiredAttributes:
+    """What a study update's request asks of every member, as desired attributes (a removal
+    is an absent attribute): what apply verifies on each member and records for a peer."""
+    desired = DesiredAttributes()
+    where = Position("plan", 0, 0)
+    for blob, removal in ((request.get("updatableAttributes"), False),
+                          (request.get("removableAttributes"), True)):
+        document = json.loads(blob) if isinstance(blob, str) else {}
+        for level, target in ((PATIENT, desired.patient), (STUDY, desired.study)):
+            for key, value in ((document.get(level) or {}).get("DICOM") or {}).items():
+                target[key] = Attribute(key, None if removal else value,
+                                        vr_for_keyword(key) or "UN", where)
+    return desired
+
+
+class StudyRefused(Exception):
+    """The study update cannot be made: at plan, every entry of the study becomes an error;
+    at apply, the update is stale."""
+
+
+@dataclass
+class _Study:
+    datastore_id: str
+    uid: str
+    entries: list[dict[str, Any]] = field(default_factory=list)   # entries that defer changes
+
+
+def _merge(study: _Study, studies: StudyIndex) -> DesiredAttributes:
+    """The Patient/Study attributes every deferring entry asks for, merged."""
+    merged = DesiredAttributes()
+    owner: dict[tuple[str, str], str] = {}
+    for entry in study.entries:
+        spec, changes = studies.deferred(entry["spec"], entry["image_set_id"])
+        wanted = {(c.level, c.key) for c in changes}
+        for level, declared, target in ((PATIENT, spec.attributes.patient, merged.patient),
+                                        (STUDY, spec.attributes.study, merged.study)):
+            for key, attr in declared.items():
+                if (level, key) not in wanted:
+                    continue
+                if key in target and target[key].value != attr.value:
+                    raise StudyRefused(f"specs {owner[(level, key)]} and {spec.name} want different "
+                                   f"values of {level}.{key} for the primary image sets of one "
+                                   f"study, which one study-wide update cannot give")
+                target[key], owner[(level, key)] = attr, spec.name
+    return merged
+
+
+def _peer_facts(hi: HealthImaging, datastore_id: str, summary: ImageSetSummary) -> StudyFacts:
+    try:
+        metadata = hi.get_metadata(datastore_id, summary.image_set_id, summary.version)
+    except errors.ServiceError as exc:
+        raise errors.about(exc, f"image set {summary.image_set_id} (a primary image set of "
+                                f"the same study)") from None
+    return facts_of(True, summary.version, metadata)
+
+
+def _member_changes(merged: DesiredAttributes, facts: StudyFacts, image_set_id: str
+                    ) -> list[Change]:
+    document = {"Patient": {"DICOM": facts.patient}, "Study": {"DICOM": facts.study}}
+    return diff(merged, document, image_set_id)
+
+
+def _request_changes(per_member: dict[str, list[Change]]) -> list[Change]:
+    """The changes the one request carries: every attribute some member needs; a removal
+    must carry the one current value all members hold."""
+    chosen: dict[tuple[str, str], Change] = {}
+    for image_set_id, changes in sorted(per_member.items()):
+        for change in changes:
+            key = (change.level, change.key)
+            seen = chosen.get(key)
+            if change.op == REMOVE and seen is not None and seen.before != change.before:
+                raise StudyRefused(f"{change.path} must be removed, but the study's primary image "
+                               f"sets hold different values of it, and a removal must carry "
+                               f"the current value of each")
+            chosen.setdefault(key, change)
+    for key, change in chosen.items():
+        if change.op == REMOVE and any(
+                not any((c.level, c.key) == key for c in changes)
+                for changes in per_member.values()):
+            raise StudyRefused(f"{change.path} must be removed, but not every primary image set of "
+                           f"the study holds it, and a study-wide removal applies to each")
+    return list(chosen.values())
+
+
+def study_request(per_member: dict[str, list[Change]], leader: str, force: bool,
+                  schema_version: Any) -> tuple[Request, list[Change]] | None:
+    """The one request of a study update, from what each member needs (the leader's list also
+    holds its own changes below the study, which travel in the same request: one write for
+    the image set, and the service applies them to the leader only), and the changes it
+    carries; None when no member needs anything. Plan and apply (after a conflict) both make
+    it here, so a re-diff is compared with the reviewed request byte for byte."""
+    study = {i: [c for c in changes if c.level in GROUP_LEVELS]
+             for i, changes in per_member.items()}
+    own = [c for c in per_member.get(leader, []) if c.level not in GROUP_LEVELS]
+    carried = _request_changes(study) + own
+    if not carried:
         return None
-    if not entry["changes"] or any(
-            c["level"] not in GROUP_LEVELS or c["private"] or c["op"] not in GROUP_OPS
-            for c in entry["changes"]):
-        return None
-    request = entry["requests"][0]
-    return json.dumps([entry["changes"], entry["before_digest"],
-                       request["updatableAttributes"], request["removableAttributes"]],
-                      sort_keys=True, ensure_ascii=False)
+    requests = build_requests(carried, include_study_image_sets=True,
+                              force=force and any(c.needs_force for c in own),
+                              schema_version=schema_version)
+    if len(requests) != 1:
+        raise StudyRefused("the study-wide change does not fit in one request")
+    return requests[0], carried
 
 
-def make_group(members: list[dict[str, Any]], study: str) -> dict[str, Any]:
-    """The plan item of a group of entries that passed every condition; the leader, whose
-    request is sent, is the lowest image set id."""
-    members = sorted(members, key=lambda e: e["image_set_id"])
-    leader = members[0]
-    return {
-        "study": study,
-        "datastore_id": leader["datastore_id"],
-        "leader": leader["image_set_id"],
-        "members": [{k: e[k] for k in MEMBER_KEYS} for e in members],
-        "changes": leader["changes"],
-        "requests": [dict(leader["requests"][0], includeStudyImageSets=True)],
-    }
+def study_attributes(request: dict[str, Any], leader_spec: Spec | None) -> DesiredAttributes:
+    """What a member of a study update must hold: the request's Patient/Study attributes, and
+    for the leader (``leader_spec``) also its own spec below the study."""
+    desired = requested_attributes(request)
+    if leader_spec is not None:
+        desired.series = leader_spec.attributes.series
+    return desired
 
 
-def candidate_studies(entries: list[dict[str, Any]], studies: StudyIndex
-                      ) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """Entries that may form groups, by (data store, StudyInstanceUID): conditions a, c, d and
-    the one-entry-per-image-set part of b. The search for the rest of b comes after."""
-    per_image_set = Counter(e["image_set_id"] for e in entries)
-    by_study: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+def plan_study_updates(entries: list[dict[str, Any]], studies: StudyIndex, hi: HealthImaging,
+                       redactor: Redactor, listed: dict | None = None,
+                       state_serial=None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Turn the deferred Patient/Study changes of ``entries`` into study updates. Returns the
+    entries that stay (with ``after_study`` where they must wait for one) and the updates."""
+    by_study: dict[tuple[str, str], _Study] = {}
     for entry in entries:
         facts = studies.get(entry["image_set_id"]) if entry["image_set_id"] else None
-        if facts is None or not facts.is_primary or facts.study_uid is None:
+        if entry["error"] or facts is None or facts.study_uid is None \
+                or studies.deferred(entry["spec"], entry["image_set_id"]) is None:
             continue
-        by_study[(entry["datastore_id"], facts.study_uid)].append(entry)
-    candidates = {}
-    for key, members in by_study.items():
-        shared = {shared_change(e) for e in members}
-        if (len(members) >= 2 and len(shared) == 1 and None not in shared
-                and all(per_image_set[e["image_set_id"]] == 1 for e in members)):
-            candidates[key] = members
-    return candidates
+        key = (entry["datastore_id"], facts.study_uid)
+        by_study.setdefault(key, _Study(*key)).entries.append(entry)
+    groups, absorbed, order = [], set(), {}
+    for key, study in by_study.items():
+        try:
+            group = _plan_study(study, entries, studies, hi, redactor, listed or {},
+                                state_serial)
+        except StudyRefused as exc:
+            for entry in study.entries:
+                _refuse(entry, f"study update of {study_key(study.uid)}: {exc}")
+            continue
+        except PayloadTooLarge as exc:
+            for entry in study.entries:
+                _refuse(entry, str(exc))
+            continue
+        if group is None:
+            continue
+        leader = group.pop("_leader_entry")
+        order[id(group)] = entries.index(leader)
+        groups.append(group)
+        members = {m["image_set_id"] for m in group["members"]}
+        for entry in entries:
+            if entry["image_set_id"] in members and entry["datastore_id"] == study.datastore_id:
+                if entry["requests"] and entry is not leader:
+                    entry["after_study"] = group["study"]
+                else:
+                    absorbed.add(id(entry))
+    groups.sort(key=lambda g: order[id(g)])      # in the order of the specs that lead them
+    return [e for e in entries if id(e) not in absorbed], groups
 
 
-def group_studies(entries: list[dict[str, Any]], studies: StudyIndex, hi: HealthImaging,
-                  listed: dict[tuple[str, str], set[str]] | None = None
-                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Split the plan's entries into those that stay single and the study groups. ``listed``:
-    primary image sets of studies already listed (:func:`listed_studies`)."""
-    groups, grouped = [], set()
-    for (datastore_id, study_uid), members in candidate_studies(entries, studies).items():
-        primaries = (listed or {}).get((datastore_id, study_uid))
-        if primaries is None:
-            primaries = primary_image_sets(hi, datastore_id, study_uid)
-        key = study_key(study_uid)
-        if primaries != {e["image_set_id"] for e in members}:
-            log.debug("study %s: %d primary image sets, %d in the plan: not grouped",
-                      key, len(primaries), len(members))
-            continue
-        groups.append(make_group(members, key))
-        grouped.update(id(e) for e in members)
-    groups.sort(key=lambda g: (g["datastore_id"], g["leader"]))
-    return [e for e in entries if id(e) not in grouped], groups
+def _refuse(entry: dict[str, Any], reason: str) -> None:
+    entry.update(action=plans.ACTION_ERROR, error=reason, requests=[], changes=[],
+                 before_digest=None, force=False)
+
+
+def _plan_study(study: _Study, entries: list[dict[str, Any]], studies: StudyIndex,
+                hi: HealthImaging, redactor: Redactor, listed: dict, state_serial
+                ) -> dict[str, Any] | None:
+    from .planner import before_digest, change_entry
+
+    merged = _merge(study, studies)
+    primaries = listed.get((study.datastore_id, study.uid))
+    if primaries is None:
+        try:
+            primaries = primary_summaries(hi, study.datastore_id, study.uid)
+        except errors.ServiceError as exc:
+            raise errors.about(exc, f"study update of {study_key(study.uid)}: the search for "
+                                    f"its primary image sets") from None
+    leader = min(study.entries, key=lambda e: e["image_set_id"])
+    targeted = {e["image_set_id"] for e in study.entries}
+    blocked = [e for e in entries if e["error"] and e["image_set_id"] in primaries]
+    if blocked:
+        raise StudyRefused(f"it would also change image set {blocked[0]['image_set_id']}, which "
+                       f"cannot be planned ({blocked[0]['error']})")
+    facts: dict[str, StudyFacts] = {}
+    for image_set_id in sorted(set(primaries) | targeted):
+        noted = studies.get(image_set_id)
+        facts[image_set_id] = noted if noted is not None and image_set_id in targeted \
+            else _peer_facts(hi, study.datastore_id, primaries[image_set_id])
+    try:
+        per_member = {i: _member_changes(merged, f, i) for i, f in facts.items()}
+    except ImageSetProblem as exc:
+        raise StudyRefused(str(exc)) from None
+    own = studies.own(leader["spec"], leader["image_set_id"])
+    spec = studies.deferred(leader["spec"], leader["image_set_id"])[0]
+    per_member[leader["image_set_id"]] = per_member[leader["image_set_id"]] + own
+    made = study_request(per_member, leader["image_set_id"], spec.force,
+                         facts[leader["image_set_id"]].schema_version)
+    if made is None:
+        return None
+    request, carried = made
+    members = []
+    for image_set_id, changes in sorted(per_member.items()):
+        mine = [e for e in study.entries if e["image_set_id"] == image_set_id] or [
+            e for e in entries if e["image_set_id"] == image_set_id and not e["error"]
+            and e["datastore_id"] == study.datastore_id]
+        for entry in mine or [None]:
+            spec, digest = (entry["spec"], entry["spec_digest"]) if entry else \
+                (leader["spec"], leader["spec_digest"])
+            member = {"spec": spec, "spec_digest": digest, "image_set_id": image_set_id,
+                      "version_id": facts[image_set_id].version_id,
+                      "before_digest": before_digest(changes) if changes else None,
+                      "state_serial": state_serial(spec, image_set_id) if state_serial else None,
+                      "peer": entry is None,
+                      "changes": [change_entry(c, redactor) for c in changes]}
+            members.append(member)
+    # The leader's member first: its spec's own changes travel in the request.
+    members.sort(key=lambda m: (m["image_set_id"], m["spec"]) !=
+                 (leader["image_set_id"], leader["spec"]))
+    return {
+        "_leader_entry": leader,
+        "study": study_key(study.uid),
+        "datastore_id": study.datastore_id,
+        "leader": leader["image_set_id"],
+        "members": members,
+        "changes": [change_entry(c, redactor) for c in carried],
+        "requests": [request.to_json()],
+    }

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from . import errors, grouping, plans
+from .config import PrimaryPolicy
 from .diff import Change, ImageSetProblem, diff
 from .model import Spec
 from .payloads import SCHEMA_VERSION, PayloadTooLarge, build_requests, schema_version_of
@@ -53,7 +54,7 @@ class PlanOptions:
     sleep: Callable[[float], None] = time.sleep
     progress: bool | None = None    # None: on when stderr is a terminal
     trust_state: bool = True        # skip reading image sets the state shows unchanged
-    group_studies: bool = True      # one includeStudyImageSets request per study (grouping.py)
+    primary: PrimaryPolicy = field(default_factory=PrimaryPolicy)   # grouping.py
 
 
 @dataclass(frozen=True)
@@ -187,12 +188,15 @@ def change_entry(change: Change, redactor: Redactor) -> dict[str, Any]:
 
 def plan_entry(assignment: Assignment, version_id: str | None, changes: list[Change],
                redactor: Redactor, error: str | None = None,
-               schema_version: Any = SCHEMA_VERSION) -> dict[str, Any]:
+               schema_version: Any = SCHEMA_VERSION, primary: bool = False) -> dict[str, Any]:
     """``schema_version``: the SchemaVersion of the document the diff was made against, which
-    the payloads repeat (see :mod:`reconciler.payloads`)."""
+    the payloads repeat (see :mod:`reconciler.payloads`). ``primary``: the image set is a
+    primary one, whose Patient/Study changes a study update carries (:mod:`grouping`), so its
+    own requests never go study-wide."""
     spec = assignment.spec
     requests = [] if error else build_requests(
-        changes, force=spec.force, include_study_image_sets=spec.include_study_image_sets,
+        changes, force=spec.force,
+        include_study_image_sets=spec.include_study_image_sets and not primary,
         schema_version=schema_version)
     return {
         "spec": spec.name, "spec_digest": spec.digest,
@@ -201,7 +205,7 @@ def plan_entry(assignment: Assignment, version_id: str | None, changes: list[Cha
         "action": plans.ACTION_ERROR if error else
         (plans.ACTION_UPDATE if changes else plans.ACTION_NOOP),
         "force": bool(spec.force and any(r.force for r in requests)),
-        "include_study_image_sets": spec.include_study_image_sets,
+        "include_study_image_sets": spec.include_study_image_sets and not primary,
         "state_serial": None,  # filled in by plan_one from the state
         "changes": [change_entry(c, redactor) for c in changes],
         "before_digest": before_digest(changes) if changes else None,
@@ -248,9 +252,19 @@ def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
         del metadata  # bounded memory: the document is not needed past its diff
     if not changes and from_listing and _moved_since_listed(hi, assignment, image_set):
         return _plan_one(hi, replace(assignment, listed=None), redactor, options, studies)
+    deferred: list[Change] = []
+    if image_set.is_primary and changes:
+        refusal = grouping.primary_refusal(changes, options.primary)
+        if refusal is not None:
+            return plan_entry(assignment, image_set.version_id, [], redactor,
+                              error=f"image set {image_set_id} is a primary image set: {refusal}")
+        if studies is not None:
+            deferred, changes = grouping.split(changes, options.primary)
+            if deferred:
+                studies.defer(assignment.spec, image_set_id, deferred, changes)
     try:
         return plan_entry(assignment, image_set.version_id, changes, redactor,
-                          schema_version=schema_version)
+                          schema_version=schema_version, primary=bool(image_set.is_primary))
     except PayloadTooLarge as exc:
         return plan_entry(assignment, image_set.version_id, [], redactor, error=str(exc))
 
@@ -311,7 +325,7 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
     progress = Progress("plan", len(assignments), enabled=options.progress,
                         throttles=getattr(getattr(hi, "pacer", None), "throttle_count", None))
 
-    studies = grouping.StudyIndex() if options.group_studies else None
+    studies = grouping.StudyIndex()
 
     settled = (unchanged_since_apply(hi, assignments, known_version)
                if known_version is not None and options.trust_state else {})
@@ -330,10 +344,8 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
     with ThreadPoolExecutor(max_workers=max(1, options.parallelism)) as pool:
         entries = list(pool.map(one, assignments))
     progress.close()
-    groups: list[dict[str, Any]] = []
-    if studies is not None:
-        entries, groups = grouping.group_studies(entries, studies, hi,
-                                                 grouping.listed_studies(assignments))
+    entries, groups = grouping.plan_study_updates(
+        entries, studies, hi, redactor, grouping.listed_studies(assignments), state_serial)
     doc = plans.new_plan(entries, redacted=redactor.enabled, lineage=lineage, serial=serial,
                          groups=groups)
     return plans.note_not_reread(doc, len(settled))

@@ -69,9 +69,13 @@ def new_plan(entries: list[dict[str, Any]], *, redacted: bool,
         "image_sets": entries,
         "groups": groups,
     }
+    counted = {(e["spec"], e["image_set_id"]) for e in updates}
     for group in groups:
-        doc["summary"]["update"] += len(group["members"])
-        doc["summary"]["attributes_changed"] += len(group["changes"]) * len(group["members"])
+        members = group["members"]
+        doc["summary"]["update"] += sum((m["spec"], m["image_set_id"]) not in counted
+                                        for m in members)
+        doc["summary"]["attributes_changed"] += sum(
+            len(m["changes"]) if "changes" in m else len(group["changes"]) for m in members)
         doc["summary"]["requests"] += len(group["requests"])
     doc["checksum"] = checksum(doc)
     return doc
@@ -108,9 +112,10 @@ def validate(doc: Any, source: str = "plan") -> dict[str, Any]:
         raise PlanFileError(f"{source}: not a valid plan at {where}: {first.message}"
                             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     for i, group in enumerate(doc.get("groups", [])):
-        if group["leader"] != min(m["image_set_id"] for m in group["members"]):
+        first = group["members"][0]
+        if group["leader"] != first["image_set_id"] or first.get("peer"):
             raise PlanFileError(f"{source}: not a valid plan at groups/{i}: the leader is not "
-                                f"the member with the lowest image set id")
+                                f"the image set of its first member, a targeted one")
     if doc.get("checksum") != checksum(doc):
         raise PlanFileError(f"{source}: checksum mismatch: the plan was modified after it was "
                             f"written; run plan again")
@@ -156,8 +161,9 @@ def redact_values(doc: dict[str, Any], show) -> dict[str, Any]:
     is now on."""
     view = copy.deepcopy(doc)
     view["redacted"] = True
-    for entry in [*view["image_sets"], *view.get("groups", [])]:
-        for change in entry["changes"]:
+    groups = view.get("groups", [])
+    for entry in [*view["image_sets"], *groups, *(m for g in groups for m in g["members"])]:
+        for change in entry.get("changes", []):
             for side in ("before", "after"):
                 change[side] = show(change["key"], change[side], change["vr"], change["private"])
     view["checksum"] = checksum(view)
@@ -191,11 +197,16 @@ def is_applicable(doc: dict[str, Any]) -> bool:
 
 
 def per_image_set(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every planned (spec, image set), as entries: those of ``image_sets``, then each member
-    of each study group with the group's changes (and its request on the leader only), and
-    ``group`` naming the study group. Apply reports, records and checks them one by one."""
+    """Every planned (spec, image set), as entries: those of ``image_sets`` (less those that
+    follow a study update they are a member of: one item each), then each member of each
+    study update with its changes (and the request on the leader's member only, listed
+    first), and ``group`` naming the study. Apply reports, records and checks them one by
+    one."""
     members = [{**member, "datastore_id": group["datastore_id"], "action": ACTION_UPDATE,
-                "changes": group["changes"], "group": group["study"],
-                "requests": group["requests"] if member["image_set_id"] == group["leader"] else []}
-               for group in doc.get("groups", []) for member in group["members"]]
-    return [*doc["image_sets"], *members]
+                "changes": member.get("changes", group["changes"]), "group": group["study"],
+                "requests": group["requests"] if i == 0 else []}
+               for group in doc.get("groups", []) for i, member in enumerate(group["members"])]
+    listed = {(m["spec"], m["image_set_id"]) for m in members}
+    return [*(e for e in doc["image_sets"]
+              if not (e.get("after_study") and (e["spec"], e["image_set_id"]) in listed)),
+            *members]

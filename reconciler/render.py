@@ -27,7 +27,7 @@ def summary_line(doc: dict[str, Any]) -> str:
     s = doc["summary"]
     groups = len(doc.get("groups", []))
     grouped = (f" in {_plural(s['requests'], 'request', 'requests')} "
-               f"({_plural(groups, 'study group', 'study groups')})" if groups else "")
+               f"({_plural(groups, 'study update', 'study updates')})" if groups else "")
     return (f"Plan: {_plural(s['update'], 'image set', 'image sets')} to update{grouped}, "
             f"{s['unchanged']} unchanged, "
             f"{_plural(s['attributes_changed'], 'attribute', 'attributes')} changed.")
@@ -91,21 +91,36 @@ def render_entry(entry: dict[str, Any], color: bool = False) -> list[str]:
 
 
 def group_title(group: dict[str, Any]) -> str:
-    return (f"study group {group['study']} "
+    return (f"study update {group['study']} "
             f"({_plural(len(group['members']), 'primary image set', 'primary image sets')})")
 
 
+def _member_note(group: dict[str, Any], member: dict[str, Any]) -> str:
+    if member["image_set_id"] == group["leader"]:
+        return "leader, the request is sent here"
+    if member.get("peer"):
+        return "no spec targets it: changed for study consistency"
+    return "changed by the same request"
+
+
 def render_group(group: dict[str, Any], color: bool = False) -> list[str]:
-    """A study group as one item: its members, the shared changes, the one request."""
+    """A study update as one item: its members, the changes the one request carries, and what
+    it changes on every other primary image set of the study (before values may differ)."""
     requests = _plural(len(group["requests"]), "request", "requests")
     lines = [f"  # {group_title(group)}: data store {group['datastore_id']}, {requests}"]
     for member in group["members"]:
-        role = (": leader, the request is sent here"
-                if member["image_set_id"] == group["leader"] else "")
-        lines.append(f"  #   {member['spec']}: image set {member['image_set_id']} "
-                     f"(version {member['version_id']}){role}")
+        owner = f"(record under {member['spec']})" if member.get("peer") else member["spec"]
+        lines.append(f"  #   {owner}: image set {member['image_set_id']} "
+                     f"(version {member['version_id']}): {_member_note(group, member)}")
     lines.append(_style(f"  ~ {group_title(group)} {{", "~", color))
     lines += _change_lines(group["changes"], color)
+    for member in group["members"]:
+        if member["image_set_id"] == group["leader"] or "changes" not in member:
+            continue
+        lines.append(f"      # on image set {member['image_set_id']}"
+                     + (":" if member["changes"] else ": no value changes, its version "
+                        "still increments"))
+        lines += _change_lines(member["changes"], color)
     lines += [f"      # {requests} to image set {group['leader']} with "
               f"includeStudyImageSets=true: HealthImaging applies it to every primary image "
               f"set of the study, atomically", "    }", ""]

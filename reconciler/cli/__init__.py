@@ -213,7 +213,7 @@ def _make_plan(hi, config, specs, state, redactor, targets=(), excludes=(),
                      default_datastore=config.datastore_id, check_overlaps=check_overlaps,
                      options=PlanOptions(targets=list(targets), excludes=list(excludes),
                                          parallelism=parallelism,
-                                         group_studies=config.group_studies,
+                                         primary=config.primary,
                                          trust_state=not read_all),
                      lineage=state.lineage if state else None,
                      serial=state.serial if state else None,
@@ -379,7 +379,8 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
         on_result = _apply_watcher(plan_doc, output == "stream", hi)
         doc = apply_plan(plan_doc, specs, hi, backend, state,
                          ApplyOptions(fail_fast=fail_fast, parallelism=parallelism,
-                                      in_flight=max_in_flight, wait_timeout=wait_timeout),
+                                      in_flight=max_in_flight, wait_timeout=wait_timeout,
+                                      primary=config.primary),
                          saved, on_result=on_result)
         on_result.close()
     if output == "stream":

@@ -139,7 +139,8 @@ def test_unsaved_apply_sends_the_new_diff_after_a_conflict(project, ids):
     doc = project.metadata(ct)
     assert doc["Patient"]["DICOM"]["PatientName"] == "DOE^JANE"        # the fresh diff put it back
     assert doc["Patient"]["DICOM"]["PatientSex"] == "F"                # unmanaged: kept
-    assert doc["Study"]["Series"][CT_SERIES]["DICOM"]["SeriesDescription"] == "AXIAL 5mm"
+    instances = doc["Study"]["Series"][CT_SERIES]["Instances"]
+    assert next(iter(instances.values()))["DICOM"]["ImageComments"] == "reviewed"   # ours too
 
 
 def test_saved_plan_with_concurrent_managed_change_mid_apply_is_stale(project, ids):
@@ -333,6 +334,7 @@ def test_two_specs_on_one_image_set(project, ids):
 
 def test_stale_spec_does_not_block_another_spec_of_the_same_image_set(project, ids):
     ct = ids["ct-small"]
+    project.emu.backend.image_sets[ct].is_primary = False    # entries of their own
     project.write_spec("ct-extra", {"Patient": {"PatientSex": "F"}}, image_set_id=ct)
     plan = saved_plan(project)
     project.write_spec("ct-extra", {"Patient": {"PatientSex": "M"}}, image_set_id=ct)
@@ -342,6 +344,23 @@ def test_stale_spec_does_not_block_another_spec_of_the_same_image_set(project, i
     assert items["ct-small"]["status"] == "applied"          # its own entry is not stale
     assert patient(project, ct)["PatientName"] == "DOE^JANE"
     assert patient(project, ct)["PatientSex"] == "O"                 # as it was
+
+
+def test_on_a_primary_image_set_a_stale_spec_stops_the_study_update_it_shares(project, ids):
+    """Both specs' Patient changes travel in one study update (one request): the reviewed
+    request holds the stale spec's change, so none of it is sent."""
+    ct = ids["ct-small"]
+    project.write_spec("ct-extra", {"Patient": {"PatientSex": "F"}}, image_set_id=ct)
+    plan = saved_plan(project)
+    assert [sorted(m["spec"] for m in g["members"]) for g in json.loads(
+        (project.root / plan).read_text())["groups"] if g["leader"] == ct] \
+        == [["ct-extra", "ct-small"]]
+    project.write_spec("ct-extra", {"Patient": {"PatientSex": "M"}}, image_set_id=ct)
+    result, report, items = apply_json(project, plan)
+    assert result.exit_code == 1
+    assert items["ct-extra"]["status"] == items["ct-small"]["status"] == "stale"
+    assert "ct-extra" in items["ct-small"]["reason"]
+    assert project.version_count(ct) == 1                            # nothing written
 
 
 # -- errors that are not retried --------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Study groups end to end: plan, apply, drift and rollback through the command line and boto3
+"""Study updates end to end: plan, apply, drift and rollback through the command line and boto3
 over HTTP against the emulator, on a study of three primary image sets.
 
 The study is the bundled CT study (seeded as one image set) plus two more primary image sets
@@ -78,9 +78,9 @@ def test_a_study_needing_one_change_is_one_request_applied_verified_recorded(stu
     assert CT_STUDY not in json.dumps(doc)      # the study is named by a hash, never its UID
     assert doc["summary"] == {"update": 3, "unchanged": 0, "error": 0,
                               "attributes_changed": 6, "requests": 1}
-    assert "study group study-" in result.stdout
+    assert "study update study-" in result.stdout
     assert "(3 primary image sets)" in result.stdout
-    assert "Plan: 3 image sets to update in 1 request (1 study group)" in result.stdout
+    assert "Plan: 3 image sets to update in 1 request (1 study update)" in result.stdout
     shown = study.run("show", "plan.json", "--format", "markdown")
     assert "(3 primary image sets)" in shown.stdout and "1 request" in shown.stdout
 
@@ -120,40 +120,83 @@ def test_a_study_needing_one_change_is_one_request_applied_verified_recorded(stu
         assert live["Study"]["DICOM"] == study.original[image_set_id]["Study"]["DICOM"]
 
 
-def test_no_group_when_a_primary_image_set_of_the_study_is_not_targeted(study):
+def test_a_primary_image_set_no_spec_targets_is_a_peer_changed_shown_and_recorded(study, emu):
     for n, image_set_id in enumerate(study.ids[:2]):
         study.write_spec(f"part-{n}", ATTRIBUTES, image_set_id=image_set_id)
-    doc, _ = _plan(study)
-    assert doc["groups"] == []
-    assert len(doc["image_sets"]) == 2 and doc["summary"]["requests"] == 2
+    doc, result = _plan(study)
+    (group,) = doc["groups"]
+    assert doc["image_sets"] == [] and doc["summary"]["requests"] == 1
+    peer = study.ids[2]
+    assert [(m["image_set_id"], m["spec"], m["peer"]) for m in group["members"]] == [
+        (study.ids[0], "part-0", False), (study.ids[1], "part-1", False), (peer, "part-0", True)]
+    assert {c["key"] for c in group["members"][2]["changes"]} == {"PatientName",
+                                                                 "StudyDescription"}
+    assert "no spec targets it: changed for study consistency" in result.stdout
+    updates = _updates(emu)
+    applied = study.run("apply", "plan.json", "--json")
+    assert applied.exit_code == 0, applied.stdout
+    assert updates.fired == 1
+    assert study.metadata(peer)["Patient"]["DICOM"]["PatientName"] == PATIENT_NAME
+    record = study.record("part-0", peer)            # drift and rollback see the peer
+    assert (record["version_before"], record["version_after"]) == ("1", "2")
+    assert sorted(record["hashes"]) == ["Patient.PatientName", "Study.StudyDescription"]
+    study.write_oob(peer, updatable={"Patient": {"DICOM": {"PatientName": "SOMEONE^ELSE"}}})
+    drift = study.run("drift", "--json")
+    assert drift.exit_code == 2
+    drifted = [i for i in drift.json["image_sets"] if i["status"] == "drifted"]
+    assert [(i["spec"], i["image_set_id"]) for i in drifted] == [("part-0", peer)]
 
 
-def test_no_group_when_the_changes_differ(study):
+def test_specs_asking_different_values_of_one_study_are_a_plan_error_naming_both(study, emu):
     for n, image_set_id in enumerate(study.ids):
         attributes = copy.deepcopy(ATTRIBUTES)
         if n == 2:
             attributes["Study"]["StudyDescription"] = "ANOTHER"
         study.write_spec(f"part-{n}", attributes, image_set_id=image_set_id)
-    doc, _ = _plan(study)
-    assert doc["groups"] == []
-    assert doc["summary"] == {"update": 3, "unchanged": 0, "error": 0,
-                              "attributes_changed": 6, "requests": 3}
+    updates = _updates(emu)
+    result = study.run("apply", "--auto-approve")
+    assert result.exit_code == 1 and updates.fired == 0
+    assert "and part-2 want different values of Study.StudyDescription" in result.stdout
 
 
-def test_no_group_when_a_series_level_change_is_present(study):
+def _series_specs(study):
     series_uid = next(iter(study.original[study.ids[0]]["Study"]["Series"]))
     for n, image_set_id in enumerate(study.ids):
         attributes = copy.deepcopy(ATTRIBUTES)
-        owned = next(iter(study.original[image_set_id]["Study"]["Series"]))
-        if owned == series_uid:
+        if n == 0:
             attributes["Series"] = {series_uid: {"SeriesDescription": "AXIAL"}}
         study.write_spec(f"part-{n}", attributes, image_set_id=image_set_id)
+    return series_uid
+
+
+def test_a_series_level_change_to_a_primary_image_set_is_refused_before_any_write(study, emu):
+    _series_specs(study)
+    updates = _updates(emu)
+    result = study.run("apply", "--auto-approve")
+    assert result.exit_code == 1 and updates.fired == 0
+    assert "Series-level elements cannot be updated on a primary image set" in result.stdout
+    assert "CopyImageSet" in result.stdout           # the way out is named
+    assert [study.version_count(i) for i in study.ids] == [1, 1, 1]
+
+
+def test_an_account_whose_service_allows_series_changes_says_so(study, emu):
+    study.write_config({**study.config,
+                        "primaryImageSets": {"restrictedLevels": ["Patient", "Study"]}})
+    series_uid = _series_specs(study)
     doc, _ = _plan(study)
-    assert doc["groups"] == [] and len(doc["image_sets"]) == 3
+    (group,) = doc["groups"]
+    assert doc["image_sets"] == []                   # the leader's series change rides along
+    assert series_uid in group["requests"][0]["updatableAttributes"]
+    updates = _updates(emu)
+    assert study.run("apply", "plan.json").exit_code == 0
+    assert updates.fired == 1
+    live = study.metadata(study.ids[0])["Study"]["Series"][series_uid]["DICOM"]
+    assert live["SeriesDescription"] == "AXIAL"
 
 
-def test_grouping_turned_off_in_reconciler_yaml(study, emu):
-    study.write_config({**study.config, "groupStudies": False})
+def test_per_image_set_requests_where_the_account_allows_them(study, emu):
+    study.write_config({**study.config, "primaryImageSets": {"studyConsistent": False,
+                                                             "restrictedLevels": []}})
     _study_spec(study)
     doc, _ = _plan(study)
     assert doc["groups"] == [] and len(doc["image_sets"]) == 3
@@ -163,15 +206,36 @@ def test_grouping_turned_off_in_reconciler_yaml(study, emu):
     assert updates.fired == 3
 
 
-def test_a_member_that_moved_after_the_plan_makes_the_group_stale(study, emu):
+def test_study_consistency_off_where_the_service_restricts_patient_changes_is_refused(study):
+    study.write_config({**study.config, "groupStudies": False})    # the older key
+    _study_spec(study)
+    result = study.run("plan")
+    assert result.exit_code == 1
+    assert "Patient-level elements cannot be updated on a primary image set" in result.stdout
+
+
+def test_an_unmanaged_change_to_a_member_after_the_plan_is_written_on_top(study, emu):
     _study_spec(study)
     _plan(study)
     member = study.ids[1]
     study.write_oob(member, updatable={"Study": {"DICOM": {"ReferringPhysicianName": "X^Y"}}})
     updates = _updates(emu)
     result = study.run("apply", "plan.json", "--json")
+    assert result.exit_code == 0, result.stdout
+    assert updates.fired == 1   # the member check saw it move: re-read, then the same request
+    assert study.metadata(member)["Study"]["DICOM"]["ReferringPhysicianName"] == "X^Y"
+    assert study.record("ct-study", member)["version_before"] == "2"   # rollback keeps theirs
+
+
+def test_a_managed_change_to_a_member_after_the_plan_makes_the_update_stale(study, emu):
+    _study_spec(study)
+    _plan(study)
+    member = study.ids[1]
+    study.write_oob(member, updatable={"Patient": {"DICOM": {"PatientName": "SMITH^JOHN"}}})
+    updates = _updates(emu)
+    result = study.run("apply", "plan.json", "--json")
     assert result.exit_code == 1
-    assert updates.fired == 0                    # nothing unreviewed was written
+    assert updates.fired == 0                    # the member check saw it: nothing sent
     items = check_report(result.json)["image_sets"]
     assert {i["status"] for i in items} == {"stale"} and len(items) == 3
     assert all(member in i["reason"] for i in items)
@@ -220,7 +284,7 @@ def test_a_redacted_plan_shows_no_values(study):
         assert result.exit_code == 0, result.stderr
         for value in (PATIENT_NAME, original_name, CT_STUDY):
             assert value not in result.stdout, (args, value)
-        assert "study group" in result.stdout or "groups" in result.stdout
+        assert "study update" in result.stdout or "groups" in result.stdout
     doc = study.run("plan", "--json", ci=True).json
     (group,) = doc["groups"]
     assert group["requests"][0]["updatableAttributes"]["redacted"] is True

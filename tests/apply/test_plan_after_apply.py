@@ -4,6 +4,7 @@ are counted by the client that makes them, over HTTP against the emulator."""
 
 import json
 
+from reconciler import plans
 from reconciler.aws import BotoHealthImaging, ClientSettings
 from reconciler.config import load_config
 from reconciler.pacing import Pacer
@@ -25,7 +26,7 @@ def _plan(project, **options):
                     options=PlanOptions(**options),
                     state_serial=state_serials(state) if state else None,
                     known_version=known_versions(state) if state else None)
-    actions = {e["spec"]: e["action"] for e in doc["image_sets"]}
+    actions = {e["spec"]: e["action"] for e in plans.per_image_set(doc)}
     return actions, dict(hi.calls)
 
 

@@ -48,8 +48,9 @@ def test_rollback_round_trip(project, applied):
     # plan: the spec wants its change again.
     plan = project.run("plan", "--detailed-exitcode")
     assert plan.exit_code == 2
-    assert "Plan: 1 image set to update, 2 unchanged, 6 attributes changed." in plan.stdout
-    assert f"ct-small: image set {ct} (data store {project.datastore_id}, version 3)" \
+    assert ("Plan: 1 image set to update in 1 request (1 study update), 2 unchanged, "
+            "5 attributes changed.") in plan.stdout
+    assert f"ct-small: image set {ct} (version 3): leader, the request is sent here" \
         in plan.stdout
     # and apply makes it again, recording the rollback version as the one before.
     again = project.run("apply", "--auto-approve")

@@ -11,6 +11,7 @@ import shutil
 import pytest
 
 from apply_support import check_report
+from reconciler import plans
 
 
 def plan_to(project, name="plan.json", *args, ci=False):
@@ -70,7 +71,7 @@ def test_plan_made_before_another_apply_of_the_same_image_set_is_stale_for_it(pr
     assert result.exit_code == 1
     item = items["sc-deid"]
     assert item["status"] == "stale"
-    assert item["reason"] == "the state of this image set changed since the plan was made"
+    assert item["reason"].endswith("the state of this image set changed since the plan was made")
     assert project.version_count(ids["sc-deid"]) == 3      # 1, ours, the manual revert
     assert project.record("sc-deid", ids["sc-deid"]) == record
     # The plan's other image sets were not touched by that apply: they go ahead.
@@ -99,7 +100,7 @@ def test_spec_edited_after_the_plan_is_stale(project, ids):
     result, items = apply_saved(project, plan)
     assert result.exit_code == 1
     assert items["ct-small"]["status"] == "stale"
-    assert items["ct-small"]["reason"] == "spec ct-small changed since the plan was made"
+    assert items["ct-small"]["reason"].endswith("spec ct-small changed since the plan was made")
     assert project.version_count(ids["ct-small"]) == 1
     assert project.record("ct-small", ids["ct-small"]) is None
     assert items["nm-bone"]["status"] == items["sc-deid"]["status"] == "applied"
@@ -115,12 +116,18 @@ def test_spec_removed_after_the_plan_is_stale(project, ids):
     assert project.version_count(ids["nm-bone"]) == 1
 
 
+def _study_update_of(doc, spec):
+    """The study update that carries ``spec``'s Patient/Study changes (the example image sets
+    are primary ones)."""
+    return next(g for g in doc["groups"] if any(m["spec"] == spec for m in g["members"]))
+
+
 def test_plan_printed_with_redaction_is_refused(project, ids):
     printed = project.run("plan", "--json", ci=True)        # CI: redaction on
     assert printed.exit_code == 0
     doc = printed.json
     assert doc["redacted"] is True
-    request = next(e for e in doc["image_sets"] if e["spec"] == "ct-small")["requests"][0]
+    request = _study_update_of(doc, "ct-small")["requests"][0]
     assert request["updatableAttributes"]["redacted"] is True           # no payload in it
     assert "DOE^JANE" not in printed.stdout
     (project.root / "printed.json").write_text(printed.stdout)
@@ -137,7 +144,7 @@ def test_plan_saved_under_redaction_keeps_its_payloads_and_applies(project, ids)
     plan = plan_to(project, "ci-plan.json", ci=True)
     doc = json.loads(open(plan).read())
     assert doc["redacted"] is True
-    ct = next(e for e in doc["image_sets"] if e["spec"] == "ct-small")
+    ct = next(e for e in plans.per_image_set(doc) if e["spec"] == "ct-small")
     assert ct["changes"][0]["after"].startswith("<redacted ")
     result, items = apply_saved(project, plan)
     assert result.exit_code == 0, result.stderr
@@ -147,7 +154,7 @@ def test_plan_saved_under_redaction_keeps_its_payloads_and_applies(project, ids)
 def test_plan_edited_by_hand_is_refused(project, ids):
     plan = plan_to(project)
     doc = json.loads(open(plan).read())
-    entry = next(e for e in doc["image_sets"] if e["spec"] == "ct-small")
+    entry = _study_update_of(doc, "ct-small")
     entry["requests"][0]["updatableAttributes"] = entry["requests"][0][
         "updatableAttributes"].replace("DOE^JANE", "EVIL^EDIT")
     open(plan, "w").write(json.dumps(doc))

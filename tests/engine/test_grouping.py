@@ -1,6 +1,7 @@
-"""Study groups as pure functions: which entries of a plan become one includeStudyImageSets
-request, the plan document that holds a group (schema, checksum, redaction, summary), its
-rendering, and the checks apply makes of every member before anything is sent."""
+"""Study updates, planned against a small in-memory HealthImaging: which changes to primary
+image sets become one includeStudyImageSets request, who the members and peers are, what is
+refused before any write, the plan document that holds an update (schema, checksum,
+redaction, summary), its rendering, and the checks apply makes before anything is sent."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import json
 
 import pytest
 
-from reconciler import grouping, plans, runs
+from reconciler import plans, runs
 from reconciler.applier import STALE, Applier, ApplyOptions
-from reconciler.diff import diff
+from reconciler.config import PrimaryPolicy
 from reconciler.errors import PlanFileError
+from reconciler.grouping import listed_studies, study_filter
 from reconciler.markdown import render_plan_markdown
-from reconciler.planner import Assignment, plan_entry
+from reconciler.model import Target
+from reconciler.planner import Assignment, PlanOptions, make_plan
 from reconciler.redact import Redactor
 from reconciler.render import render_plan
 from reconciler.service import ImageSet, ImageSetSummary
@@ -26,138 +29,168 @@ DS = "d" * 32
 STUDY_UID = "1.2.826.0.1.3680043.8.498.1"
 IDS = ["a" * 32, "b" * 32, "c" * 32]
 NEW_NAME = "DOE^GROUPED"
+SERIES = "1.2.3.4"
+SOP = "1.2.3.4.5"
 
 
-def _metadata(name="SMITH^JOHN", description="CT", series="1.2.3.4"):
+def _metadata(name="SMITH^JOHN", description="CT", series=SERIES, study=STUDY_UID):
     return {"SchemaVersion": "1.1",
-            "Patient": {"DICOM": {"PatientName": name}},
-            "Study": {"DICOM": {"StudyInstanceUID": STUDY_UID, "StudyDescription": description},
+            "Patient": {"DICOM": {"PatientName": name, "PatientSex": "O"}},
+            "Study": {"DICOM": {"StudyInstanceUID": study, "StudyDescription": description},
                       "Series": {series: {"DICOM": {"SeriesInstanceUID": series,
                                                     "SeriesDescription": "AX"},
-                                          "Instances": {}}}}}
-
-
-def _entry(image_set_id, redactor=None, metadata=None, name="s", **levels):
-    levels = levels or {"patient": {"PatientName": NEW_NAME}}
-    s = spec(name=name, image_set_id=image_set_id, datastore_id=DS, **levels)
-    changes = diff(s.attributes, metadata or _metadata(), image_set_id)
-    return plan_entry(Assignment(s, DS, image_set_id), "1", changes, redactor or Redactor(False))
-
-
-def _index(ids=IDS, primary=True, study=STUDY_UID):
-    index = grouping.StudyIndex()
-    for image_set_id in ids:
-        index.note(ImageSet(DS, image_set_id, "1", "ACTIVE", is_primary=primary),
-                   _metadata() if study == STUDY_UID else
-                   {"Study": {"DICOM": {"StudyInstanceUID": study}}})
-    return index
+                                          "Instances": {SOP + series[-1]: {"DICOM": {
+                                              "SOPInstanceUID": SOP + series[-1]}}}}}}}
 
 
 class FakeHealthImaging:
-    """The study's primary image sets for SearchImageSets; every call is counted."""
+    """Image sets in memory (all version 1); reads and searches are counted, writes refused."""
 
-    def __init__(self, primaries=IDS, others=()):
-        self.summaries = ([ImageSetSummary(i, "1", is_primary=True) for i in primaries]
-                          + [ImageSetSummary(i, "1", is_primary=False) for i in others])
+    def __init__(self, documents=None, primary=True, others=()):
+        self.documents = documents or {i: _metadata(series=f"1.2.3.{n}")
+                                       for n, i in enumerate(IDS)}
+        self.primary = {i: primary for i in self.documents}
+        for other in others:
+            self.documents[other] = _metadata(series="1.2.3.9")
+            self.primary[other] = False
         self.searches: list = []
+        self.reads: list = []
         self.updates = 0
+
+    def get_image_set(self, datastore_id, image_set_id, version_id=None):
+        return ImageSet(DS, image_set_id, "1", "ACTIVE", is_primary=self.primary[image_set_id])
+
+    def get_metadata(self, datastore_id, image_set_id, version_id=None):
+        self.reads.append(image_set_id)
+        return copy.deepcopy(self.documents[image_set_id])
 
     def search_image_sets(self, datastore_id, filters=None, sort=None):
         self.searches.append(filters)
-        return iter(self.summaries)
+        return iter([ImageSetSummary(i, "1", is_primary=self.primary[i])
+                     for i in self.documents])
 
     def update_metadata(self, *args, **kwargs):
         self.updates += 1
         raise AssertionError("nothing may be written")
 
 
-def test_every_primary_image_set_with_the_same_change_is_one_group():
-    entries = [_entry(i) for i in reversed(IDS)]
-    hi = FakeHealthImaging(others=["e" * 32])        # a non-primary one does not count
-    single, groups = grouping.group_studies(entries, _index(), hi)
-    assert single == []
-    (group,) = groups
-    assert hi.searches == [grouping.study_filter(STUDY_UID)]
-    assert group["leader"] == IDS[0]
-    assert [m["image_set_id"] for m in group["members"]] == IDS
-    assert set(group["members"][0]) == set(grouping.MEMBER_KEYS)
+def _spec(image_set_id, name="s", **levels):
+    return spec(name=name, image_set_id=image_set_id, datastore_id=DS,
+                **(levels or {"patient": {"PatientName": NEW_NAME}}))
+
+
+def _plan(specs, hi=None, policy=None, redactor=None, state_serial=None):
+    hi = hi or FakeHealthImaging()
+    return make_plan(specs, hi, redactor or Redactor(False), default_datastore=DS,
+                     options=PlanOptions(primary=policy or PrimaryPolicy(), progress=False),
+                     state_serial=state_serial), hi
+
+
+def test_a_patient_change_to_primary_image_sets_is_one_study_update_with_every_peer():
+    doc, hi = _plan([_spec(IDS[1], name="one"), _spec(IDS[2], name="two")],
+                    FakeHealthImaging(others=["e" * 32]))
+    assert doc["image_sets"] == []
+    (group,) = doc["groups"]
+    assert hi.searches == [study_filter(STUDY_UID)]                # one search for the study
+    assert group["leader"] == IDS[1]                               # lowest *targeted* id
+    assert [(m["image_set_id"], m["spec"], m["peer"]) for m in group["members"]] == [
+        (IDS[1], "one", False), (IDS[0], "one", True), (IDS[2], "two", False)]
+    peer = group["members"][1]
+    assert [(c["key"], c["before"], c["after"]) for c in peer["changes"]] == [
+        ("PatientName", "SMITH^JOHN", NEW_NAME)]                   # shown before → after
+    request = group["requests"][0]
+    assert request["includeStudyImageSets"] is True and not request["force"]
+    assert json.loads(request["updatableAttributes"]) == {
+        "SchemaVersion": "1.1", "Patient": {"DICOM": {"PatientName": NEW_NAME}}}
     assert group["study"].startswith("study-") and STUDY_UID not in json.dumps(group)
-    assert group["requests"] == [dict(entries[0]["requests"][0], includeStudyImageSets=True)]
-    assert group["changes"] == entries[0]["changes"]
+    assert "e" * 32 not in json.dumps(group)                      # not primary: not a member
+    plans.validate(doc)
+    assert doc["summary"] == {"update": 3, "unchanged": 0, "error": 0,
+                              "attributes_changed": 3, "requests": 1}
 
 
-@pytest.mark.parametrize("case", ["one not targeted", "changes differ", "series change",
-                                  "error entry", "two entries", "not primary", "force",
-                                  "one candidate"])
-def test_no_group(case):
-    entries = [_entry(i) for i in IDS]
-    hi = FakeHealthImaging()
-    index = _index()
-    if case == "one not targeted":
-        hi = FakeHealthImaging(primaries=[*IDS, "f" * 32])
-    elif case == "changes differ":
-        entries[2] = _entry(IDS[2], patient={"PatientName": "OTHER^NAME"})
-    elif case == "series change":
-        entries = [_entry(i, patient={"PatientName": NEW_NAME},
-                          series={"1.2.3.4": {"SeriesDescription": "COR"}}) for i in IDS]
-    elif case == "error entry":
-        s = spec(image_set_id=IDS[2], datastore_id=DS, patient={"PatientName": NEW_NAME})
-        entries[2] = plan_entry(Assignment(s, DS, IDS[2]), "1", [], Redactor(False),
-                                error="broken")
-    elif case == "two entries":
-        entries.append(_entry(IDS[2], name="other", study={"StudyDescription": "X"}))
-    elif case == "not primary":
-        index = _index(primary=False)
+def test_two_specs_asking_different_values_of_the_study_are_a_plan_error_naming_both():
+    doc, hi = _plan([_spec(IDS[0], name="one"),
+                     _spec(IDS[1], name="two", patient={"PatientName": "OTHER^NAME"})])
+    assert doc["groups"] == []
+    assert [e["action"] for e in doc["image_sets"]] == ["error", "error"]
+    assert all("one" in e["error"] and "two" in e["error"] and "PatientName" in e["error"]
+               for e in doc["image_sets"])
+    assert hi.updates == 0
+
+
+@pytest.mark.parametrize("case", ["series level", "force", "study-wide refused"])
+def test_what_the_service_forbids_on_a_primary_image_set_is_refused_at_plan(case):
+    policy = PrimaryPolicy()
+    if case == "series level":
+        s = _spec(IDS[0], series={"1.2.3.0": {"SeriesDescription": "COR"}})
     elif case == "force":
-        entries = [_entry(i) for i in IDS]
-        for e in entries:
-            e["force"] = True
-    elif case == "one candidate":
-        entries = entries[:1]
-    single, groups = grouping.group_studies(entries, index, hi)
-    assert groups == [] and single == entries
-    if case in ("series change", "error entry", "two entries", "not primary", "force",
-                "one candidate", "changes differ"):
-        assert hi.searches == []    # decided without a call
+        s = spec(name="s", image_set_id=IDS[0], datastore_id=DS, force=True,
+                 series={"1.2.3.0": {"Instances": {SOP + "0": {
+                     "00091001": {"vr": "LO", "value": "VENDOR"}}}}})
+    else:
+        s = _spec(IDS[0])
+        policy = PrimaryPolicy(study_wide_updates="refused")
+    doc, hi = _plan([s], policy=policy)
+    (entry,) = doc["image_sets"]
+    assert entry["action"] == "error" and entry["requests"] == [] and doc["groups"] == []
+    assert "primary image set" in entry["error"] and "CopyImageSet" in entry["error"]
+    assert hi.searches == []
 
 
-def test_studies_of_other_uids_are_grouped_apart():
-    index = _index(IDS[:2])
-    index.note(ImageSet(DS, IDS[2], "1", "ACTIVE", is_primary=True),
-               {"Study": {"DICOM": {"StudyInstanceUID": "1.2.3.999"}}})
-    candidates = grouping.candidate_studies([_entry(i) for i in IDS], index)
-    assert list(candidates) == [(DS, STUDY_UID)]
-    assert [e["image_set_id"] for e in candidates[(DS, STUDY_UID)]] == IDS[:2]
+@pytest.mark.parametrize("case", ["series level", "force"])
+def test_an_account_that_knows_better_says_so_under_primary_image_sets(case):
+    if case == "series level":
+        s = _spec(IDS[0], series={"1.2.3.0": {"SeriesDescription": "COR"}})
+        policy = PrimaryPolicy(restricted_levels=frozenset({"Patient", "Study"}))
+    else:
+        s = spec(name="s", image_set_id=IDS[0], datastore_id=DS, force=True,
+                 series={"1.2.3.0": {"Instances": {SOP + "0": {
+                     "00091001": {"vr": "LO", "value": "VENDOR"}}}}})
+        policy = PrimaryPolicy(force="allowed")
+    doc, _ = _plan([s], policy=policy)
+    (entry,) = doc["image_sets"]
+    assert entry["action"] == "update" and not entry["include_study_image_sets"]
+    assert entry["force"] is (case == "force")
 
 
-def test_shared_change_compares_real_values_not_redacted_markers():
-    a = _entry(IDS[0], Redactor(True, salt=b"x"))
-    b = _entry(IDS[1], Redactor(True, salt=b"x"), metadata=_metadata(name="OTHER^BEFORE"))
-    assert grouping.shared_change(a) is not None
-    assert grouping.shared_change(a) != grouping.shared_change(b)
+def test_a_non_primary_image_set_is_planned_alone():
+    doc, hi = _plan([_spec(IDS[0])], FakeHealthImaging(primary=False))
+    (entry,) = doc["image_sets"]
+    assert entry["action"] == "update" and doc["groups"] == []
+    assert not entry["requests"][0]["includeStudyImageSets"] and hi.searches == []
 
 
-def _grouped_plan(redactor=None, state_serial=None):
-    entries = [_entry(i, redactor) for i in IDS]
-    for e in entries:
-        e["state_serial"] = state_serial
-    single, groups = grouping.group_studies(entries, _index(), FakeHealthImaging())
-    lone = _entry("e" * 32, redactor, study={"StudyDescription": "LONE"})
-    return plans.new_plan([*single, lone], redacted=bool(redactor and redactor.enabled),
-                          groups=groups)
+def test_a_removal_needs_one_current_value_on_every_member():
+    hi = FakeHealthImaging()
+    hi.documents[IDS[2]]["Study"]["DICOM"]["StudyDescription"] = "DIFFERENT"
+    doc, _ = _plan([_spec(IDS[0], study={"StudyDescription": None})], hi)
+    (entry,) = doc["image_sets"]
+    assert entry["action"] == "error" and "current value" in entry["error"]
+    del hi.documents[IDS[2]]["Study"]["DICOM"]["StudyDescription"]
+    doc, _ = _plan([_spec(IDS[0], study={"StudyDescription": None})], hi)
+    assert "not every primary image set" in doc["image_sets"][0]["error"]
 
 
-def test_a_grouped_plan_is_valid_and_its_summary_counts_image_sets_and_requests():
-    doc = plans.validate(_grouped_plan())
-    assert doc["summary"] == {"update": 4, "unchanged": 0, "error": 0,
-                              "attributes_changed": 4, "requests": 2}
-    assert [e["image_set_id"] for e in plans.per_image_set(doc)] == ["e" * 32, *IDS]
-    members = [e for e in plans.per_image_set(doc) if "group" in e]
-    assert [len(e["requests"]) for e in members] == [1, 0, 0]
+def test_own_changes_travel_with_the_leader_and_follow_for_the_other_members():
+    instance = lambda n: {f"1.2.3.{n}": {"Instances": {SOP + str(n): {"ImageComments": "ok"}}}}
+    doc, _ = _plan([_spec(IDS[0], name="one", patient={"PatientName": NEW_NAME},
+                          series=instance(0)),
+                    _spec(IDS[1], name="two", patient={"PatientName": NEW_NAME},
+                          series=instance(1))])
+    (group,) = doc["groups"]
+    leader_request = json.loads(group["requests"][0]["updatableAttributes"])
+    assert leader_request["Study"]["Series"] == {"1.2.3.0": {"Instances": {
+        SOP + "0": {"DICOM": {"ImageComments": "ok"}}}}}
+    (follower,) = doc["image_sets"]
+    assert (follower["spec"], follower["after_study"]) == ("two", group["study"])
+    assert "Patient" not in json.loads(follower["requests"][0]["updatableAttributes"])
+    assert doc["summary"]["update"] == 3 and doc["summary"]["requests"] == 2
+    assert len(plans.per_image_set(doc)) == 3          # the follower reports as its member
 
 
-def test_an_edited_group_is_refused():
-    doc = _grouped_plan()
+def test_an_edited_study_update_is_refused():
+    doc, _ = _plan([_spec(IDS[0])])
     edited = copy.deepcopy(doc)
     edited["groups"][0]["leader"] = IDS[1]
     edited["checksum"] = plans.checksum(edited)
@@ -175,35 +208,37 @@ def test_an_edited_group_is_refused():
 
 
 def test_the_printed_redacted_plan_holds_no_value_and_cannot_be_applied():
-    doc = _grouped_plan(Redactor(True))
+    doc, _ = _plan([_spec(IDS[0])], redactor=Redactor(True))
     shown = plans.validate(plans.public_view(doc))
     assert NEW_NAME in json.dumps(doc)                  # the saved plan keeps its payload
     assert NEW_NAME not in json.dumps(shown) and "SMITH" not in json.dumps(shown)
     assert all(m["before_digest"] is None for m in shown["groups"][0]["members"])
     assert not plans.is_applicable(shown)
-    text, markdown = render_plan(shown), render_plan_markdown(shown)
-    for out in (text, markdown):
+    for out in (render_plan(shown), render_plan_markdown(shown)):
         assert NEW_NAME not in out and "SMITH" not in out and STUDY_UID not in out
-    unredacted = plans.redact_values(_grouped_plan(), Redactor(True).show)
-    assert NEW_NAME not in json.dumps(unredacted["groups"][0]["changes"])
+    unredacted, _ = _plan([_spec(IDS[0])])
+    view = plans.redact_values(unredacted, Redactor(True).show)
+    assert NEW_NAME not in json.dumps(view["groups"][0]["changes"])
+    assert "SMITH" not in json.dumps(view["groups"][0]["members"])
 
 
-def test_the_group_renders_as_one_item_naming_its_members():
-    doc = _grouped_plan()
+def test_the_study_update_renders_as_one_item_naming_members_and_peers():
+    doc, _ = _plan([_spec(IDS[0])])
     text = render_plan(doc)
-    assert text.count("~ study group study-") == 1
-    assert "study group study-" in text and "(3 primary image sets)" in text
+    assert text.count("~ study update study-") == 1
+    assert "(3 primary image sets)" in text
     assert all(f"image set {i} (version 1)" in text for i in IDS)
+    assert text.count("no spec targets it: changed for study consistency") == 2
+    assert f"on image set {IDS[1]}:" in text
     assert f"1 request to image set {IDS[0]} with includeStudyImageSets=true" in text
-    assert "Plan: 4 image sets to update in 2 requests (1 study group), 0 unchanged" in text
-    markdown = render_plan_markdown(doc)
-    assert "| s | study group study-" in markdown and "update (1 request)" in markdown
+    assert "Plan: 3 image sets to update in 1 request (1 study update), 0 unchanged" in text
+    assert "| s | study update study-" in render_plan_markdown(doc)
 
 
 def test_stale_entries_cover_every_member():
-    doc = _grouped_plan()
+    doc, _ = _plan([_spec(IDS[0])])
     state = State.new()
-    s = spec(name="s", image_set_id=IDS[2], datastore_id=DS)
+    s = _spec(IDS[0])
     state.put("s", ImageSetRecord(datastore_id=DS, image_set_id=IDS[2], version_before="1",
                                   version_after="1", spec_digest=s.digest, hashes={},
                                   last_operation="apply"))
@@ -211,28 +246,24 @@ def test_stale_entries_cover_every_member():
     assert ("s", IDS[2]) in stale and ("s", IDS[1]) not in stale
 
 
-def test_a_stale_member_stops_the_whole_group_before_any_call():
-    doc = _grouped_plan()
-    s = spec(name="s", image_set_id=IDS[0], datastore_id=DS)
+def test_a_stale_member_stops_the_whole_update_before_any_call():
+    doc, _ = _plan([_spec(IDS[0])])
     hi = FakeHealthImaging()
     outcomes = Applier(hi, ApplyOptions()).apply_group(
-        doc["groups"][0], {"s": s}, skip={("s", IDS[1]): "the state changed"})
+        doc["groups"][0], {"s": _spec(IDS[0])}, skip={("s", IDS[1]): "the state changed"})
     assert [o.status for o in outcomes] == [STALE] * 3
     assert [o.image_set_id for o in outcomes] == IDS
     assert all(IDS[1] in o.reason for o in outcomes)
-    assert hi.updates == 0 and hi.searches == []
+    assert hi.updates == 0 and hi.searches == [] and hi.reads == []
 
 
 def test_a_study_listed_by_its_selector_is_not_searched_again():
-    entries = [_entry(i) for i in IDS]
-    hi = FakeHealthImaging()
-    s = spec(name="s", image_set_id=None, datastore_id=DS)
-    s.target = type(s.target)(datastore_id=DS, selector={"DICOMStudyInstanceUID": STUDY_UID})
-    listed = grouping.listed_studies(
+    s = _spec(IDS[0])
+    s.target = Target(datastore_id=DS, selector={"DICOMStudyInstanceUID": STUDY_UID})
+    listed = listed_studies(
         [Assignment(s, DS, i, ImageSetSummary(i, "1", is_primary=True)) for i in IDS]
         + [Assignment(s, DS, "e" * 32, ImageSetSummary("e" * 32, "1", is_primary=False))])
-    assert listed == {(DS, STUDY_UID): set(IDS)}
-    single, groups = grouping.group_studies(entries, _index(), hi, listed)
-    assert len(groups) == 1 and hi.searches == []
-    listed[(DS, STUDY_UID)].add("f" * 32)          # the listing shows one more primary
-    assert grouping.group_studies(entries, _index(), hi, listed)[1] == []
+    assert set(listed[(DS, STUDY_UID)]) == set(IDS)
+    hi = FakeHealthImaging()
+    doc, _ = _plan([s], hi)
+    assert len(doc["groups"]) == 1 and len(hi.searches) == 1        # the selector's own search

@@ -33,12 +33,12 @@ def test_plan_out_and_show_through_a_real_subprocess(emulator, project, _subproc
     plan = _subprocess(emulator, project, "plan", "--out", "plan.json", "--detailed-exitcode")
     assert plan.returncode == 2, plan.stderr
     assert plan.stdout.splitlines()[-2] == (
-        "Plan: 3 image sets to update, 0 unchanged, 11 attributes changed.")
+        "Plan: 3 image sets to update in 3 requests (3 study updates), 0 unchanged, 10 attributes changed.")
     saved = project / "plan.json"
     assert oct(saved.stat().st_mode & 0o777) == "0o600"
     doc = plans.load(saved)
-    assert {e["spec"] for e in doc["image_sets"]} == {"ct-small", "nm-bone", "sc-deid"}
-    assert all(e["version_id"] == "1" and len(e["requests"]) == 1 for e in doc["image_sets"])
+    assert {e["spec"] for e in plans.per_image_set(doc)} == {"ct-small", "nm-bone", "sc-deid"}
+    assert all(e["version_id"] == "1" and len(e["requests"]) == 1 for e in plans.per_image_set(doc))
     show = _subprocess(emulator, project, "show", "plan.json")
     assert show.returncode == 0
     assert show.stdout == plan.stdout.replace(
@@ -90,7 +90,7 @@ def test_a_locked_image_set_is_waited_for_then_planned_on_its_new_version(emulat
             f"selector:\n    DICOMStudyInstanceUID: {CT_STUDY}", f"imageSetId: {image_set_id}"))
     result = _cli(emulator, project, "plan", "--target", "ct-by-id", "--json", "--no-redact")
     assert result.exit_code == 0, result.output
-    [entry] = json.loads(result.stdout)["image_sets"]
+    [entry] = plans.per_image_set(json.loads(result.stdout))
     assert entry["version_id"] == "2"      # waited for the update, planned against it
     before = {c["key"]: c["before"] for c in entry["changes"]}
     assert before["StudyDescription"] == "LOCKED ONE"
@@ -106,7 +106,7 @@ def test_a_selector_target_is_planned_on_the_listed_version_and_apply_refuses_it
     planned = _cli(emulator, project, "plan", "--target", "ct-small", "--out", saved,
                    "--no-redact")
     assert planned.exit_code == 0, planned.output
-    [entry] = plans.load(project / "plan.json")["image_sets"]
+    [entry] = plans.per_image_set(plans.load(project / "plan.json"))
     assert entry["version_id"] == "1"
     emulator.backend.complete_pending()
     applied = _cli(emulator, project, "apply", saved, "--json")
@@ -122,9 +122,9 @@ def test_a_selector_target_is_planned_on_the_listed_version_and_apply_refuses_it
 
 def test_target_exclude_and_selectors(emulator, project):
     only = _cli(emulator, project, "plan", "--target", "nm-*", "--json")
-    assert [e["spec"] for e in json.loads(only.stdout)["image_sets"]] == ["nm-bone"]
+    assert [e["spec"] for e in plans.per_image_set(json.loads(only.stdout))] == ["nm-bone"]
     rest = _cli(emulator, project, "plan", "--exclude", "nm-*", "--json")
-    assert sorted(e["spec"] for e in json.loads(rest.stdout)["image_sets"]) == ["ct-small",
+    assert sorted(e["spec"] for e in plans.per_image_set(json.loads(rest.stdout))) == ["ct-small",
                                                                                "sc-deid"]
     none = _cli(emulator, project, "plan", "--target", "nothing-*")
     assert none.exit_code == 1 and "--target matched no spec" in none.output

@@ -50,7 +50,8 @@ def test_pull_request_plan_merge_apply_then_scheduled_drift(metadata_repo, tmp_p
     assert plan.exit_code == 0, plan.stderr
     assert plan.outputs["exitcode"] == "2"          # changes: label reconciler:changes
     markdown = (repo.root / "plan.md").read_text()
-    assert markdown.startswith("### reconciler plan\n\n**Plan: 3 image sets to update, 0 unchanged")
+    assert markdown.startswith("### reconciler plan\n\n**Plan: 3 image sets to update in 3 requests "
+                               "(3 study updates), 0 unchanged")
     assert markdown.count("<details>") == 3 and "<redacted " in markdown
     assert "StudyDescription" in markdown
     assert plan.summary == markdown                   # the job summary shows the same

@@ -16,7 +16,7 @@ LIVE_PHI = sorted({str(pydicom.dcmread(f, stop_before_pixels=True).get(k))
                    for k in ("PatientName", "PatientID", "ReferringPhysicianName",
                              "InstitutionName")} - {"None", ""})
 SPEC_PHI = ["DOE^JANE", "19700101", "ACC-0042", "ANON^0001", "ANON0001", "CT CHEST",
-            "NM WHOLE BODY BONE", "AXIAL 5mm"]
+            "NM WHOLE BODY BONE", "reviewed"]
 
 
 def _values_in(text: str, values) -> list[str]:
@@ -64,11 +64,13 @@ def test_no_phi_in_output_logs_or_state_across_every_command(emulator, project, 
     # The saved plan must carry its payloads (new values, and the current value of what it
     # removes: HealthImaging requires it), but nothing else: not the values it replaces.
     plan = json.loads((project / "plan.json").read_text())
-    payloads = "".join(r["updatableAttributes"] or "" for e in plan["image_sets"]
+    items = plan["image_sets"] + plan["groups"]          # study updates carry requests too
+    payloads = "".join(r["updatableAttributes"] or "" for e in items
                        for r in e["requests"]) + "".join(
-        r["removableAttributes"] or "" for e in plan["image_sets"] for r in e["requests"])
+        r["removableAttributes"] or "" for e in items for r in e["requests"])
     without_payloads = json.dumps({**plan, "image_sets": [
-        {**e, "requests": []} for e in plan["image_sets"]]})
+        {**e, "requests": []} for e in plan["image_sets"]], "groups": [
+        {**g, "requests": []} for g in plan["groups"]]})
     assert _values_in(without_payloads, LIVE_PHI + SPEC_PHI) == []
     assert "DOE^JANE" in payloads            # the payload is what apply sends
     assert "CompressedSamples^CT1" not in (project / "plan.json").read_text()
