@@ -93,14 +93,18 @@ CHOICES: tuple[Choice, ...] = (
            "when the study already has one (two primaries with the same UIDs must not exist): "
            "copy_failed = the copy ends COPY_FAILED with a message; demote_existing = the old "
            "primary image set becomes non-primary when the copy completes."),
-    Choice("primary_restricted_levels", ("off", "patient_series", "patient_study"), "off",
-           "[D, wording unverified] 'Patient- and Series-level elements cannot be updated on "
-           "primary image sets' (maybe meaning Patient/Study). Off by default: the wording is "
-           "ambiguous and contradicts AWS's own CLI examples that update PatientName; switch it "
-           "on to exercise a client's handling."),
+    Choice("primary_restricted_levels", ("patient_series", "patient_study", "off"),
+           "patient_series",
+           "[D, wording unverified] the 2025 update-image-set-metadata page: 'Patient- and "
+           "Series-level elements cannot be updated on primary image sets' (it may mean "
+           "Patient/Study). patient_series by default: it is what the guide (and its "
+           "translations) literally says, and the stricter of the readings a client must "
+           "survive; off is the pre-2025 behaviour AWS's older CLI examples show."),
     Choice("primary_restriction_include_study", ("allowed", "refused"), "allowed",
-           "[I] with primary_restricted_levels on: whether includeStudyImageSets=true lifts the "
-           "restriction (the study-wide update is what keeps primary sets consistent)."),
+           "[I] whether includeStudyImageSets=true lifts the restriction for the study-wide "
+           "levels (Patient, Study): the guide presents the flag as the way to keep a study's "
+           "primary image sets consistent, so allowed; a Series-level element stays refused "
+           "(a series belongs to one image set: the flag has nothing to keep consistent)."),
     Choice("include_study_scope", ("patient_study", "all_levels"), "patient_study",
            "[I] what includeStudyImageSets applies to the study's other primary image sets: "
            "patient_study = only the Patient- and Study-level parts (series and instances "

@@ -173,7 +173,8 @@ def _check_attribute(op: Op, ctx: UpdateContext, b: Behaviours) -> list[str]:
                         f"requires force")
     restricted = RESTRICTED.get(b.primary_restricted_levels, ())
     if ctx.is_primary and op.level in restricted and not (
-            ctx.include_study and b.primary_restriction_include_study == "allowed"):
+            ctx.include_study and b.primary_restriction_include_study == "allowed"
+            and op.level in (facts.PATIENT, facts.STUDY)):
         problems.append(f"{path}: {op.level}-level attributes cannot be updated on a primary "
                         f"image set")
     if b.length_limits == "enforce" and op.kind == "set" and exceeds_length_limit(key, value):

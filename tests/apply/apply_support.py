@@ -198,8 +198,15 @@ class Project:
                   removable: dict | None = None, wait: bool = True,
                   schema_version: Any = SCHEMA_VERSION) -> str:
         """A second writer: one UpdateImageSetMetadata through boto3 against the latest
-        version; returns the new version id (completed unless ``wait`` is false)."""
-        latest = self.wait_unlocked(image_set_id)["versionId"]
+        version; returns the new version id (completed unless ``wait`` is false). On a
+        primary image set a Patient/Study change goes study-wide (includeStudyImageSets), as
+        any writer's must where the service restricts those levels."""
+        found = self.wait_unlocked(image_set_id)
+        latest = found["versionId"]
+        study_wide = bool(found.get("isPrimary")) and any(
+            (doc or {}).get("Patient") or ((doc or {}).get("Study") or {}).get("DICOM")
+            for doc in (updatable, removable))
+
         dicom: dict[str, Any] = {}
         if updatable is not None:
             dicom["updatableAttributes"] = json.dumps({"SchemaVersion": schema_version, **updatable})
@@ -207,7 +214,8 @@ class Project:
             dicom["removableAttributes"] = json.dumps({"SchemaVersion": schema_version, **removable})
         r = self.client.update_image_set_metadata(
             datastoreId=self.datastore_id, imageSetId=image_set_id, latestVersionId=latest,
-            updateImageSetMetadataUpdates={"DICOMUpdates": dicom})
+            updateImageSetMetadataUpdates={"DICOMUpdates": dicom},
+            includeStudyImageSets=study_wide)
         if wait:
             done = self.wait_unlocked(image_set_id)
             assert done["imageSetWorkflowStatus"] == "UPDATED", done
