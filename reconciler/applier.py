@@ -13,11 +13,12 @@ For each image set of a plan (docs/plan-and-apply.md):
 * updates are asynchronous: the new version is polled until it leaves ``LOCKED``; it must end
   ``UPDATED`` (``UPDATE_FAILED`` reports the service's message); then the metadata of that
   version is read again and the managed attributes must match the spec;
-* a study group (:mod:`reconciler.grouping`) is one unit: every member is checked to be at
+* a study update (:mod:`reconciler.grouping`) is one unit: every member is checked to be at
   its planned version, and the study to have no other primary image set, just before the one
-  includeStudyImageSets request goes to the leader; anything that moved makes the whole group
-  stale unless the desired state is already on every member; then each member's new version
-  is waited for and verified, and each member gets its own outcome;
+  includeStudyImageSets request goes to the leader; after a conflict every member is re-read
+  and the request made again, which a saved plan sends only when it is the reviewed one; then
+  each member's new version is waited for and verified, and each member gets its own
+  outcome; an entry's own changes that follow its study update (``after_study``) go next;
 * independent image sets go on after one fails, unless ``fail_fast``; ``AccessDenied`` and
   ``ServiceQuotaExceeded`` stop every further write, and so does an ``on_result`` that
   fails (the state could not be saved: what cannot be recorded is not done).
@@ -44,8 +45,8 @@ from .model import Spec
 from .payloads import Request, build_requests, schema_version_of
 from .planner import PlanOptions, before_digest, read_pinned
 from .importer import study_key
-from .service import (UPDATE_FAILED, UPDATED, UPDATING_FOR_STUDY_CONSISTENCY, HealthImaging,
-                      UpdateResult)
+from .service import (DELETED, UPDATE_FAILED, UPDATED, UPDATING_FOR_STUDY_CONSISTENCY,
+                      HealthImaging, UpdateResult)
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +237,9 @@ class Applier:
                 self.hi, ds, image_set_id,
                 PlanOptions(lock_wait=self.options.wait_timeout,
                             poll_interval=self.options.poll_interval, sleep=self.options.sleep))
+            if image_set.state == DELETED:
+                raise errors.NotFoundError(f"image set {image_set_id} is DELETED",
+                                           operation="GetImageSet")
             changes = diff(spec.attributes, metadata, image_set_id)
             schema_version = schema_version_of(metadata)
             del metadata
@@ -527,16 +531,23 @@ class Applier:
         changes every one of them, and a newcomer was never reviewed."""
         ds = group["datastore_id"]
         with self._reads:
-            metadata = self.hi.get_metadata(ds, leader["image_set_id"], leader["version_id"])
+            try:
+                metadata = self.hi.get_metadata(ds, leader["image_set_id"], leader["version_id"])
+            except errors.ConflictError:
+                # A deleted image set's metadata may answer 409: say what it is.
+                if self.hi.get_image_set(ds, leader["image_set_id"]).state == DELETED:
+                    raise errors.NotFoundError(f"image set {leader['image_set_id']} is DELETED",
+                                               operation="GetImageSetMetadata") from None
+                raise
             study_uid = str(((metadata.get("Study") or {}).get("DICOM") or {})
                             .get("StudyInstanceUID") or "")
             del metadata
         if not study_uid or study_key(study_uid) != group["study"]:
-            raise _Stop(STALE, f"study group {group['study']}: image set "
+            raise _Stop(STALE, f"study update {group['study']}: image set "
                                f"{leader['image_set_id']} is not of that study; plan again")
         primaries = grouping.primary_image_sets(self.hi, ds, study_uid)
         if primaries != planned:
-            raise _Stop(STALE, f"study group {group['study']}: the study now has "
+            raise _Stop(STALE, f"study update {group['study']}: the study now has "
                                f"{len(primaries)} primary image set(s), not the "
                                f"{len(planned)} planned; plan again")
 
@@ -548,7 +559,7 @@ class Applier:
             if image_set.version_id != member["version_id"] or image_set.locked \
                     or image_set.workflow_status == UPDATING_FOR_STUDY_CONSISTENCY:
                 raise errors.ConflictError(
-                    f"image set {member['image_set_id']} of the study group is at version "
+                    f"image set {member['image_set_id']} of the study update is at version "
                     f"{image_set.version_id} ({image_set.state}), planned "
                     f"{member['version_id']}", operation="GetImageSet")
 

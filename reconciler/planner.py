@@ -154,12 +154,16 @@ def _moved_since_listed(hi: HealthImaging, assignment: Assignment, image_set: Im
 
 def read_pinned(hi: HealthImaging, datastore_id: str, image_set_id: str,
                 options: PlanOptions) -> tuple[ImageSet, dict[str, Any]]:
-    """The latest version that is not LOCKED, and its metadata read *by that version*."""
+    """The latest version that is not LOCKED, and its metadata read *by that version*. A
+    DELETED image set has no metadata to read (the service may answer 409 or 404 for it):
+    it comes back with an empty document, and the callers report it missing."""
     deadline = time.monotonic() + options.lock_wait
     delay = options.poll_interval
     while True:
         try:
             image_set = hi.get_image_set(datastore_id, image_set_id)
+            if image_set.state == DELETED:
+                return image_set, {}
             if not image_set.locked:
                 return image_set, hi.get_metadata(datastore_id, image_set_id,
                                                   image_set.version_id)
