@@ -81,6 +81,7 @@ class Outcome:
     version_after: str | None = None       # the verified version holding the desired state
     writes: int = 0
     response: dict[str, Any] = field(default_factory=dict)   # last UpdateImageSetMetadata answer
+    refused: tuple[str, str, str] | None = None   # (kind, version, canonical request) refused
     record_spec: Spec | None = None        # what the state records instead of the named spec
 
 
@@ -172,6 +173,15 @@ class _Stop(Exception):
         self.status, self.reason = status, reason
 
 
+class _Refused(_Stop):
+    """The service refused the request itself (UPDATE_FAILED, or a 400 that is no stale
+    version): sending it again would fail the same way."""
+
+    def __init__(self, kind: str, version: str, reason: str):
+        super().__init__(FAILED, reason)
+        self.kind, self.version = kind, version
+
+
 class Applier:
     def __init__(self, hi: HealthImaging, options: ApplyOptions | None = None):
         self.hi = hi
@@ -221,7 +231,8 @@ class Applier:
                          "imageSetWorkflowStatus": image_set.workflow_status,
                          "message": image_set.message})
         if image_set.workflow_status == UPDATE_FAILED:
-            raise _Stop(FAILED, f"UPDATE_FAILED: {image_set.message or 'no message'}")
+            raise _Refused("UPDATE_FAILED", version,
+                           f"UPDATE_FAILED: {image_set.message or 'no message'}")
         if image_set.workflow_status != UPDATED:
             raise _Stop(FAILED, f"version {version} ended {image_set.state}/"
                                 f"{image_set.workflow_status}, not UPDATED")
@@ -289,10 +300,14 @@ class Applier:
         return FAILED, str(exc)
 
     def _send(self, ds: str, image_set_id: str, version: str, request: Request):
-        return send_update(
-            self.hi, ds, image_set_id, version, updatable=request.updatable,
-            removable=request.removable, force=request.force,
-            include_study_image_sets=request.include_study_image_sets)
+        try:
+            return send_update(
+                self.hi, ds, image_set_id, version, updatable=request.updatable,
+                removable=request.removable, force=request.force,
+                include_study_image_sets=request.include_study_image_sets)
+        except errors.ServiceValidationError as exc:   # not a stale version: see send_update
+            raise _Refused("ValidationException", version,
+                           f"ValidationException: {exc.message}") from exc
 
     def _acceptable(self, fresh: list[Request], changes: list[Change], entry: dict[str, Any],
                     writes: int) -> bool:
@@ -378,6 +393,8 @@ class Applier:
             outcome.status, outcome.version_after = APPLIED, version
         except (_Stop, ImageSetProblem, errors.ServiceError) as exc:
             outcome.status, outcome.reason = self._failure(exc)
+            if isinstance(exc, _Refused):
+                outcome.refused = (exc.kind, exc.version, requests[0].canonical())
         return outcome
 
     # -- a study update ------------------------------------------------------------------------
@@ -417,6 +434,9 @@ class Applier:
             status, reason = self._failure(exc)
             for outcome in outcomes:
                 outcome.status, outcome.reason = status, reason
+                if isinstance(exc, _Refused):
+                    outcome.refused = (exc.kind, exc.version,
+                                       Request.from_json(group["requests"][0]).canonical())
             return outcomes
         if there is not None:
             versions, landed = there
@@ -445,6 +465,9 @@ class Applier:
                 outcome.status, outcome.version_after = APPLIED, version
             except (_Stop, ImageSetProblem, errors.ServiceError) as exc:
                 outcome.status, outcome.reason = self._failure(exc)
+                if isinstance(exc, _Refused):
+                    outcome.refused = (exc.kind, exc.version,
+                                       Request.from_json(group["requests"][0]).canonical())
         return outcomes
 
     def _group_write(self, group: dict[str, Any], members: list[dict[str, Any]],

@@ -308,11 +308,11 @@ def plan_study_updates(entries: list[dict[str, Any]], studies: StudyIndex, hi: H
                                 state_serial)
         except StudyRefused as exc:
             for entry in study.entries:
-                _refuse(entry, f"study update of {study_key(study.uid)}: {exc}")
+                refuse_entry(entry, f"study update of {study_key(study.uid)}: {exc}")
             continue
         except PayloadTooLarge as exc:
             for entry in study.entries:
-                _refuse(entry, str(exc))
+                refuse_entry(entry, str(exc))
             continue
         if group is None:
             continue
@@ -330,9 +330,19 @@ def plan_study_updates(entries: list[dict[str, Any]], studies: StudyIndex, hi: H
     return [e for e in entries if id(e) not in absorbed], groups
 
 
-def _refuse(entry: dict[str, Any], reason: str) -> None:
+def refuse_entry(entry: dict[str, Any], reason: str) -> None:
+    """Make a plan entry an error: nothing of it is sent."""
     entry.update(action=plans.ACTION_ERROR, error=reason, requests=[], changes=[],
                  before_digest=None, force=False)
+
+
+def member_error(group: dict[str, Any], member: dict[str, Any], reason: str) -> dict[str, Any]:
+    """A plan entry in error for a member of a study update that cannot be sent."""
+    return {"spec": member["spec"], "spec_digest": member["spec_digest"],
+            "datastore_id": group["datastore_id"], "image_set_id": member["image_set_id"],
+            "version_id": member["version_id"], "action": plans.ACTION_ERROR, "force": False,
+            "include_study_image_sets": False, "state_serial": member["state_serial"],
+            "changes": [], "before_digest": None, "requests": [], "error": reason}
 
 
 def _plan_study(study: _Study, entries: list[dict[str, Any]], studies: StudyIndex,

@@ -49,6 +49,11 @@ class Request:
         return {"updatableAttributes": self.updatable, "removableAttributes": self.removable,
                 "force": self.force, "includeStudyImageSets": self.include_study_image_sets}
 
+    def canonical(self) -> str:
+        """The exact request as one text: what a refusal of it is remembered by (hashed)."""
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False)
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Request":
         return cls(updatable=data.get("updatableAttributes"),

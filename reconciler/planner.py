@@ -17,6 +17,7 @@ metadata document is dropped as soon as its diff is made. The result is a plan *
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import json
@@ -30,7 +31,8 @@ from . import errors, grouping, plans
 from .config import PrimaryPolicy
 from .diff import Change, ImageSetProblem, diff
 from .model import Spec
-from .payloads import SCHEMA_VERSION, PayloadTooLarge, build_requests, schema_version_of
+from .payloads import (SCHEMA_VERSION, PayloadTooLarge, Request, build_requests,
+                       schema_version_of)
 from .progress import Progress
 from .redact import Redactor
 from .service import ACTIVE, DELETED, HealthImaging, ImageSet, ImageSetSummary
@@ -273,6 +275,48 @@ def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
         return plan_entry(assignment, image_set.version_id, [], redactor, error=str(exc))
 
 
+Refused = Callable[[str, str, str], Any]
+"""(spec name, image set id, canonical request) → the refusal the state remembers of this very
+request (:class:`reconciler.states.Refusal`), or None."""
+
+
+def _refusal_note(refusal: Any) -> str:
+    return (f"cannot converge: HealthImaging refused this very request ({refusal.kind}, "
+            f"version {refusal.version}, {refusal.at}) and would refuse it again. If the image "
+            f"set is primary, the account's service may forbid the change on primary image sets "
+            f"(primaryImageSets in reconciler.yaml; docs/primary-image-sets.md): {grouping.WAY_OUT}. "
+            f"Changing the spec plans anew; plan --retry-refused sends it again")
+
+
+def cannot_converge(entries: list[dict[str, Any]], groups: list[dict[str, Any]],
+                    refused: Refused) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Entries and study updates whose very request the service refused before become errors
+    that say so, instead of proposing the doomed request again (a study update: an error for
+    each of its members' specs)."""
+    for entry in entries:
+        found = next((r for r in (refused(entry["spec"], entry["image_set_id"],
+                                          Request.from_json(q).canonical())
+                                  for q in entry["requests"]) if r is not None), None)
+        if found is not None:
+            grouping.refuse_entry(entry, _refusal_note(found))
+    kept = []
+    for group in groups:
+        request = Request.from_json(group["requests"][0]).canonical()
+        found = next((r for m in group["members"]
+                      if (r := refused(m["spec"], m["image_set_id"], request)) is not None), None)
+        if found is None:
+            kept.append(group)
+            continue
+        for member in group["members"]:
+            if not member.get("peer"):
+                entries.append(grouping.member_error(group, member, _refusal_note(found)))
+        for entry in entries:
+            if entry.get("after_study") == group["study"]:
+                entry.pop("after_study")
+                grouping.refuse_entry(entry, "its study update cannot converge")
+    return entries, kept
+
+
 KnownVersion = Callable[[str, str, str], "str | None"]
 """(spec name, image set id, spec digest) → the version the state recorded as verified for
 this spec *as it is now*, or None."""
@@ -315,10 +359,13 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
               check_overlaps: Callable[[list[tuple[Spec, str, str]]], list] | None = None,
               lineage: str | None = None, serial: int | None = None,
               state_serial: StateSerial | None = None,
-              known_version: KnownVersion | None = None) -> dict[str, Any]:
+              known_version: KnownVersion | None = None,
+              refused: Refused | None = None) -> dict[str, Any]:
     """The whole plan document. Raises :class:`errors.SpecError` when, after selectors are
     resolved, two specs manage the same attribute of one image set. ``known_version`` lets
-    image sets the state shows unchanged skip their reads (:func:`unchanged_since_apply`)."""
+    image sets the state shows unchanged skip their reads (:func:`unchanged_since_apply`);
+    ``refused`` turns a request the service already refused into an error
+    (:func:`cannot_converge`)."""
     options = options or PlanOptions()
     assignments = resolve(select_specs(specs, options), hi, default_datastore)
     if check_overlaps is not None:
@@ -336,6 +383,13 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
 
     def one(assignment: Assignment) -> dict[str, Any]:
         version = settled.get((assignment.spec.name, assignment.image_set_id))
+        known = (known_version(assignment.spec.name, assignment.image_set_id,
+                               assignment.spec.digest)
+                 if known_version is not None and assignment.listed is not None else None)
+        if known is not None and int(known) > int(assignment.listed.version):
+            # The state verified a newer version than the search lists: the index lags, so
+            # the listed version is not the one to plan on.
+            assignment = dataclasses.replace(assignment, listed=None)
         if version is not None:
             entry = plan_entry(assignment, version, [], redactor)
             entry["state_serial"] = (state_serial(assignment.spec.name, assignment.image_set_id)
@@ -350,6 +404,8 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
     progress.close()
     entries, groups = grouping.plan_study_updates(
         entries, studies, hi, redactor, grouping.listed_studies(assignments), state_serial)
+    if refused is not None:
+        entries, groups = cannot_converge(entries, groups, refused)
     doc = plans.new_plan(entries, redacted=redactor.enabled, lineage=lineage, serial=serial,
                          groups=groups)
     return plans.note_not_reread(doc, len(settled))

@@ -26,7 +26,7 @@ from .drift import check as drift_check
 from .model import Spec
 from .redact import Redactor
 from .service import DELETED, UPDATED, HealthImaging
-from .states import OP_APPLY, OP_ROLLBACK, ImageSetRecord, State, StateBackend
+from .states import OP_APPLY, OP_ROLLBACK, ImageSetRecord, Refusal, State, StateBackend
 
 REPORT_FORMAT = "1"
 
@@ -84,6 +84,16 @@ def state_serials(state: State) -> Callable[[str, str], int | None]:
         record = state.get(spec, image_set_id)
         return record.serial if record else None
     return serial
+
+
+def refusals(state: State) -> Callable[[str, str, str], Refusal | None]:
+    """For plan: the refusal the state remembers of this very request (spec, image set,
+    canonical request), or None."""
+    def refused(spec: str, image_set_id: str, request: str) -> Refusal | None:
+        found = state.refusal(spec, image_set_id)
+        return found if found is not None and found.request == state.hash_value(request) \
+            else None
+    return refused
 
 
 def known_versions(state: State) -> Callable[[str, str, str], str | None]:
@@ -201,14 +211,24 @@ def apply_plan(plan: dict[str, Any], specs: list[Spec], hi: HealthImaging, backe
         if outcome.status not in (APPLIED, UNCHANGED) or not outcome.version_after \
                 or spec is None:
             key = (outcome.spec, outcome.image_set_id)
+            changed = False
             if key in replaced:       # the write did not succeed: what was there stays
                 previous = replaced.pop(key)
                 if previous is None:
                     state.remove(*key)
                 else:
                     state.put(outcome.spec, previous)
+                changed = True
+            if outcome.refused is not None:   # the next plan must not propose it again
+                kind, version, request = outcome.refused
+                state.refuse(*key, Refusal(request=state.hash_value(request), version=version,
+                                           kind=kind))
+                changed = True
+            if changed:
                 saver.save()
             return
+        if state.forgive(spec.name, outcome.image_set_id):
+            saver.save()
         record = record_for(state, spec, outcome)
         key = (spec.name, outcome.image_set_id)
         # What was there before this run's pending record, if it made one.

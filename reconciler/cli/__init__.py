@@ -204,9 +204,9 @@ def _backend(config):
 
 
 def _make_plan(hi, config, specs, state, redactor, targets=(), excludes=(),
-               parallelism: int = 10, read_all: bool = False):
+               parallelism: int = 10, read_all: bool = False, retry_refused: bool = False):
     from ..planner import PlanOptions, make_plan
-    from ..runs import known_versions, state_serials
+    from ..runs import known_versions, refusals, state_serials
     from ..specs import check_overlaps
 
     return make_plan(specs, hi, redactor,
@@ -215,10 +215,18 @@ def _make_plan(hi, config, specs, state, redactor, targets=(), excludes=(),
                                          parallelism=parallelism,
                                          primary=config.primary,
                                          trust_state=not read_all),
-                     lineage=state.lineage if state else None,
-                     serial=state.serial if state else None,
-                     state_serial=state_serials(state) if state else None,
-                     known_version=known_versions(state) if state else None)
+                     lineage=state.lineage if state is not None else None,
+                     serial=state.serial if state is not None else None,
+                     state_serial=state_serials(state) if state is not None else None,
+                     known_version=known_versions(state) if state is not None else None,
+                     refused=refusals(state) if state is not None and not retry_refused else None)
+
+
+_retry_refused = click.option(
+    "--retry-refused", is_flag=True,
+    help="Plan again a request HealthImaging refused before (UPDATE_FAILED or a 400), which "
+         "the state remembers; without it such an image set is an error saying it cannot "
+         "converge.")
 
 
 @cli.command()
@@ -238,11 +246,12 @@ def _make_plan(hi, config, specs, state, redactor, targets=(), excludes=(),
               help="Read every image set, also those the state verified at the version the "
                    "search index lists as latest (the index may lag; without this flag a plain "
                    "plan says how many it skipped). plan --out and apply always read all.")
+@_retry_refused
 @_format_options
 @_redact_option
 @click.pass_obj
 def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, excludes,
-         parallelism, read_all, fmt, json_stream, redact_here):
+         parallelism, read_all, retry_refused, fmt, json_stream, redact_here):
     """Read the live metadata and show the minimal change.
 
     \b
@@ -260,7 +269,7 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
     state = _backend(config).read()
     doc = _make_plan(_service(opts, config), config, specs, state,
                      _redactor(opts, config, redact_here, state),
-                     targets, excludes, parallelism, read_all or bool(out))
+                     targets, excludes, parallelism, read_all or bool(out), retry_refused)
     if out:
         save(doc, out)
     _write_plan(doc, output, opts)
@@ -324,10 +333,11 @@ def _is_plan_file(paths) -> bool:
 @click.option("--json", "as_json", is_flag=True, help="Print the apply report as JSON.")
 @click.option("--json-stream", "json_stream", is_flag=True,
               help="Print NDJSON events, one per line (see the README).")
+@_retry_refused
 @_redact_option
 @click.pass_obj
 def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_in_flight,
-          wait_timeout, lock_timeout, as_json, json_stream, redact_here):
+          wait_timeout, lock_timeout, as_json, json_stream, retry_refused, redact_here):
     """Apply a saved plan exactly, or plan and apply after confirmation.
 
     With PLANFILE (from `plan --out`) the reviewed payloads are sent as they are, each against
@@ -363,7 +373,7 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
         if not saved:
             # A plan that leads to writes never trusts a listing for "nothing changed".
             plan_doc = _make_plan(hi, config, specs, state, redactor, parallelism=parallelism,
-                                  read_all=True)
+                                  read_all=True, retry_refused=retry_refused)
             if output != "json":
                 _write_plan(plan_doc, output, opts)
             if plan_doc["summary"]["error"]:

@@ -12,9 +12,9 @@ Typical use by apply::
 """
 
 from .backend import DEFAULT_LOCAL_PATH, DEFAULT_S3_KEY, LockInfo, StateBackend, open_backend
-from .model import (FORMAT_VERSION, OP_APPLY, OP_ROLLBACK, DriftCheckpoint, ImageSetRecord, State,
-                    utc_now, utc_time)
+from .model import (FORMAT_VERSION, OP_APPLY, OP_ROLLBACK, DriftCheckpoint, ImageSetRecord,
+                    Refusal, State, utc_now, utc_time)
 
 __all__ = ["DEFAULT_LOCAL_PATH", "DEFAULT_S3_KEY", "FORMAT_VERSION", "OP_APPLY", "OP_ROLLBACK",
-           "DriftCheckpoint", "ImageSetRecord", "LockInfo", "State", "StateBackend", "open_backend",
-           "utc_now", "utc_time"]
+           "DriftCheckpoint", "ImageSetRecord", "LockInfo", "Refusal", "State", "StateBackend",
+           "open_backend", "utc_now", "utc_time"]

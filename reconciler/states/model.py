@@ -107,6 +107,27 @@ class ImageSetRecord:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """HealthImaging refused one exact request for one (spec, image set): it ended
+    ``UPDATE_FAILED``, or was answered 400 ValidationException, on ``version``. ``request`` is
+    :meth:`State.hash_value` of the request's canonical JSON (the request holds values), so the
+    next plan can tell the very same request from a new one without keeping it. The service's
+    message is not kept: it may quote values."""
+
+    request: str
+    version: str
+    kind: str                      # UPDATE_FAILED | ValidationException
+    at: str = field(default_factory=utc_now)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Refusal:
+        return cls(**doc)
+
+
+@dataclass(frozen=True)
 class DriftCheckpoint:
     """What one ``drift`` established for one data store (see ``reconciler.drift``).
 
@@ -147,7 +168,8 @@ class State:
     def __init__(self, *, lineage: str, serial: int, salt: str,
                  specs: Mapping[str, Mapping[str, ImageSetRecord]] | None = None,
                  last_checked_at: str | None = None,
-                 drift_checkpoints: Mapping[str, DriftCheckpoint] | None = None):
+                 drift_checkpoints: Mapping[str, DriftCheckpoint] | None = None,
+                 refusals: Mapping[str, Mapping[str, Refusal]] | None = None):
         self._lineage = lineage
         self._serial = serial
         self._salt = salt
@@ -156,6 +178,8 @@ class State:
             name: dict(records) for name, records in (specs or {}).items()}
         self.last_checked_at = last_checked_at
         self._drift: dict[str, DriftCheckpoint] = dict(drift_checkpoints or {})
+        self._refusals: dict[str, dict[str, Refusal]] = {
+            name: dict(by_id) for name, by_id in (refusals or {}).items()}
         self._lock = threading.RLock()
         # Records already validated against the schema (by identity; records are immutable),
         # so a save validates only what changed: one apply saves after every image set, and
@@ -244,6 +268,24 @@ class State:
                 raise KeyError(f"no record of image set {image_set_id} under spec {spec}")
             self._specs[spec][record.image_set_id] = replace(record, last_checked_at=when)
 
+    def refusal(self, spec: str, image_set_id: str) -> Refusal | None:
+        with self._lock:
+            return self._refusals.get(spec, {}).get(image_set_id)
+
+    def refuse(self, spec: str, image_set_id: str, refusal: Refusal) -> None:
+        """Remember that the service refused this request (see :class:`Refusal`)."""
+        with self._lock:
+            self._refusals.setdefault(spec, {})[image_set_id] = refusal
+
+    def forgive(self, spec: str, image_set_id: str) -> bool:
+        """Forget a refusal (a write of the spec went through, or it was removed)."""
+        with self._lock:
+            by_id = self._refusals.get(spec, {})
+            found = by_id.pop(image_set_id, None) is not None
+            if not by_id:
+                self._refusals.pop(spec, None)
+            return found
+
     def drift_checkpoint(self, datastore_id: str) -> DriftCheckpoint | None:
         with self._lock:
             return self._drift.get(datastore_id)
@@ -290,6 +332,9 @@ class State:
             }
             if self._drift:      # optional: a state never checked incrementally has none
                 doc["drift_checkpoints"] = {ds: cp.to_dict() for ds, cp in sorted(self._drift.items())}
+            if self._refusals:   # optional: only where the service refused a request
+                doc["refusals"] = {name: {isid: r.to_dict() for isid, r in sorted(by_id.items())}
+                                   for name, by_id in sorted(self._refusals.items())}
             return doc
 
     def to_json(self, serial: int | None = None) -> str:
@@ -328,8 +373,11 @@ class State:
                  for name, body in doc["specs"].items()}
         drift = {ds: DriftCheckpoint.from_dict(cp)
                  for ds, cp in (doc.get("drift_checkpoints") or {}).items()}
+        refusals = {name: {isid: Refusal.from_dict(r) for isid, r in by_id.items()}
+                    for name, by_id in (doc.get("refusals") or {}).items()}
         state = cls(lineage=doc["lineage"], serial=doc["serial"], salt=doc["salt"], specs=specs,
-                    last_checked_at=doc.get("last_checked_at"), drift_checkpoints=drift)
+                    last_checked_at=doc.get("last_checked_at"), drift_checkpoints=drift,
+                    refusals=refusals)
         state._checked = {id(rec): rec for records in specs.values() for rec in records.values()}
         return state
 

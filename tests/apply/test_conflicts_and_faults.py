@@ -236,11 +236,22 @@ def test_update_failed_is_reported_with_the_service_message(project, ids):
     assert project.metadata(nm, 2)["Study"] == project.metadata(nm, 1)["Study"]
     assert project.record("nm-bone", nm) is None                 # not recorded as applied
     assert items["ct-small"]["status"] == items["sc-deid"]["status"] == "applied"
-    # A second run converges.
-    again, _, items = apply_json(project, "--auto-approve")
+    # The service refused this very request: the next plan says it cannot converge instead of
+    # proposing it again, and nothing is written.
+    refused = project.run("plan", "--json")
+    assert refused.exit_code == 1
+    [entry] = [e for e in refused.json["image_sets"] if e["spec"] == "nm-bone"]
+    assert entry["action"] == "error" and "cannot converge" in entry["error"]
+    assert "UPDATE_FAILED" in entry["error"] and "--retry-refused" in entry["error"]
+    assert "archive refused" not in json.dumps(project.state())   # no message kept
+    assert project.version_count(nm) == 2
+    # Told to, a second run sends it again and converges; the refusal is forgotten.
+    again, _, items = apply_json(project, "--auto-approve", "--retry-refused")
     assert again.exit_code == 0
     assert (items["nm-bone"]["status"], items["nm-bone"]["version_after"]) == ("applied", "3")
     assert project.record("nm-bone", nm)["version_before"] == "2"
+    assert "refusals" not in project.state()
+    assert project.run("plan", "--detailed-exitcode").exit_code == 0
 
 
 def test_update_locked_longer_than_the_wait_bound(project, ids):
