@@ -67,7 +67,9 @@ def test_cli_reads(api, tmp_path):
     assert "ResourceNotFoundException" in failed.stderr
 
 
-def test_cli_update_remove_revert_and_versions(api):
+def test_cli_update_remove_revert_and_versions(make_api):
+    # The CLI examples (a PatientName update per image set) predate primary image sets: pinned.
+    api = make_api(update_delay=0.05, behaviours={"primary_restricted_levels": "off"})
     emu, ds, image_set = api.emulator, api.ds, api.image_set(OT_STUDY)
     common = ["--datastore-id", ds, "--image-set-id", image_set]
     # Example 1: insert or update an attribute.

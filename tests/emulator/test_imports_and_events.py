@@ -168,7 +168,10 @@ def test_a_client_imports_searches_updates_and_hears_about_it(world):
                if e["detail-type"] == "Image Set Created"}
     assert ct in created
 
-    world.api.update(ct, {"Patient": {"DICOM": {"PatientName": "DOE^JANE"}}})
+    # Imports make primary image sets: a Patient change to one goes study-wide, as any
+    # client's must under the default (primary_restricted_levels=patient_series).
+    world.api.update(ct, {"Patient": {"DICOM": {"PatientName": "DOE^JANE"}}},
+                     include_study=True)
     world.receive_until(["Image Set Updating", "Image Set Updated"])
     updated = next(e for e in world.received if e["detail-type"] == "Image Set Updated")
     assert updated["detail"] == {
@@ -228,7 +231,9 @@ def test_reimport_and_conflicting_import_follow_the_guide(world):
         "numberOfMatchedSOPInstances": 1}]
     assert [s["imageSetId"] for s in _image_set_of(world.api, OT_STUDY)] == [ot_id]
     # Data that conflicts with the primary image set becomes a non-primary image set.
-    world.api.apply(ot_id, {"Patient": {"DICOM": {"PatientName": "EDITED^NAME"}}})
+    final = world.api.apply(ot_id, {"Patient": {"DICOM": {"PatientName": "EDITED^NAME"}}},
+                            include_study=True)      # a primary image set: study-wide
+    assert final["imageSetWorkflowStatus"] == "UPDATED"
     world.wait_job(world.start_import("ot1/"))
     [non_primary] = _image_set_of(world.api, OT_STUDY, primary=False)
     assert non_primary["imageSetId"] != ot_id
@@ -263,9 +268,15 @@ def test_all_nineteen_event_types(world):
     world.upload("all/", files=[p for p in DICOM_FILES if p.name.startswith("SC_rgb")])
     world.wait_job(world.start_import("all/"))
     [ot] = [s["imageSetId"] for s in _image_set_of(api, OT_STUDY)]
-    api.apply(ot, {"Patient": {"DICOM": {"PatientName": "A^B"}}})
+    # ot is primary (imported): its Patient changes go study-wide; the first must succeed
+    # ("Image Set Updated"), the second fails by the injected fault only.
+    assert api.apply(ot, {"Patient": {"DICOM": {"PatientName": "A^B"}}}, include_study=True)[
+        "imageSetWorkflowStatus"] == "UPDATED"
     api.emulator.faults.add("UpdateImageSetMetadata", "update_failed", times=1)
-    api.apply(ot, {"Patient": {"DICOM": {"PatientName": "C^D"}}})
+    failed_update = api.apply(ot, {"Patient": {"DICOM": {"PatientName": "C^D"}}},
+                              include_study=True)
+    assert failed_update["imageSetWorkflowStatus"] == "UPDATE_FAILED"
+    assert "cannot be updated" not in failed_update.get("message", "")
     copy = client.copy_image_set(datastoreId=api.ds, sourceImageSetId=ot,
                                  copyImageSetInformation={"sourceImageSet": {
                                      "latestVersionId": api.latest(ot)}})
@@ -304,8 +315,8 @@ def test_events_are_best_effort_when_eventbridge_is_unreachable(moto_url):
     with ThreadedEmulator(seeds=[str(EXAMPLES_DICOM)], events_endpoint=dead) as emu:
         api = Api(emu)
         ct = api.image_set(CT_STUDY)
-        assert api.apply(ct, {"Patient": {"DICOM": {"PatientName": "X^Y"}}})[
-            "imageSetWorkflowStatus"] == "UPDATED"
+        assert api.apply(ct, {"Patient": {"DICOM": {"PatientName": "X^Y"}}},
+                         include_study=True)["imageSetWorkflowStatus"] == "UPDATED"  # primary
         emu.events.flush()
         records = emu.events.records("Image Set Updated")
         assert records and records[0]["delivery"] == "failed"
@@ -314,7 +325,9 @@ def test_events_are_best_effort_when_eventbridge_is_unreachable(moto_url):
 def test_without_an_events_endpoint_events_are_only_logged(emulator):
     api = Api(emulator)
     ct = api.image_set(CT_STUDY)
-    api.apply(ct, {"Patient": {"DICOM": {"PatientName": "X^Y"}}})
+    final = api.apply(ct, {"Patient": {"DICOM": {"PatientName": "X^Y"}}},
+                      include_study=True)           # a seeded, primary image set: study-wide
+    assert final["imageSetWorkflowStatus"] == "UPDATED"
     kinds = [r["event"]["detail-type"] for r in emulator.events.records()]
     assert kinds == ["Image Set Updating", "Image Set Updated"]
     assert {r["delivery"] for r in emulator.events.records()} == {"not_published"}

@@ -9,7 +9,14 @@ import pytest
 from emulator_support import CT_STUDY, NM_STUDY, OT_STUDY, series_and_instance
 
 
-def test_update_creates_a_new_version_and_keeps_the_old_one_readable(api):
+# Tests of update semantics other than the primary-image-set rules pin
+# primary_restricted_levels=off (the pre-2025 service): their Patient/Series changes go to one
+# seeded (primary) image set, which the default reading refuses. Those rules are tested below.
+OFF = {"primary_restricted_levels": "off"}
+
+
+def test_update_creates_a_new_version_and_keeps_the_old_one_readable(make_api):
+    api = make_api(update_delay=0.05, behaviours=OFF)   # about versions, not primary rules
     image_set = api.image_set(CT_STUDY)
     before = api.meta(image_set)
     final = api.apply(image_set, {"Patient": {"DICOM": {"PatientName": "DOE^JANE",
@@ -34,7 +41,8 @@ def test_update_creates_a_new_version_and_keeps_the_old_one_readable(api):
     assert untouched == before        # nothing else moved
 
 
-def test_series_and_instance_level_updates(api):
+def test_series_and_instance_level_updates(make_api):
+    api = make_api(update_delay=0.05, behaviours=OFF)   # about Series/Instance paths
     image_set = api.image_set(CT_STUDY)
     suid, sop = series_and_instance(api.meta(image_set))
     api.apply(image_set, {"Study": {"Series": {suid: {
@@ -53,7 +61,8 @@ def test_removal_with_the_current_value(api):
     assert "StudyDescription" not in api.meta(image_set)["Study"]["DICOM"]
 
 
-def test_both_blobs_in_one_request_removals_first(api):
+def test_both_blobs_in_one_request_removals_first(make_api):
+    api = make_api(update_delay=0.05, behaviours=OFF)   # about removal order (a Patient removal)
     image_set = api.image_set(CT_STUDY)
     doc = api.meta(image_set)
     old = doc["Study"]["DICOM"]["StudyDescription"]
@@ -78,7 +87,8 @@ def test_apply_order_updates_first(make_api):
 
 
 def test_removal_mismatch_ignore(make_api):
-    api = make_api(behaviours={"removal_mismatch": "ignore"})
+    # about mismatching removals (of a Patient element), not primary rules
+    api = make_api(behaviours={"removal_mismatch": "ignore", **OFF})
     image_set = api.image_set(CT_STUDY)
     before = api.meta(image_set)
     final = api.apply(image_set, None, {"Patient": {"DICOM": {"PatientName": "WRONG"}}})
@@ -232,9 +242,8 @@ def test_include_study_updates_every_primary_image_set_of_the_study(make_api):
     api = make_api(update_delay=0.3)
     target, twin = api.image_set(CT_STUDY), _twin(api)
     bystander = _twin(api, primary=False, image_set_id="d" * 32)
-    suid, _ = series_and_instance(api.meta(target))
     response = api.update(target, {"Patient": {"DICOM": {"PatientName": "NEW^NAME"}},
-                                   "Study": {"Series": {suid: {"DICOM": {"SeriesDescription": "S"}}}}},
+                                   "Study": {"DICOM": {"StudyDescription": "S"}}},
                           include_study=True)
     assert response["imageSetWorkflowStatus"] == "UPDATING"
     peer = api.get(twin)
@@ -243,15 +252,65 @@ def test_include_study_updates_every_primary_image_set_of_the_study(make_api):
     assert api.get(bystander)["versionId"] == "1"         # not primary: not included
     assert api.wait(target)["imageSetWorkflowStatus"] == "UPDATED"
     assert api.wait(twin)["imageSetWorkflowStatus"] == "UPDATED"
-    assert api.meta(twin)["Patient"]["DICOM"]["PatientName"] == "NEW^NAME"
-    assert api.meta(target)["Patient"]["DICOM"]["PatientName"] == "NEW^NAME"
-    # Series-level parts stay with the target (include_study_scope=patient_study).
-    assert "SeriesDescription" not in api.meta(twin)["Study"]["Series"][suid]["DICOM"]
+    for image_set in (target, twin):
+        # The default restricts Patient (and Series) on primary sets; study-wide lifts Patient.
+        assert api.meta(image_set)["Patient"]["DICOM"]["PatientName"] == "NEW^NAME"
+        assert api.meta(image_set)["Study"]["DICOM"]["StudyDescription"] == "S"
     assert api.meta(bystander)["Patient"] == api.meta(bystander, "1")["Patient"]
 
 
+def test_include_study_does_not_lift_the_series_restriction_on_primary_image_sets(make_api):
+    """Under the default (primary_restricted_levels=patient_series) a Series-level element of
+    a primary image set is refused even study-wide, and the whole study's request with it."""
+    api = make_api()
+    target, twin = api.image_set(CT_STUDY), _twin(api)
+    suid, _ = series_and_instance(api.meta(target))
+    series = {"Study": {"Series": {suid: {"DICOM": {"SeriesDescription": "S"}}}}}
+    final = api.apply(target, {"Patient": {"DICOM": {"PatientName": "NEW^NAME"}}, **series},
+                      include_study=True)
+    assert final["imageSetWorkflowStatus"] == "UPDATE_FAILED"
+    assert "Series-level attributes cannot be updated on a primary image set" in final["message"]
+    assert "Patient-level" not in final["message"]           # that part alone was lifted
+    assert api.wait(twin)["imageSetWorkflowStatus"] == "UPDATE_FAILED"      # atomic
+    for image_set in (target, twin):
+        assert api.meta(image_set) == api.meta(image_set, "1")
+    # Per image set it is refused as well; so is the Patient element without the flag.
+    final = api.apply(target, series)
+    assert final["imageSetWorkflowStatus"] == "UPDATE_FAILED"
+    assert "Series-level attributes cannot be updated" in final["message"]
+    final = api.apply(target, {"Patient": {"DICOM": {"PatientName": "NEW^NAME"}}})
+    assert final["imageSetWorkflowStatus"] == "UPDATE_FAILED"
+    assert "Patient-level attributes cannot be updated" in final["message"]
+    # A non-primary image set of the study takes the Series-level change (the rule is
+    # about primary image sets only).
+    loose = _twin(api, primary=False, image_set_id="d" * 32)
+    assert api.apply(loose, series)["imageSetWorkflowStatus"] == "UPDATED"
+    # Synchronous validation refuses the same request at once, with the same reason.
+    sync = make_api(validation="sync")
+    with pytest.raises(sync.exceptions.ValidationException,
+                       match="Series-level attributes cannot be updated on a primary"):
+        sync.update(sync.image_set(CT_STUDY), series, include_study=True)
+
+
+def test_primary_restricted_levels_off_allows_a_study_wide_series_change(make_api):
+    api = make_api(behaviours={"primary_restricted_levels": "off"})
+    target, twin = api.image_set(CT_STUDY), _twin(api)
+    suid, _ = series_and_instance(api.meta(target))
+    final = api.apply(target, {"Patient": {"DICOM": {"PatientName": "NEW^NAME"}},
+                               "Study": {"Series": {suid: {"DICOM": {"SeriesDescription": "S"}}}}},
+                      include_study=True)
+    assert final["imageSetWorkflowStatus"] == "UPDATED" and final["isPrimary"] is True
+    assert api.wait(twin)["imageSetWorkflowStatus"] == "UPDATED"
+    assert api.meta(target)["Study"]["Series"][suid]["DICOM"]["SeriesDescription"] == "S"
+    assert api.meta(twin)["Patient"]["DICOM"]["PatientName"] == "NEW^NAME"
+    # Series-level parts stay with the target (include_study_scope=patient_study).
+    assert "SeriesDescription" not in api.meta(twin)["Study"]["Series"][suid]["DICOM"]
+
+
 def test_include_study_scope_all_levels(make_api):
-    api = make_api(behaviours={"include_study_scope": "all_levels"})
+    # Scope only shows where the service accepts Series elements on a primary image set: off.
+    api = make_api(behaviours={"include_study_scope": "all_levels",
+                               "primary_restricted_levels": "off"})
     target, twin = api.image_set(CT_STUDY), _twin(api)
     suid, _ = series_and_instance(api.meta(target))
     api.apply(target, {"Study": {"Series": {suid: {"DICOM": {"SeriesDescription": "S"}}}}},
@@ -280,6 +339,8 @@ def test_include_study_is_atomic(make_api):
     ("patient_series", "PatientName", "Patient", True),
     ("patient_series", "StudyDescription", "Study", False),
     ("patient_study", "StudyDescription", "Study", True),
+    ("patient_study", "PatientName", "Patient", True),
+    ("off", "PatientName", "Patient", False),
 ])
 def test_primary_restricted_levels(make_api, levels, attribute, level, blocked):
     api = make_api(behaviours={"primary_restricted_levels": levels})
@@ -291,6 +352,28 @@ def test_primary_restricted_levels(make_api, levels, attribute, level, blocked):
         # includeStudyImageSets lifts it (primary_restriction_include_study=allowed).
         again = api.apply(image_set, {level: {"DICOM": {attribute: "X"}}}, include_study=True)
         assert again["imageSetWorkflowStatus"] == "UPDATED"
+
+
+@pytest.mark.parametrize("levels, refused", [
+    (None, True),                    # the default: patient_series
+    ("patient_series", True),
+    ("patient_study", False),
+    ("off", False),
+])
+def test_a_study_wide_series_change_to_a_primary_image_set(make_api, levels, refused):
+    api = make_api(behaviours={"primary_restricted_levels": levels} if levels else {})
+    image_set = api.image_set(NM_STUDY)
+    suid, _ = series_and_instance(api.meta(image_set))
+    final = api.apply(image_set, {"Study": {"Series": {suid: {"DICOM": {
+        "SeriesDescription": "S"}}}}}, include_study=True)
+    assert final["imageSetWorkflowStatus"] == ("UPDATE_FAILED" if refused else "UPDATED")
+    described = api.meta(image_set)["Study"]["Series"][suid]["DICOM"].get("SeriesDescription")
+    if refused:
+        assert "Series-level attributes cannot be updated on a primary image set" in (
+            final["message"])
+        assert api.meta(image_set) == api.meta(image_set, "1")
+    else:
+        assert described == "S"
 
 
 def test_primary_restriction_include_study_refused(make_api):
