@@ -124,7 +124,8 @@ CHOICES: tuple[Choice, ...] = (
            "[I] page size when maxResults is absent (the model allows 1..50).", _positive_int),
     Choice("search_index_lag", None, "0",
            "[I] seconds (scaled by --time-scale) before a completed version shows in "
-           "SearchImageSets (a search index may lag behind a finished update).", _nonneg_float),
+           "SearchImageSets (a search index may lag behind a finished update). Seeded image "
+           "sets stand for data imported long ago: searchable at once.", _nonneg_float),
     Choice("write_burst", None, "1",
            "[D] English throttling page: burst 1 for Update/Copy/DeleteImageSet; a translated "
            "revision shows 10. Used by --quotas aws for those three operations.", _positive_int),

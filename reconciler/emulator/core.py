@@ -249,7 +249,9 @@ class BackendCore:
                       status: str = "IMPORTED") -> ImageSet:
         """Create an image set (version 1, ``ACTIVE``) from a metadata document.
 
-        Existing ids are left untouched (seeding is idempotent across restarts).
+        Existing ids are left untouched (seeding is idempotent across restarts). It stands
+        for data imported long ago: version 1 is searchable at once, whatever
+        ``search_index_lag`` (an import job's new image sets lag like any other write).
         """
         with self.lock:
             ds = self._datastore(datastore_id)
@@ -260,7 +262,7 @@ class BackendCore:
             now = self.clock()
             image_set = ImageSet(image_set_id, datastore_id, now, is_primary)
             image_set.versions.append(Version(1, with_ids(document, datastore_id, image_set_id),
-                                              ACTIVE, status, now, now))
+                                              ACTIVE, status, now, now, indexed=True))
             self.image_sets[image_set_id] = image_set
             self.store.save_image_set(image_set)
             return image_set

@@ -45,6 +45,8 @@ class Version:
     deleted_at: float | None = None
     pending: dict[str, Any] | None = None   # see module docstring
     group: str | None = None                # includeStudyImageSets: complete together
+    indexed: bool = False                   # in the search index from the start, whatever
+                                            # search_index_lag (seeds: data imported long ago)
 
     def to_record(self) -> dict[str, Any]:
         record = asdict(self)

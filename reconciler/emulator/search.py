@@ -2,7 +2,9 @@
 
 The index entry of an image set is derived from its newest *completed* version (an update in
 flight does not show until it finishes; with ``search_index_lag`` not until some time after),
-as clients should assume (the index may lag behind a finished update). ``DICOMTags`` are taken from that version's
+as clients should assume (the index may lag behind a finished update). Seeded image sets (and
+those of the Python API's ``add_image_set``) stand for data imported long ago: their first
+version is in the index from the start. ``DICOMTags`` are taken from that version's
 metadata; values longer than the model allows are cut to fit, numbers that do not parse are
 left out.
 """
@@ -65,7 +67,8 @@ def entries(image_sets: list[ImageSet], now: float, lag: float) -> list[Entry]:
         if image_set.deleted:
             continue
         for version in reversed(image_set.versions):
-            if not image_set.in_flight(version) and version.updated_at <= now - lag:
+            if not image_set.in_flight(version) and (
+                    version.indexed or version.updated_at <= now - lag):
                 out.append(Entry(image_set, version))
                 break
     return out

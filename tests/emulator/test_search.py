@@ -180,7 +180,8 @@ def test_search_shows_the_latest_completed_version(make_api):
     from test_lifecycle import FakeClock
 
     clock = FakeClock()
-    api = make_api(update_delay=1, clock=clock)
+    # About the index, not primary rules: a per-image-set PatientName change, pinned to off.
+    api = make_api(update_delay=1, clock=clock, behaviours={"primary_restricted_levels": "off"})
     ct = api.image_set(CT_STUDY)
     api.update(ct, {"Patient": {"DICOM": {"PatientName": "NEW^NAME"}}})
     [hit] = _search(api, _eq("DICOMStudyInstanceUID", CT_STUDY))["imageSetsMetadataSummaries"]
@@ -196,13 +197,46 @@ def test_search_index_lag(make_api):
     clock = FakeClock()
     api = make_api(update_delay=0, clock=clock, behaviours={"search_index_lag": 5})
     ct = api.image_set(CT_STUDY)
-    clock.now += 10
-    api.apply(ct, {"Patient": {"DICOM": {"PatientName": "NEW^NAME"}}})
+    final = api.apply(ct, {"Patient": {"DICOM": {"PatientName": "NEW^NAME"}}},
+                      include_study=True)       # a seeded, primary image set: study-wide
+    assert final["imageSetWorkflowStatus"] == "UPDATED"
+    [hit] = _search(api, _eq("DICOMStudyInstanceUID", CT_STUDY))["imageSetsMetadataSummaries"]
+    assert hit["version"] == 1 and hit["DICOMTags"]["DICOMPatientName"] != "NEW^NAME"
+    clock.now += 4.9
     [hit] = _search(api, _eq("DICOMStudyInstanceUID", CT_STUDY))["imageSetsMetadataSummaries"]
     assert hit["version"] == 1
-    clock.now += 5
+    clock.now += 0.1
     [hit] = _search(api, _eq("DICOMStudyInstanceUID", CT_STUDY))["imageSetsMetadataSummaries"]
-    assert hit["version"] == 2
+    assert hit["version"] == 2 and hit["DICOMTags"]["DICOMPatientName"] == "NEW^NAME"
+
+
+def test_seeded_image_sets_are_searchable_at_once_under_index_lag(make_api, tmp_path):
+    """Seeds stand for data imported long ago: a client that searches right at startup (a
+    plan) finds them, whatever search_index_lag; so does the Python API's add_image_set."""
+    from test_lifecycle import FakeClock
+
+    clock = FakeClock()
+    api = make_api(clock=clock, behaviours={"search_index_lag": 5})
+    found = api.client.search_image_sets(datastoreId=api.ds)["imageSetsMetadataSummaries"]
+    assert sorted(_ids({"imageSetsMetadataSummaries": found})) == sorted(
+        api.emulator.image_set_ids) and len(found) == 5
+    [hit] = _search(api, _eq("DICOMStudyInstanceUID", NM_STUDY))["imageSetsMetadataSummaries"]
+    assert hit["imageSetId"] == api.image_set(NM_STUDY) and hit["version"] == 1
+    doc = copy.deepcopy(api.emulator.backend.metadata(api.image_set(MR_STUDY), 1))
+    doc["Study"]["DICOM"]["StudyInstanceUID"] = "1.2.3.99"
+    added = api.emulator.backend.add_image_set(api.ds, doc).image_set_id
+    assert _ids(_search(api, _eq("DICOMStudyInstanceUID", "1.2.3.99"))) == [added]
+    # A restart from --data-dir keeps them searchable at once.
+    from reconciler.emulator.server import ThreadedEmulator
+    from emulator_support import EXAMPLES_DICOM, Api
+    data = str(tmp_path / "data")
+    with ThreadedEmulator(seeds=[str(EXAMPLES_DICOM)], data_dir=data, clock=clock,
+                          behaviours={"search_index_lag": 5}):
+        pass
+    with ThreadedEmulator(seeds=[str(EXAMPLES_DICOM)], data_dir=data, clock=clock,
+                          behaviours={"search_index_lag": 5}) as again:
+        found = Api(again).client.search_image_sets(datastoreId=again.datastore_id)
+        assert len(found["imageSetsMetadataSummaries"]) == 5
 
 
 def test_search_on_unknown_datastore(api):
