@@ -49,7 +49,11 @@ FAST_QUOTAS = {op: 1000 for op in ("UpdateImageSetMetadata", "GetImageSet", "Get
 GENERATED = ("SchemaVersion", "DatastoreID", "ImageSetID")
 # The SchemaVersion a second writer's update document carries: the form the session's reading
 # accepts (the schema_version behaviour: any, the number 1.1, or the string "1.1").
-SCHEMA_VERSION = readings.schema_version(readings.current())
+READING = readings.current()
+SCHEMA_VERSION = readings.schema_version(READING)
+# Under remove_instance_needs_force=true the example specs are written without nm-bone's
+# instance removal (readings.spec_for_reading): the service refuses it on a primary image set.
+INSTANCE_REMOVAL_REFUSED = readings.refuses_instance_removal(READING)
 
 
 @dataclass
@@ -95,7 +99,9 @@ class Project:
         self.write_config(config)
         if example_specs:
             for path in sorted(EXAMPLE_SPECS.glob("*.yaml")):
-                (self.specs_dir / path.name).write_text(path.read_text())
+                # (nm-bone without its instance removal where the reading refuses it)
+                (self.specs_dir / path.name).write_text(
+                    readings.spec_for_reading(READING, path.read_text()))
 
     # -- files -----------------------------------------------------------------------------
     def write_config(self, config: dict) -> None:

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from apply_support import check_report, without_paths
+from apply_support import (EXAMPLE_SPECS, INSTANCE_REMOVAL_REFUSED, Project, check_report,
+                           without_paths)
 
 CT_SERIES = "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322"
 CT_INSTANCE = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
@@ -31,6 +32,10 @@ REPORT_KEYS = {"format_version", "reconciler_version", "operation", "finished_at
                "image_sets"}
 ITEM_KEYS = {"spec", "datastore_id", "image_set_id", "status", "reason", "version_before",
              "version_after", "writes", "response"}
+# The example plan's size: one attribute fewer where the reading refuses nm-bone's instance
+# removal and the example specs are written without it (readings.spec_for_reading).
+EXAMPLE_PLAN = ("Plan: 3 image sets to update in 3 requests (3 study updates), 0 unchanged, "
+                f"{9 if INSTANCE_REMOVAL_REFUSED else 10} attributes changed.")
 RESPONSE_KEYS = {"latestVersionId", "imageSetState", "imageSetWorkflowStatus", "message",
                  "createdAt", "updatedAt"}
 
@@ -45,7 +50,9 @@ def check_desired(project, ids):
     assert series["Instances"][CT_INSTANCE]["DICOM"]["ImageComments"] == "reviewed"
     nm = project.metadata(ids["nm-bone"])
     assert nm["Study"]["DICOM"]["StudyDescription"] == "NM WHOLE BODY BONE"
-    assert NM_REMOVED not in nm["Study"]["Series"][NM_SERIES]["Instances"]
+    # (left in the image set where the reading refuses the removal: not in the spec then)
+    assert (NM_REMOVED in nm["Study"]["Series"][NM_SERIES]["Instances"]) is (
+        INSTANCE_REMOVAL_REFUSED)
     assert nm["Study"]["Series"][NM_SERIES]["Instances"]      # the other instance stays
     sc = project.metadata(ids["sc-deid"])
     assert sc["Patient"]["DICOM"]["PatientName"] == "ANON^0001"
@@ -64,7 +71,7 @@ def test_saved_plan_apply_end_to_end(project, ids):
 
     planned = project.run("plan", "--out", "plan.json", "--detailed-exitcode")
     assert planned.exit_code == 2, planned.stderr
-    assert "Plan: 3 image sets to update in 3 requests (3 study updates), 0 unchanged, 10 attributes changed." in planned.stdout
+    assert EXAMPLE_PLAN in planned.stdout
     assert not project.state_path.exists()           # plan writes no state
     assert all(project.version_count(i) == 1 for i in everything)   # nor anything else
 
@@ -136,7 +143,7 @@ def test_auto_approve_applies_specs_and_reports(project, ids):
     result = project.run("apply", "--auto-approve")
     assert result.exit_code == 0, result.stderr
     # The plan is shown first, then one line per image set and the summary.
-    assert "Plan: 3 image sets to update in 3 requests (3 study updates), 0 unchanged, 10 attributes changed." in result.stdout
+    assert EXAMPLE_PLAN in result.stdout
     for name, image_set_id in ids.items():
         assert f"applied   {name}: image set {image_set_id} version 1 -> 2" in result.stdout
     assert result.stdout.rstrip().endswith("Apply complete: 3 applied.")
@@ -244,3 +251,37 @@ def test_apply_json_says_why_when_the_plan_has_errors(project, ids):
     plan = json.loads(result.stdout)                            # the plan says which and why
     [failed] = [e for e in plan["image_sets"] if e["action"] == "error"]
     assert failed["image_set_id"] == nm
+
+
+def test_the_example_instance_removal_under_each_reading(tmp_path, emu, monkeypatch, reading):
+    """nm-bone as shipped (its lossy instance removed) on the primary seeded NM image set.
+    Where the reading makes an instance removal need force (remove_instance_needs_force),
+    which a primary image set refuses, the service refuses the request: the product says
+    so (failed, the service's reason, exit 1), writes nothing else, and does not call the
+    spec converged. Otherwise the removal applies."""
+    project = Project(tmp_path / "project", emu, example_specs=False)
+    monkeypatch.chdir(project.root)
+    (project.specs_dir / "nm-bone.yaml").write_text((EXAMPLE_SPECS / "nm-bone.yaml").read_text())
+    nm = project.image_set_of("1.3.6.1.4.1.5962.1.2.8.20040826185059.5457")
+    result = project.run("apply", "--auto-approve", "--json")
+    [item] = check_report(result.json)["image_sets"]
+    instances = project.metadata(nm)["Study"]["Series"][NM_SERIES]["Instances"]
+    if not INSTANCE_REMOVAL_REFUSED:
+        assert result.exit_code == 0, result.stderr
+        assert item["status"] == "applied" and NM_REMOVED not in instances
+        return
+    assert reading.behaviour("remove_instance_needs_force") == "true"
+    assert result.exit_code == 1
+    assert (item["spec"], item["image_set_id"], item["status"]) == ("nm-bone", nm, "failed")
+    assert item["response"]["imageSetWorkflowStatus"] == "UPDATE_FAILED"
+    # (the spec does not say force, so none is sent: the service's reason is the force)
+    assert "removing an instance requires force" in item["reason"]
+    assert NM_REMOVED in instances and len(instances) == 2            # nothing removed
+    assert project.metadata(nm)["Study"]["DICOM"]["StudyDescription"] != "NM WHOLE BODY BONE"
+    assert [v["ImageSetWorkflowStatus"] for v in project.versions(nm)] == [
+        "IMPORTED", "UPDATE_FAILED"]
+    # Not converged: the next plan does not call nm-bone unchanged.
+    again = project.run("plan", "--json")
+    assert again.exit_code != 0
+    [planned] = again.json["image_sets"]
+    assert planned["spec"] == "nm-bone" and planned["action"] != "no-op"

@@ -55,13 +55,17 @@ class OutOfBand:
         return summary["imageSetId"]
 
     def write_oob(self, image_set_id: str, study: dict) -> None:
-        latest = self.client.get_image_set(datastoreId=self.emu.datastore_id,
-                                           imageSetId=image_set_id)["versionId"]
+        found = self.client.get_image_set(datastoreId=self.emu.datastore_id,
+                                          imageSetId=image_set_id)
+        # A Study change to a primary image set goes study-wide, as any writer's must where
+        # the service restricts the Study level (primary_restricted_levels=patient_study).
         self.client.update_image_set_metadata(
-            datastoreId=self.emu.datastore_id, imageSetId=image_set_id, latestVersionId=latest,
+            datastoreId=self.emu.datastore_id, imageSetId=image_set_id,
+            latestVersionId=found["versionId"],
             updateImageSetMetadataUpdates={"DICOMUpdates": {"updatableAttributes": json.dumps(
                 {"SchemaVersion": readings.schema_version(readings.current()),
-                 "Study": {"DICOM": study}})}})
+                 "Study": {"DICOM": study}})}},
+            includeStudyImageSets=bool(found.get("isPrimary")))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             got = self.client.get_image_set(datastoreId=self.emu.datastore_id,
@@ -87,6 +91,8 @@ class MetadataRepo(OutOfBand):
         config = config.replace("UpdateImageSetMetadata: 0.25", "UpdateImageSetMetadata: 100")
         (root / "reconciler.local.yaml").unlink()     # CI uses reconciler.yaml only
         (root / "reconciler.yaml").write_text(config)
+        for spec in (root / "specs").glob("*.yaml"):   # (see readings.spec_for_reading)
+            spec.write_text(readings.spec_for_reading(readings.current(), spec.read_text()))
         git(root, "init", "-q", "-b", "main")
         git(root, "config", "user.name", "Test Author")
         git(root, "config", "user.email", "test@example.invalid")

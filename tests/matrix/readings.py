@@ -123,6 +123,38 @@ def schema_version(reading: Reading) -> float | str:
     return "1.1" if reading.behaviour("schema_version") == "string" else 1.1
 
 
+def refuses_instance_removal(reading: Reading) -> bool:
+    """Whether removing an instance from a seeded image set can never succeed: under
+    remove_instance_needs_force=true a removal needs force, which the service refuses on a
+    primary image set (primary_force=refuse), and the seeds are primary (seed_primary)."""
+    return (reading.behaviour("remove_instance_needs_force") == "true"
+            and reading.behaviour("primary_force") == "refuse"
+            and reading.behaviour("seed_primary") == "true")
+
+
+def spec_for_reading(reading: Reading, text: str) -> str:
+    """An example spec as the e2e tests that use it for something else (drift, rollback,
+    faults, staleness) write it under ``reading``: where the service refuses every instance
+    removal on a primary image set (:func:`refuses_instance_removal`), nm-bone's removal of its
+    lossy instance (a ``Series`` block holding nothing else, the spec's last block) is left
+    out, so those tests see specs the service accepts. The refusal itself is asserted by
+    tests/apply/test_apply_e2e.py::test_the_example_instance_removal_under_each_reading."""
+    if not refuses_instance_removal(reading):
+        return text
+    import yaml
+
+    series = (yaml.safe_load(text).get("attributes") or {}).get("Series") or {}
+    if not series or any(set(body) != {"Instances"} or any(v is not None for v in
+                         body["Instances"].values()) for body in series.values()):
+        return text
+    head, sep, _ = text.partition("\n  Series:\n")
+    assert sep, "the Series block is the spec's last"
+    cut = head + "\n"
+    assert (yaml.safe_load(cut)["attributes"].keys()
+            == yaml.safe_load(text)["attributes"].keys() - {"Series"})
+    return cut
+
+
 def alternatives() -> list[Reading]:
     """Every alternative value of every named behaviour, one reading each, enumerated from
     the registry (a new behaviour joins automatically; a new free-form one must be given a
