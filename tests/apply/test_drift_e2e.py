@@ -95,10 +95,13 @@ def test_drift_made_with_the_aws_cli(project, applied):
     done = subprocess.run(
         [str(AWS_CLI), "medical-imaging", "update-image-set-metadata", "--endpoint-url",
          project.url, "--datastore-id", project.datastore_id, "--image-set-id", sc,
-         "--latest-version-id", "2", "--update-image-set-metadata-updates", json.dumps(updates)],
+         "--latest-version-id", "2", "--update-image-set-metadata-updates", json.dumps(updates),
+         # on a primary image set a Study change goes study-wide, as it must where the
+         # service restricts the Study level (primary_restricted_levels=patient_study)
+         *(["--include-study-image-sets"] if project.latest(sc)["isPrimary"] else [])],
         env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    project.wait_unlocked(sc)
+    assert project.wait_unlocked(sc)["imageSetWorkflowStatus"] == "UPDATED"
     code, doc, items = drift_json(project)
     assert code == 2
     # The spec says "must be absent": it is back.
