@@ -285,3 +285,56 @@ def test_the_example_instance_removal_under_each_reading(tmp_path, emu, monkeypa
     assert again.exit_code != 0
     [planned] = again.json["image_sets"]
     assert planned["spec"] == "nm-bone" and planned["action"] != "no-op"
+
+
+def _patient_refused_study_wide(reading) -> bool:
+    """The reading under which no Patient-level change can reach a (primary) seed at all:
+    the level is restricted and includeStudyImageSets does not lift it."""
+    return (reading.behaviour("primary_restricted_levels") != "off"
+            and reading.behaviour("primary_restriction_include_study") == "refused"
+            and reading.behaviour("seed_primary") == "true")
+
+
+@pytest.mark.parametrize("told", [False, True], ids=["config-default", "config-says-refused"])
+def test_patient_changes_to_primary_image_sets_under_each_reading(tmp_path, emu, monkeypatch,
+                                                                  reading, told):
+    """ct-small and sc-deid change Patient elements of primary seeds. Where the service
+    refuses them even study-wide, the product sends the study update and reports the
+    service's refusal (nothing changed), or, when reconciler.yaml says so
+    (primaryImageSets.studyWideUpdates: refused), refuses at plan before any write.
+    Elsewhere they apply."""
+    project = Project(tmp_path / "project", emu)
+    monkeypatch.chdir(project.root)
+    (project.specs_dir / "nm-bone.yaml").unlink()
+    if told:
+        project.write_config({**project.config, "primaryImageSets": {
+            "studyWideUpdates": "refused" if _patient_refused_study_wide(reading)
+            else "allowed"}})
+    ids = {name: project.image_set_of(study) for name, study in (
+        ("ct-small", "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"),
+        ("sc-deid", "1.2.826.0.1.3680043.8.498.12406831542731051035295345080039845114"))}
+    before = {i: project.metadata(i) for i in ids.values()}
+    result = project.run("apply", "--auto-approve")
+    if not _patient_refused_study_wide(reading):
+        assert result.exit_code == 0, result.stdout + result.stderr
+        assert result.stdout.rstrip().endswith("Apply complete: 2 applied.")
+        return
+    assert result.exit_code == 1
+    if told:
+        assert "nothing was applied" in result.stderr
+        for name, image_set_id in ids.items():
+            assert (f"# {name}: image set {image_set_id}: error: image set {image_set_id} is "
+                    "a primary image set") in result.stdout
+        assert result.stdout.count("cannot be updated on a primary image set even in a "
+                                   "study-wide update") == 2
+        assert all(project.version_count(i) == 1 for i in ids.values())
+    else:
+        assert "Apply finished with problems: 2 failed." in result.stdout
+        for name, image_set_id in ids.items():
+            assert (f"failed    {name}: image set {image_set_id}: UPDATE_FAILED: "
+                    "INVALID_REQUEST: Patient.DICOM.PatientName: Patient-level attributes "
+                    "cannot be updated on a primary image set") in result.stdout
+            assert [v["ImageSetWorkflowStatus"] for v in project.versions(image_set_id)] == [
+                "IMPORTED", "UPDATE_FAILED"]
+    for image_set_id in ids.values():       # the study update is atomic: nothing changed
+        assert project.metadata(image_set_id) == before[image_set_id]
