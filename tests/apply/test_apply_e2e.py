@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from apply_support import (EXAMPLE_SPECS, INSTANCE_REMOVAL_REFUSED, Project, check_report,
-                           without_paths)
+from apply_support import (EXAMPLE_SPECS, INSTANCE_REMOVAL_REFUSED, READING, Project,
+                           check_report, without_paths)
 
 CT_SERIES = "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322"
 CT_INSTANCE = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
@@ -33,9 +33,13 @@ REPORT_KEYS = {"format_version", "reconciler_version", "operation", "finished_at
 ITEM_KEYS = {"spec", "datastore_id", "image_set_id", "status", "reason", "version_before",
              "version_after", "writes", "response"}
 # The example plan's size: one attribute fewer where the reading refuses nm-bone's instance
-# removal and the example specs are written without it (readings.spec_for_reading).
-EXAMPLE_PLAN = ("Plan: 3 image sets to update in 3 requests (3 study updates), 0 unchanged, "
-                f"{9 if INSTANCE_REMOVAL_REFUSED else 10} attributes changed.")
+# removal and the example specs are written without it (readings.spec_for_reading); on
+# primary seeds each spec is a study update, on non-primary ones (seed_primary=false) a plain
+# per-image-set request.
+EXAMPLE_PLAN = ("Plan: 3 image sets to update"
+                + (" in 3 requests (3 study updates)"
+                   if READING.behaviour("seed_primary") == "true" else "")
+                + f", 0 unchanged, {9 if INSTANCE_REMOVAL_REFUSED else 10} attributes changed.")
 RESPONSE_KEYS = {"latestVersionId", "imageSetState", "imageSetWorkflowStatus", "message",
                  "createdAt", "updatedAt"}
 

@@ -33,6 +33,9 @@ def study(emu, tmp_path, monkeypatch):
     project = Project(tmp_path / "project", emu, example_specs=False)
     monkeypatch.chdir(project.root)
     first = project.image_set_of(CT_STUDY)
+    # These tests are about a study of primary image sets: the seed is made primary even
+    # under seed_primary=false (test setup through the Python API, like the two peers below).
+    emu.backend.image_sets[first].is_primary = True
     doc = emu.backend.metadata(first, version=1)
     ids = [first]
     for n in (1, 2):
