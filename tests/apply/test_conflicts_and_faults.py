@@ -361,6 +361,7 @@ def test_on_a_primary_image_set_a_stale_spec_stops_the_study_update_it_shares(pr
     """Both specs' Patient changes travel in one study update (one request): the reviewed
     request holds the stale spec's change, so none of it is sent."""
     ct = ids["ct-small"]
+    project.emu.backend.image_sets[ct].is_primary = True     # (also under seed_primary=false)
     project.write_spec("ct-extra", {"Patient": {"PatientSex": "F"}}, image_set_id=ct)
     plan = saved_plan(project)
     assert [sorted(m["spec"] for m in g["members"]) for g in json.loads(

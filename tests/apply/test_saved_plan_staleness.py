@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from apply_support import check_report
+from apply_support import READING, check_report
 from reconciler import plans
 
 
@@ -117,9 +117,13 @@ def test_spec_removed_after_the_plan_is_stale(project, ids):
 
 
 def _study_update_of(doc, spec):
-    """The study update that carries ``spec``'s Patient/Study changes (the example image sets
-    are primary ones)."""
-    return next(g for g in doc["groups"] if any(m["spec"] == spec for m in g["members"]))
+    """The plan entry whose request carries ``spec``'s Patient/Study changes: a study update
+    where the example image sets are primary ones (the seeds are), else ``spec``'s own
+    per-image-set entry (seed_primary=false)."""
+    if READING.behaviour("seed_primary") == "true":
+        return next(g for g in doc["groups"] if any(m["spec"] == spec for m in g["members"]))
+    assert doc["groups"] == []
+    return next(e for e in doc["image_sets"] if e["spec"] == spec)
 
 
 def test_plan_printed_with_redaction_is_refused(project, ids):

@@ -14,6 +14,7 @@ import shutil
 import stat
 
 from gitops_support import CT_SPEC, CT_STUDY, git
+from matrix import readings
 from workflow_runner import load, reconciler_steps
 
 PLAN, APPLY, DRIFT = "reconciler-plan.yml", "reconciler-apply.yml", "reconciler-drift.yml"
@@ -50,8 +51,10 @@ def test_pull_request_plan_merge_apply_then_scheduled_drift(metadata_repo, tmp_p
     assert plan.exit_code == 0, plan.stderr
     assert plan.outputs["exitcode"] == "2"          # changes: label reconciler:changes
     markdown = (repo.root / "plan.md").read_text()
-    assert markdown.startswith("### reconciler plan\n\n**Plan: 3 image sets to update in 3 requests "
-                               "(3 study updates), 0 unchanged")
+    # (primary seeds: one study update each; non-primary ones: plain per-image-set requests)
+    assert markdown.startswith("### reconciler plan\n\n**Plan: 3 image sets to update" + (
+        " in 3 requests (3 study updates)" if readings.current().behaviour("seed_primary")
+        == "true" else "") + ", 0 unchanged")
     assert markdown.count("<details>") == 3 and "<redacted " in markdown
     assert "StudyDescription" in markdown
     assert plan.summary == markdown                   # the job summary shows the same
