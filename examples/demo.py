@@ -166,9 +166,12 @@ def main() -> int:
         nm = next(s for s in hi.search_image_sets(datastore["datastoreId"], filters=[
             {"operator": "EQUAL", "values": [{"DICOMStudyInstanceUID": NM_STUDY}]}]))
         live = hi.get_image_set(datastore["datastoreId"], nm.image_set_id)
+        # On a primary image set a Study-level edit goes study-wide, as any writer's must
+        # where the service restricts that level.
         hi.update_metadata(datastore["datastoreId"], nm.image_set_id, live.version_id,
                            updatable=json.dumps({"SchemaVersion": 1.1, "Study": {
-                               "DICOM": {"StudyDescription": "BONE SCAN (edited by hand)"}}}))
+                               "DICOM": {"StudyDescription": "BONE SCAN (edited by hand)"}}}),
+                           include_study_image_sets=bool(live.is_primary))
         while hi.get_image_set(datastore["datastoreId"], nm.image_set_id).locked:
             time.sleep(0.1)
         print(f"image set {nm.image_set_id}: StudyDescription changed out of band")

@@ -38,15 +38,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from . import errors, grouping
+from . import errors, grouping, waits
 from .config import PrimaryPolicy
 from .diff import Change, ImageSetProblem, diff
 from .model import Spec
 from .payloads import Request, build_requests, schema_version_of
 from .planner import PlanOptions, before_digest, read_pinned
 from .importer import study_key
-from .service import (DELETED, UPDATE_FAILED, UPDATED, UPDATING_FOR_STUDY_CONSISTENCY,
-                      HealthImaging, UpdateResult)
+from .service import DELETED, UPDATE_FAILED, UPDATED, HealthImaging, UpdateResult
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +146,7 @@ def send_update(hi: HealthImaging, ds: str, image_set_id: str, version: str,
             live = hi.get_image_set(ds, image_set_id)
         except errors.ServiceError:
             raise exc from None
-        if live.version_id == version and not live.locked \
-                and live.workflow_status != UPDATING_FOR_STUDY_CONSISTENCY:
+        if live.version_id == version and not waits.busy(live):
             raise
         conflict = errors.ConflictError(
             f"ValidationException on version {version}, taken as a conflict: the image set "
@@ -210,23 +208,11 @@ class Applier:
         so the report shows it)."""
         if deadline is None:
             deadline = time.monotonic() + self.options.wait_timeout
-        delay = self.options.poll_interval
-        while True:
-            try:
-                image_set = self.hi.get_image_set(ds, image_set_id, version)
-                if not image_set.locked \
-                        and image_set.workflow_status != UPDATING_FOR_STUDY_CONSISTENCY:
-                    break
-            except (errors.ThrottlingError, errors.InternalServerError,
-                    errors.EndpointError) as exc:
-                # The write was accepted: a transient failure of a poll must not turn it
-                # into a failed image set; keep polling until the bound.
-                log.debug("polling %s: %s", image_set_id, exc.code)
-            if time.monotonic() >= deadline:
-                raise _Stop(FAILED, f"version {version} stayed LOCKED for more than "
-                                    f"{self.options.wait_timeout:g}s")
-            self.options.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
+        image_set = waits.settle(self.hi, ds, image_set_id, version, deadline=deadline,
+                                 interval=self.options.poll_interval, sleep=self.options.sleep)
+        if image_set is None:
+            raise _Stop(FAILED, f"version {version} stayed LOCKED for more than "
+                                f"{self.options.wait_timeout:g}s")
         response.update({"imageSetState": image_set.state,
                          "imageSetWorkflowStatus": image_set.workflow_status,
                          "message": image_set.message})
@@ -579,8 +565,7 @@ class Applier:
         includeStudyImageSets pins only the leader's version."""
         for member in members:
             image_set = self.hi.get_image_set(ds, member["image_set_id"])
-            if image_set.version_id != member["version_id"] or image_set.locked \
-                    or image_set.workflow_status == UPDATING_FOR_STUDY_CONSISTENCY:
+            if image_set.version_id != member["version_id"] or waits.busy(image_set):
                 raise errors.ConflictError(
                     f"image set {member['image_set_id']} of the study update is at version "
                     f"{image_set.version_id} ({image_set.state}), planned "

@@ -18,12 +18,12 @@ from typing import Any
 
 from . import dicom
 from .errors import ConfigError, Diagnostic, SpecError
+from .states.backend import DEFAULT_LOCAL_PATH, DEFAULT_S3_KEY
 from .schemacheck import check, is_flagged
 from .yamlload import load_file
 
 DEFAULT_NAME = "reconciler.yaml"
-DEFAULT_STATE_PATH = ".reconciler/state.json"
-DEFAULT_S3_KEY = "reconciler/state.json"
+
 REDACT_MODES = ("auto", "always", "never")
 
 # An attribute path glob, as managed paths are written (model.DesiredAttributes.managed_paths):
@@ -121,7 +121,7 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.state.backend == "local" and self.state.path is None:
-            object.__setattr__(self, "state", StateConfig(path=self.root / DEFAULT_STATE_PATH))
+            object.__setattr__(self, "state", StateConfig(path=self.root / DEFAULT_LOCAL_PATH))
 
     def is_ignored(self, spec_name: str, managed_path: str) -> bool:
         return any(rule.matches(spec_name, managed_path) for rule in self.ignore)
@@ -201,7 +201,7 @@ def _build(file: Path, data: dict[str, Any]) -> Config:
                             state_data.get("endpointUrl"), state_data.get("profile"),
                             state_data.get("kmsKeyId"))
     else:
-        state = StateConfig("local", root / state_data.get("path", DEFAULT_STATE_PATH))
+        state = StateConfig("local", root / state_data.get("path", DEFAULT_LOCAL_PATH))
     ignore = tuple(IgnoreRule(rule.get("spec", "*"), tuple(rule["attributes"]), rule.get("reason"))
                    for rule in data.get("ignore", []))
     return Config(

@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from .canonical import canonical_text
+
 from .diff import ADD, REMOVE, REMOVE_INSTANCE, REMOVE_SERIES, UPDATE, Change
 from .model import INSTANCE, PATIENT, SERIES, STUDY
 
@@ -51,8 +53,7 @@ class Request:
 
     def canonical(self) -> str:
         """The exact request as one text: what a refusal of it is remembered by (hashed)."""
-        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False)
+        return canonical_text(self.to_json())
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Request":

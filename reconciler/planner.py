@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import hashlib
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from . import errors, grouping, plans
+from . import errors, grouping, plans, waits
+from .canonical import digest
 from .config import PrimaryPolicy
 from .diff import Change, ImageSetProblem, diff
 from .model import Spec
@@ -160,29 +159,24 @@ def read_pinned(hi: HealthImaging, datastore_id: str, image_set_id: str,
     DELETED image set has no metadata to read (the service may answer 409 or 404 for it):
     it comes back with an empty document, and the callers report it missing."""
     deadline = time.monotonic() + options.lock_wait
-    delay = options.poll_interval
     while True:
-        try:
-            image_set = hi.get_image_set(datastore_id, image_set_id)
-            if image_set.state == DELETED:
-                return image_set, {}
-            if not image_set.locked:
-                return image_set, hi.get_metadata(datastore_id, image_set_id,
-                                                  image_set.version_id)
-        except errors.ConflictError:
-            pass  # the read operations may answer 409 while an update is in flight
-        if time.monotonic() >= deadline:
+        image_set = waits.settle(hi, datastore_id, image_set_id, deadline=deadline,
+                                 interval=options.poll_interval, sleep=options.sleep,
+                                 transient=waits.WHILE_READING)
+        if image_set is None:
             raise errors.ConflictError(
                 f"image set {image_set_id} stayed LOCKED for more than {options.lock_wait:.0f}s",
                 operation="GetImageSet")
-        options.sleep(delay)
-        delay = min(delay * 2, 10.0)
+        if image_set.state == DELETED:
+            return image_set, {}
+        try:
+            return image_set, hi.get_metadata(datastore_id, image_set_id, image_set.version_id)
+        except errors.ConflictError:
+            continue  # locked again between the two reads: wait again
 
 
 def before_digest(changes: list[Change]) -> str:
-    data = json.dumps([[c.path, c.before] for c in changes], sort_keys=True,
-                      separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+    return digest([[c.path, c.before] for c in changes])
 
 
 def change_entry(change: Change, redactor: Redactor) -> dict[str, Any]:

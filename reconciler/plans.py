@@ -11,10 +11,8 @@ already redacted when redaction is on.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from functools import cache
 from importlib import resources
@@ -24,7 +22,9 @@ from typing import Any
 import jsonschema
 
 from . import __version__
+from .canonical import digest
 from .errors import PlanFileError
+from .states.files import atomic_write
 
 FORMAT_VERSION = "1"
 SCHEMA_FILE = "plan.v1.schema.json"
@@ -36,13 +36,9 @@ def schema() -> dict[str, Any]:
     return json.loads(resources.files("reconciler.schemas").joinpath(SCHEMA_FILE).read_text("utf-8"))
 
 
-def _canonical(doc: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in doc.items() if k != "checksum"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def checksum(doc: dict[str, Any]) -> str:
-    return "sha256:" + hashlib.sha256(_canonical(doc)).hexdigest()
+    """sha256 of the canonical JSON of every member but the checksum itself."""
+    return "sha256:" + digest({k: v for k, v in doc.items() if k != "checksum"})
 
 
 def new_plan(entries: list[dict[str, Any]], *, redacted: bool,
@@ -123,21 +119,12 @@ def validate(doc: Any, source: str = "plan") -> dict[str, Any]:
 
 
 def save(doc: dict[str, Any], path: str | os.PathLike) -> None:
-    """Atomic write (temp file, fsync, rename) with mode 0600: the file holds payloads."""
+    """Atomic write (temp file, fsync, rename, directory fsync) with mode 0600: the file holds
+    payloads."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(doc, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(target, text.encode("utf-8"), mode=0o600)
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:

@@ -10,12 +10,12 @@ value. Logs never contain values at all; this module is for plan / drift / show 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import secrets
 from functools import cache
 from typing import Any
+
+from .canonical import digest
 
 # The edition of PS3.15 whose Table E.1-1 we use (a module of dicom-anonymizer).
 PROFILE_EDITION = "dicomfields_2026c"
@@ -82,8 +82,7 @@ class Redactor:
         self._salt = salt if salt is not None else secrets.token_bytes(16)
 
     def digest(self, value: Any) -> str:
-        data = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(self._salt + data.encode("utf-8")).hexdigest()[:6]
+        return digest(value, self._salt)[:6]
 
     def show(self, key: str, value: Any, vr: str | None, private: bool = False) -> Any:
         """``value`` itself, or its redacted marker when redaction is on and ``key`` is

@@ -17,7 +17,7 @@ from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from . import __version__, errors, plans
+from . import __version__, errors, plans, waits
 from .applier import (APPLIED, FAILED, MISSING, SKIPPED, STALE, UNCHANGED, Applier, ApplyOptions,
                       Outcome, send_update)
 from .diff import desired_values, live_values
@@ -301,18 +301,18 @@ def rollback(name: str, hi: HealthImaging, backend: StateBackend, state: State,
             result = send_update(hi, record.datastore_id, record.image_set_id,
                                  live.version_id, revert_to_version_id=target)
             outcome.writes = 1
-            deadline = time.monotonic() + options.wait_timeout
-            while True:
-                image_set = hi.get_image_set(record.datastore_id, record.image_set_id,
-                                             result.latest_version_id)
-                if not image_set.locked or time.monotonic() > deadline:
-                    break
-                options.sleep(options.poll_interval)
+            image_set = waits.settle(
+                hi, record.datastore_id, record.image_set_id, result.latest_version_id,
+                deadline=time.monotonic() + options.wait_timeout,
+                interval=options.poll_interval, sleep=options.sleep)
+            if image_set is None:
+                raise errors.ServiceError(f"version {result.latest_version_id} stayed LOCKED "
+                                          f"for more than {options.wait_timeout:g}s")
             outcome.response = {"latestVersionId": result.latest_version_id,
                                 "imageSetState": image_set.state,
                                 "imageSetWorkflowStatus": image_set.workflow_status,
                                 "message": image_set.message}
-            if image_set.locked or image_set.workflow_status != UPDATED:
+            if image_set.workflow_status != UPDATED:
                 raise errors.ServiceError(
                     f"revert ended {image_set.state}/{image_set.workflow_status}: "
                     f"{image_set.message or 'no message'}")

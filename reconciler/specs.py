@@ -11,8 +11,6 @@ sorted by file and line.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import re
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import dicom, schemacheck
+from .canonical import digest
 from .config import Config
 from .desired import build_attributes
 from .errors import Diagnostic, SpecError
@@ -239,8 +238,7 @@ def spec_digest(spec: Spec) -> str:
         "attributes": {"Patient": attributes(spec.attributes.patient),
                        "Study": attributes(spec.attributes.study), "Series": series},
     }
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return digest(canonical)
 
 
 # --------------------------------------------------------------------------------------------

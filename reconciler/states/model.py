@@ -25,7 +25,6 @@ stores them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import threading
@@ -40,6 +39,7 @@ from typing import Any, Callable, TypeVar
 import jsonschema
 
 from .. import __version__
+from ..canonical import canonical_bytes, digest  # noqa: F401  (canonical_bytes: re-exported)
 from ..errors import StateError
 
 FORMAT_VERSION = "1"
@@ -60,13 +60,6 @@ def utc_time(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("state times must be timezone-aware")
     return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
-
-
-def canonical_bytes(value: Any) -> bytes:
-    """The bytes a value is hashed over: compact JSON, sorted keys, UTF-8 (the same form the
-    redactor hashes). Raises TypeError/ValueError (without the value) for non-JSON input."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
 
 
 @cache
@@ -214,7 +207,7 @@ class State:
     def hash_value(self, value: Any) -> str:
         """sha256 hex of salt + the canonical JSON of ``value`` (``None`` — absent — included).
         The caller passes the value already normalised the way the diff compares it."""
-        return hashlib.sha256(self._salt_bytes + canonical_bytes(value)).hexdigest()
+        return digest(value, self._salt_bytes)
 
     def hash_values(self, values: Mapping[str, Any]) -> dict[str, str]:
         """``{path: value}`` → ``{path: hash}``, ready for :class:`ImageSetRecord.hashes`."""
