@@ -26,7 +26,7 @@ test: $(STAMP)
 # end, then "N passed, M failed" (readings); logs in build/matrix/. The cheap part, a compact
 # lifecycle under the readings that matter most, is tests/matrix/test_readings.py in `make test`.
 matrix: $(STAMP)
-	$(BIN)/python tests/matrix/run_matrix.py
+	$(BIN)/python tests/matrix/run_matrix.py $(ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
