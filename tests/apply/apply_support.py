@@ -295,3 +295,10 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.01, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+def saved_plan(project, name="plan.json") -> str:
+    """`plan --out NAME` in the project (it must succeed); the plan file's path."""
+    result = project.run("plan", "--out", name)
+    assert result.exit_code == 0, result.stderr
+    return str(project.root / name)

@@ -10,17 +10,11 @@ import threading
 
 import pytest
 
-from apply_support import (Project, check_report, sample_documents,
+from apply_support import (Project, check_report, sample_documents, saved_plan,
                            seed_documents, wait_for)
 from reconciler.emulator.server import ThreadedEmulator
 
 CT_SERIES = "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322"
-
-
-def saved_plan(project, name="plan.json"):
-    result = project.run("plan", "--out", name)
-    assert result.exit_code == 0, result.stderr
-    return str(project.root / name)
 
 
 def apply_json(project, *args):

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from apply_support import EXAMPLES_DICOM, check_report, wait_for
+from apply_support import EXAMPLES_DICOM, check_report, saved_plan, wait_for
 from reconciler.emulator.server import ThreadedEmulator
 
 # Not primary: these tests are about single image-set writes, not study updates.
@@ -24,12 +24,6 @@ def emu():
     with ThreadedEmulator(seeds=[str(EXAMPLES_DICOM)], update_delay=0.02,
                           behaviours=AS_VALIDATION) as emulator:
         yield emulator
-
-
-def saved_plan(project, name="plan.json"):
-    result = project.run("plan", "--out", name)
-    assert result.exit_code == 0, result.stderr
-    return str(project.root / name)
 
 
 def apply_json(project, *args):
