@@ -17,8 +17,9 @@ version of each. So a Patient- or Study-level change to a primary image set is p
 * one request, sent to the *leader* (the lowest targeted image set id) with
   ``includeStudyImageSets=true``, carries the merged changes; a removal carries the current
   value, so every member must hold the same one;
-* what an entry wants below the study (Series, Instance) stays in its own entry, marked
-  ``after_study``: apply sends it once the study update is verified, on the version it made.
+* the leader's own changes below the study (Series, Instance) travel in the same request (one
+  write for the image set); another member's stay in its own entry, marked ``after_study``:
+  apply sends it once the study update is verified, on the version it made.
 
 :func:`primary_refusal` refuses, before any write, what :class:`~reconciler.config.
 PrimaryPolicy` says the service forbids on a primary image set outright. The study is named
@@ -30,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -38,7 +38,7 @@ from . import errors, plans
 from .config import PrimaryPolicy
 from .diff import (REMOVE, REMOVE_INSTANCE, REMOVE_SERIES, Change, ImageSetProblem, diff,
                    vr_for_keyword)
-from .model import PATIENT, SERIES, STUDY, Attribute, DesiredAttributes, Position, Spec
+from .model import PATIENT, STUDY, Attribute, DesiredAttributes, Position, Spec
 from .importer import study_key
 from .payloads import PayloadTooLarge, Request, build_requests, schema_version_of
 from .redact import Redactor

@@ -39,7 +39,7 @@ from typing import Any, Callable, TypeVar
 import jsonschema
 
 from .. import __version__
-from ..canonical import canonical_bytes, digest  # noqa: F401  (canonical_bytes: re-exported)
+from ..canonical import digest
 from ..errors import StateError
 
 FORMAT_VERSION = "1"

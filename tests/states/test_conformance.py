@@ -13,7 +13,7 @@ import pytest
 
 from reconciler.errors import LockError, StateConflictError, StateError
 from reconciler.states import ImageSetRecord, State
-from reconciler.states.model import canonical_bytes
+from reconciler.canonical import canonical_bytes
 
 SCHEMA_PATH = Path(__file__).parents[2] / "schemas" / "state.v1.schema.json"
 SECRET_NAME = "DOE^JANE-7f3a"           # a value that must never reach the stored bytes
