@@ -17,7 +17,6 @@ metadata document is dropped as soon as its diff is made. The result is a plan *
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import logging
 import time
@@ -301,13 +300,11 @@ def cannot_converge(entries: list[dict[str, Any]], groups: list[dict[str, Any]],
         if found is None:
             kept.append(group)
             continue
-        for member in group["members"]:
-            if not member.get("peer"):
-                entries.append(grouping.member_error(group, member, _refusal_note(found)))
-        for entry in entries:
-            if entry.get("after_study") == group["study"]:
-                entry.pop("after_study")
-                grouping.refuse_entry(entry, "its study update cannot converge")
+        # The members' own changes that were to follow it are not planned either: the error
+        # of each member (one per spec and image set) says why.
+        entries = [e for e in entries if e.get("after_study") != group["study"]]
+        entries += [grouping.member_error(group, m, _refusal_note(found))
+                    for m in group["members"] if not m.get("peer")]
     return entries, kept
 
 
@@ -383,7 +380,7 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
         if known is not None and int(known) > int(assignment.listed.version):
             # The state verified a newer version than the search lists: the index lags, so
             # the listed version is not the one to plan on.
-            assignment = dataclasses.replace(assignment, listed=None)
+            assignment = replace(assignment, listed=None)
         if version is not None:
             entry = plan_entry(assignment, version, [], redactor)
             entry["state_serial"] = (state_serial(assignment.spec.name, assignment.image_set_id)

@@ -227,8 +227,7 @@ def apply_plan(plan: dict[str, Any], specs: list[Spec], hi: HealthImaging, backe
             if changed:
                 saver.save()
             return
-        if state.forgive(spec.name, outcome.image_set_id):
-            saver.save()
+        forgiven = state.forgive(spec.name, outcome.image_set_id)   # it went through
         record = record_for(state, spec, outcome)
         key = (spec.name, outcome.image_set_id)
         # What was there before this run's pending record, if it made one.
@@ -245,6 +244,7 @@ def apply_plan(plan: dict[str, Any], specs: list[Spec], hi: HealthImaging, backe
                         dict(record.hashes))):
                 if made_pending:
                     state.put(spec.name, existing)
+                if made_pending or forgiven:
                     saver.save()
                 return
             record = replace(record, version_before=existing.version_before)

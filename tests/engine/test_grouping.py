@@ -17,6 +17,7 @@ from reconciler.errors import PlanFileError
 from reconciler.grouping import listed_studies, study_filter
 from reconciler.markdown import render_plan_markdown
 from reconciler.model import Target
+from reconciler.payloads import Request
 from reconciler.planner import Assignment, PlanOptions, make_plan
 from reconciler.redact import Redactor
 from reconciler.render import render_plan
@@ -267,3 +268,26 @@ def test_a_study_listed_by_its_selector_is_not_searched_again():
     hi = FakeHealthImaging()
     doc, _ = _plan([s], hi)
     assert len(doc["groups"]) == 1 and len(hi.searches) == 1        # the selector's own search
+
+
+def test_a_study_update_the_service_refused_before_is_one_error_per_member_spec():
+    instance = lambda n: {f"1.2.3.{n}": {"Instances": {SOP + str(n): {"ImageComments": "ok"}}}}
+    specs = [_spec(IDS[0], name="one", patient={"PatientName": NEW_NAME}, series=instance(0)),
+             _spec(IDS[1], name="two", patient={"PatientName": NEW_NAME}, series=instance(1))]
+    doc, _ = _plan(specs)
+    assert [e["after_study"] for e in doc["image_sets"]] == [doc["groups"][0]["study"]]
+    request = doc["groups"][0]["requests"][0]
+    refusal = type("Refusal", (), {"kind": "UPDATE_FAILED", "version": "2", "at": "now"})()
+    seen = []
+
+    def refused(spec_name, image_set_id, text):
+        seen.append(text)
+        return refusal if (spec_name, image_set_id) == ("one", IDS[0]) else None
+
+    doc = make_plan(specs, FakeHealthImaging(), Redactor(False), default_datastore=DS,
+                    options=PlanOptions(progress=False), refused=refused)
+    assert doc["groups"] == [] and plans.validate(doc)
+    errors = sorted((e["spec"], e["image_set_id"], e["action"]) for e in doc["image_sets"])
+    assert errors == [("one", IDS[0], "error"), ("two", IDS[1], "error")]   # no follower left
+    assert all("cannot converge" in e["error"] for e in doc["image_sets"])
+    assert Request.from_json(request).canonical() in seen
