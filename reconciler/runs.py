@@ -37,31 +37,22 @@ class GroupCommit:
     """Saves the state for many worker threads at once, none of them going on before what it
     changed is on disk (the applier's rule: what cannot be recorded is not done).
 
-    A worker changes the state, takes a ticket, and calls :meth:`save`: the first to get the
-    writer's lock writes the state as it is by then, which holds the changes of every worker
-    that took a ticket before; those find their ticket covered and return without a write
-    of their own (a database's group commit). With dozens of image sets in flight, one write
-    a few milliseconds long covers several of them instead of queueing one write each."""
+    A worker changes the state and calls :meth:`save`: the first to get the writer's lock
+    writes the state as it is by then, which holds the changes of every worker that made one
+    before; those find the state saved (:attr:`State.unsaved`) and return without a write of
+    their own (a database's group commit). With dozens of image sets in flight, one write a
+    few milliseconds long covers several of them instead of queueing one write each, and no
+    write holds nothing new (every serial the run takes has a record or a refusal in it)."""
 
     def __init__(self, state: State, backend: StateBackend):
         self._state, self._backend = state, backend
         self._writer = threading.Lock()
-        self._counter = threading.Lock()
-        self._taken = 0      # tickets handed out (each after its change was made)
-        self._saved = 0      # the highest ticket a finished write covers
 
     def save(self) -> None:
         """Call after changing the state; returns once the change is saved (or raises)."""
-        with self._counter:
-            self._taken += 1
-            ticket = self._taken
         with self._writer:
-            if self._saved >= ticket:
-                return
-            with self._counter:
-                covered = self._taken   # every change with a ticket so far is in the state
-            self._backend.write(self._state)
-            self._saved = covered
+            if self._state.unsaved:
+                self._backend.write(self._state)
 
 
 def apply_record(state: State, spec: Spec, datastore_id: str, image_set_id: str,

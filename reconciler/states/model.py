@@ -174,6 +174,11 @@ class State:
         self._refusals: dict[str, dict[str, Refusal]] = {
             name: dict(by_id) for name, by_id in (refusals or {}).items()}
         self._lock = threading.RLock()
+        # Mutations made, and how many of them the last successful write held: a writer
+        # sharing this state with others (apply's GroupCommit) asks :attr:`unsaved` instead of
+        # writing a snapshot that holds nothing new.
+        self._changes = 0
+        self._written = 0
         # Records already validated against the schema (by identity; records are immutable),
         # so a save validates only what changed: one apply saves after every image set, and
         # validating every record each time made a 500-record save take half a second.
@@ -231,6 +236,7 @@ class State:
         with self._lock:
             stamped = replace(record, hashes=dict(record.hashes), serial=self._serial + 1)
             self._specs.setdefault(spec, {})[record.image_set_id] = stamped
+            self._changes += 1
             return stamped
 
     def remove(self, spec: str, image_set_id: str | None = None) -> int:
@@ -239,6 +245,7 @@ class State:
             records = self._specs.get(spec)
             if records is None:
                 return 0
+            self._changes += 1
             if image_set_id is None:
                 del self._specs[spec]
                 return len(records)
@@ -253,6 +260,7 @@ class State:
         record keeps its serial: a check is not an operation on the image set."""
         when = when or utc_now()
         with self._lock:
+            self._changes += 1
             if spec is None:
                 self.last_checked_at = when
                 return
@@ -269,6 +277,7 @@ class State:
         """Remember that the service refused this request (see :class:`Refusal`)."""
         with self._lock:
             self._refusals.setdefault(spec, {})[image_set_id] = refusal
+            self._changes += 1
 
     def forgive(self, spec: str, image_set_id: str) -> bool:
         """Forget a refusal (a write of the spec went through, or it was removed)."""
@@ -277,6 +286,7 @@ class State:
             found = by_id.pop(image_set_id, None) is not None
             if not by_id:
                 self._refusals.pop(spec, None)
+            self._changes += found
             return found
 
     def drift_checkpoint(self, datastore_id: str) -> DriftCheckpoint | None:
@@ -291,6 +301,7 @@ class State:
         """Replace every data store's drift checkpoint (those not given are dropped)."""
         with self._lock:
             self._drift = dict(checkpoints)
+            self._changes += 1
 
     def spec_names(self) -> list[str]:
         with self._lock:
@@ -382,7 +393,14 @@ class State:
             new_serial = self._serial + 1
             result = write(self.to_json(new_serial), new_serial)
             self._serial = new_serial
+            self._written = self._changes
             return result
+
+    @property
+    def unsaved(self) -> bool:
+        """Whether a mutation (through this class's methods) was made since the last write."""
+        with self._lock:
+            return self._changes != self._written
 
     def __repr__(self) -> str:
         return f"State(lineage={self._lineage!r}, serial={self._serial}, records={len(self)})"

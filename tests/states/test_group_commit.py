@@ -53,6 +53,10 @@ def test_every_worker_returns_only_once_its_change_is_on_disk(tmp_path):
     assert len(State.from_json(path.read_text())) == WORKERS
     # Workers that changed the state while a write was under way shared the next one.
     assert 1 <= backend.writes < WORKERS
+    # And no write held nothing new: every serial the run took has a record stamped with it
+    # (a worker whose change an earlier write already held does not write again).
+    final = State.from_json(path.read_text())
+    assert {record.serial for _, record in final.records()} == set(range(1, final.serial + 1))
 
 
 def test_one_worker_alone_writes_once_per_change(tmp_path):
@@ -64,3 +68,16 @@ def test_one_worker_alone_writes_once_per_change(tmp_path):
         saver.save()
     assert backend.writes == 3
     assert State.from_json((tmp_path / "state.json").read_text()).serial == 3
+
+
+def test_a_save_with_nothing_changed_writes_nothing(tmp_path):
+    backend = SlowDisk(tmp_path / "state.json")
+    state = State.new()
+    saver = GroupCommit(state, backend)
+    state.put("fleet", _record(0))
+    saver.save()
+    saver.save()
+    assert backend.writes == 1 and not state.unsaved
+    assert state.forgive("fleet", _record(0).image_set_id) is False   # nothing to forget
+    saver.save()
+    assert backend.writes == 1
