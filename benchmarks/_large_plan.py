@@ -26,12 +26,12 @@ def cpu(fn, repeats):
 
 def main() -> int:
     endpoint, config_path, spec_file, isid, *rest = sys.argv[1:]
-    from reconciler.aws import BotoHealthImaging, ClientSettings
-    from reconciler.config import load_config
-    from reconciler.pacing import Pacer
-    from reconciler.planner import PlanOptions, make_plan
-    from reconciler.redact import Redactor
-    from reconciler.specs import load_specs
+    from reconciler.dicom.redact import Redactor
+    from reconciler.engine.planner import PlanOptions, make_plan
+    from reconciler.healthimaging.aws import BotoHealthImaging, ClientSettings
+    from reconciler.healthimaging.pacing import Pacer
+    from reconciler.spec.config import load_config
+    from reconciler.spec.loader import load_specs
 
     config = load_config(config_path)
     specs = load_specs([spec_file], config)

@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE))
 import fleet as fleetmod  # noqa: E402
 from baseline import Baseline  # noqa: E402
 
-from reconciler import facts  # noqa: E402
+from reconciler.data import service_facts  # noqa: E402
 from reconciler.emulator.protocol import match_route  # noqa: E402
 from reconciler.emulator.server import ThreadedEmulator  # noqa: E402
 
@@ -120,7 +120,7 @@ def rate(events, op=UPDATE, skip: int = 0) -> tuple[float, int]:
 
 
 def scaled_quotas(scale: float | None = None) -> dict[str, float]:
-    rates = {op: q["rate"] * (scale or SCALE) for op, q in facts.quotas().items()}
+    rates = {op: q["rate"] * (scale or SCALE) for op, q in service_facts.quotas().items()}
     rates[UPDATE] *= CLIENT_HEADROOM
     return rates
 
@@ -267,7 +267,7 @@ def bench_read_rate(tmp: Path) -> dict[str, Any]:
         m = rec.mark()
         res = reconciler(work, emu, config, "plan")
         assert res["exit"] == 0, res["stderr"][-2000:]
-        burst = int(facts.quotas()["GetImageSet"]["burst"])
+        burst = int(service_facts.quotas()["GetImageSet"]["burst"])
         r, n = rate(rec.window(m), "GetImageSet", skip=burst)
         out = {"rate": r, "calls": n, "throttled": throttled(rec.window(m)),
                "surfaced": surfaced_throttles(res["stdout"], res["stderr"])}
@@ -401,7 +401,7 @@ def main() -> int:
         rr = bench_read_rate(tmp)
         lg = bench_large(tmp)
         rss = bench_rss(tmp)
-    quota = facts.quotas()[UPDATE]["rate"] * SCALE
+    quota = service_facts.quotas()[UPDATE]["rate"] * SCALE
     base = a["baseline"]
     planned = a["n"]
     rec_metrics = {
@@ -423,9 +423,9 @@ def main() -> int:
         "plan_peak_rss_mb": round(rss["baseline_rss_mb"], 1),
         "throttling_errors_surfaced": base["surfaced"] + rr["baseline_surfaced"],
     }
-    extra = {"plan_read_rate_over_quota*": round(rr["rate"] / facts.quotas()["GetImageSet"]["rate"], 3),
+    extra = {"plan_read_rate_over_quota*": round(rr["rate"] / service_facts.quotas()["GetImageSet"]["rate"], 3),
              "replan_reads_per_image_set*": round(a["replan"]["reads"] / planned, 3)}
-    extra_base = {"plan_read_rate_over_quota*": round(rr["baseline_rate"] / facts.quotas()["GetImageSet"]["rate"], 3),
+    extra_base = {"plan_read_rate_over_quota*": round(rr["baseline_rate"] / service_facts.quotas()["GetImageSet"]["rate"], 3),
                   "replan_reads_per_image_set*": base_metrics["reads_per_planned_image_set"]}
     rss_note = (f"measured at {', '.join(map(str, rss['measured_at']))} image sets (baseline "
                 f"{', '.join(map(str, rss['baseline_measured_at']))}), extrapolated linearly "

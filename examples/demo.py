@@ -106,7 +106,7 @@ def main() -> int:
     os.environ.update(env)
     work = Path(tempfile.mkdtemp(prefix="reconciler-demo-"))
     try:
-        from reconciler.aws import BotoHealthImaging, ClientSettings
+        from reconciler.healthimaging.aws import BotoHealthImaging, ClientSettings
 
         hi = BotoHealthImaging(settings=ClientSettings(endpoint_url=url))
         say("The project's client lists the data stores and searches the image sets")

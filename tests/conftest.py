@@ -21,7 +21,6 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
-
 from matrix import readings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -1,5 +1,5 @@
 """The layering written in .importlinter holds: the emulator and the engine never import each
-other, only reconciler.aws (and the S3 state backend) use boto3, only the CLI uses click."""
+other, only reconciler.healthimaging.aws (and the S3 state backend) use boto3, only the CLI uses click."""
 
 import shutil
 import subprocess

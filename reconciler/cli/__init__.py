@@ -2,7 +2,7 @@
 are in :mod:`reconciler.cli.output`).
 
 Each command body is: parse options → one engine call → render → exit code. Errors become exit
-codes in :func:`main` only (through :func:`reconciler.errors.exit_code_for`); click's own usage
+codes in :func:`main` only (through :func:`reconciler.core.errors.exit_code_for`); click's own usage
 errors exit 1, so that 2 always means "there are changes" / "drift found".
 """
 
@@ -14,9 +14,20 @@ from dataclasses import dataclass, field
 
 import click
 
-from .. import __version__, errors
-from .output import (FORMATS, _apply_watcher, _chosen_format, _confirm, _format_options,
-                     _plan_exit_code, _print_plan, _print_report, _redact_option, _write_plan)
+from .. import __version__
+from ..core import errors
+from .output import (
+    FORMATS,
+    _apply_watcher,
+    _chosen_format,
+    _confirm,
+    _format_options,
+    _plan_exit_code,
+    _print_plan,
+    _print_report,
+    _redact_option,
+    _write_plan,
+)
 
 log = logging.getLogger("reconciler")
 
@@ -132,8 +143,8 @@ def validate(opts: GlobalOptions, paths):
     Example:
       reconciler validate specs/
     """
-    from ..config import load_config
-    from ..specs import load_specs
+    from ..spec.config import load_config
+    from ..spec.loader import load_specs
 
     config = load_config(opts.config_path)
     specs = load_specs(list(paths), config)
@@ -158,8 +169,8 @@ def fmt_(opts: GlobalOptions, paths, check):
       reconciler fmt               # rewrite in place
       reconciler fmt --check specs/
     """
-    from ..config import load_config
-    from ..fmt import format_paths
+    from ..spec.config import load_config
+    from ..spec.fmt import format_paths
 
     result = format_paths(list(paths), load_config(opts.config_path), check=check)
     for problem in result.problems:
@@ -178,8 +189,8 @@ def fmt_(opts: GlobalOptions, paths, check):
 # plan / show
 # --------------------------------------------------------------------------------------------
 def _service(opts: GlobalOptions, config):
-    from ..aws import BotoHealthImaging, ClientSettings
-    from ..pacing import Pacer
+    from ..healthimaging.aws import BotoHealthImaging, ClientSettings
+    from ..healthimaging.pacing import Pacer
 
     settings = ClientSettings(region=opts.region or config.region, profile=opts.profile,
                               endpoint_url=opts.endpoint_url)
@@ -190,7 +201,7 @@ def _service(opts: GlobalOptions, config):
 def _redactor(opts: GlobalOptions, config, redact_here: bool | None, state=None):
     """Redaction as the flags, config and CI say; hashes salted with the state's salt when
     there is a state, so plan and drift show equal values alike."""
-    from ..redact import Redactor, redaction_enabled
+    from ..dicom.redact import Redactor, redaction_enabled
 
     flag = redact_here if redact_here is not None else opts.redact
     return Redactor(redaction_enabled(flag, config.redact),
@@ -205,9 +216,9 @@ def _backend(config):
 
 def _make_plan(hi, config, specs, state, redactor, targets=(), excludes=(),
                parallelism: int = 10, read_all: bool = False, retry_refused: bool = False):
-    from ..planner import PlanOptions, make_plan
-    from ..runs import known_versions, refusals, state_serials
-    from ..specs import check_overlaps
+    from ..engine.operations import known_versions, refusals, state_serials
+    from ..engine.planner import PlanOptions, make_plan
+    from ..spec.loader import check_overlaps
 
     return make_plan(specs, hi, redactor,
                      default_datastore=config.datastore_id, check_overlaps=check_overlaps,
@@ -260,9 +271,9 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
       reconciler plan --out plan.json --format markdown > plan.md   # a PR comment
     """
     output = _chosen_format(as_json, fmt, json_stream)
-    from ..config import load_config
-    from ..plans import save
-    from ..specs import load_specs
+    from ..documents.plans import save
+    from ..spec.config import load_config
+    from ..spec.loader import load_specs
 
     config = load_config(opts.config_path)
     specs = load_specs(list(paths), config)
@@ -296,8 +307,8 @@ def show(opts: GlobalOptions, planfile, as_json, fmt, redact_here):
       reconciler show plan.json --format markdown
     """
     output = _chosen_format(as_json, fmt)
-    from ..config import load_config
-    from ..plans import load, redact_values
+    from ..documents.plans import load, redact_values
+    from ..spec.config import load_config
 
     doc = load(planfile)
     redactor = _redactor(opts, load_config(opts.config_path), redact_here)
@@ -350,11 +361,11 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
       reconciler apply specs/ --auto-approve
       reconciler apply plan.json --json-stream   # NDJSON events for CI
     """
-    from ..applier import ApplyOptions
-    from ..config import load_config
-    from ..plans import load
-    from ..runs import apply_plan, report_failed
-    from ..specs import load_specs
+    from ..documents.plans import load
+    from ..engine.applier import ApplyOptions
+    from ..engine.operations import apply_plan, report_failed
+    from ..spec.config import load_config
+    from ..spec.loader import load_specs
     from ..states import State
 
     config = load_config(opts.config_path)
@@ -394,7 +405,7 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
                          saved, on_result=on_result)
         on_result.close()
     if output == "stream":
-        from ..events import apply_summary_events, write
+        from ..documents.events import apply_summary_events, write
         write(apply_summary_events(doc), click.echo)
     else:
         _print_report(doc, as_json, opts)
@@ -441,11 +452,11 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, full, read_all, lock
     import json
     from datetime import timedelta
 
-    from ..config import load_config
-    from ..drift import DriftOptions, describe_check, has_drift
-    from ..render import render_drift
-    from ..runs import run_drift
-    from ..specs import load_specs
+    from ..documents.render import render_drift
+    from ..engine.drift import DriftOptions, describe_check, has_drift
+    from ..engine.operations import run_drift
+    from ..spec.config import load_config
+    from ..spec.loader import load_specs
 
     config = load_config(opts.config_path)
     specs = load_specs(list(paths), config)
@@ -460,10 +471,10 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, full, read_all, lock
     if output == "json":
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     elif output == "markdown":
-        from ..markdown import render_drift_markdown
+        from ..documents.markdown import render_drift_markdown
         click.echo(render_drift_markdown(report), nl=False)
     elif output == "stream":
-        from ..events import drift_events, write
+        from ..documents.events import drift_events, write
         write(drift_events(report), click.echo)
     else:
         click.echo(render_drift(report), nl=False)
@@ -495,9 +506,9 @@ def rollback(opts: GlobalOptions, name, to_version, image_set_id, auto_approve, 
     Example:
       reconciler rollback ct-small --auto-approve
     """
-    from ..config import load_config
-    from ..runs import RollbackOptions, report_failed
-    from ..runs import rollback as do_rollback
+    from ..engine.operations import RollbackOptions, report_failed
+    from ..engine.operations import rollback as do_rollback
+    from ..spec.config import load_config
     from ..states import State
 
     config = load_config(opts.config_path)
@@ -540,7 +551,7 @@ def state_list(opts: GlobalOptions):
     Example:
       reconciler state list
     """
-    from ..config import load_config
+    from ..spec.config import load_config
 
     backend = _backend(load_config(opts.config_path))
     current = backend.read()
@@ -567,7 +578,7 @@ def state_show(opts: GlobalOptions, name):
     """
     import json
 
-    from ..config import load_config
+    from ..spec.config import load_config
 
     current = _backend(load_config(opts.config_path)).read()
     records = current.records(name) if current else []
@@ -588,7 +599,7 @@ def state_unlock(opts: GlobalOptions, force):
     Example:
       reconciler state unlock
     """
-    from ..config import load_config
+    from ..spec.config import load_config
 
     backend = _backend(load_config(opts.config_path))
     holder = backend.unlock(force=force)
@@ -618,8 +629,8 @@ def import_(opts: GlobalOptions, datastore_id, image_set_ids, selectors, levels,
       reconciler import --selector DICOMStudyInstanceUID=1.2.3 > specs/study.yaml
       reconciler import --image-set-id ID1 --image-set-id ID2 --out-dir specs/
     """
-    from ..config import load_config
-    from ..importer import import_specs
+    from ..engine.importer import import_specs
+    from ..spec.config import load_config
 
     config = load_config(opts.config_path)
     datastore_id = datastore_id or config.datastore_id
@@ -642,7 +653,7 @@ def import_(opts: GlobalOptions, datastore_id, image_set_ids, selectors, levels,
             raise errors.ReconcilerError("the selector matched no image set")
     chosen = tuple(part.strip() for part in levels.split(",") if part.strip())
     if out_dir:
-        from ..importer import import_to_dir
+        from ..engine.importer import import_to_dir
         for path, count in import_to_dir(hi, config, datastore_id, ids, chosen, out_dir):
             click.echo(f"Wrote {path} ({count} image set{'s' if count != 1 else ''}).")
         return errors.EXIT_OK

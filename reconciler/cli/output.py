@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .. import errors
+from ..core import errors
 
 if TYPE_CHECKING:
     from . import GlobalOptions
@@ -22,7 +22,7 @@ def _redact_option(f):
 
 
 def _print_plan(doc, as_json: bool, opts: GlobalOptions) -> None:
-    from ..render import render_json, render_plan
+    from ..documents.render import render_json, render_plan
 
     if as_json:
         click.echo(render_json(doc), nl=False)
@@ -53,10 +53,10 @@ def _chosen_format(as_json: bool, fmt: str | None, json_stream: bool = False) ->
 def _write_plan(doc, output: str, opts: GlobalOptions) -> None:
     """The plan in the chosen output (text and json as _print_plan prints them)."""
     if output == "markdown":
-        from ..markdown import render_plan_markdown
+        from ..documents.markdown import render_plan_markdown
         click.echo(render_plan_markdown(doc), nl=False)
     elif output == "stream":
-        from ..events import plan_events, write
+        from ..documents.events import plan_events, write
         write(plan_events(doc), click.echo)
     else:
         _print_plan(doc, output == "json", opts)
@@ -84,9 +84,8 @@ class _ApplyWatcher:
     progress on stderr when a person watches."""
 
     def __init__(self, plan_doc, stream: bool, hi):
-        from ..progress import Progress
-
-        from ..plans import per_image_set
+        from ..documents.plans import per_image_set
+        from ..documents.progress import Progress
 
         self.total = len(per_image_set(plan_doc))
         self.stream = stream
@@ -94,14 +93,14 @@ class _ApplyWatcher:
         self.progress = Progress("apply", self.total,
                                  throttles=getattr(hi.pacer, "throttle_count", None))
         if stream:
-            from ..events import apply_start_events, write
+            from ..documents.events import apply_start_events, write
             write(apply_start_events(plan_doc), click.echo)
 
     def __call__(self, item) -> None:
         self.done += 1
         self.progress.step()
         if self.stream:
-            from ..events import apply_item_events, write
+            from ..documents.events import apply_item_events, write
             write(apply_item_events(item, self.done, self.total), click.echo)
 
     def close(self) -> None:
@@ -112,7 +111,7 @@ _apply_watcher = _ApplyWatcher
 
 
 def _print_report(doc, as_json: bool, opts: GlobalOptions) -> None:
-    from ..render import render_report
+    from ..documents.render import render_report
 
     if as_json:
         import json

@@ -26,8 +26,7 @@ from typing import Any, Callable
 
 from .behaviours import Behaviours
 from .dicom_seed import SeedDocument
-from .entities import (ACTIVE, DELETED, LOCKED, Datastore, ImageSet, Version,
-                       with_ids)
+from .entities import ACTIVE, DELETED, LOCKED, Datastore, ImageSet, Version, with_ids
 from .events import IMAGE_SET_EVENTS, EventLog
 from .faults import Directives
 from .protocol import ServiceError, validation

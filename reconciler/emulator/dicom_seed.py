@@ -4,7 +4,7 @@ A seeded image set stands for what a HealthImaging import would have produced, s
 follows the shapes of the real AWS sample (tests/data/aws-sample-metadata.json):
 
 * one image set per StudyInstanceUID; elements split into ``Patient`` / ``Study`` /
-  ``Series.<uid>`` / ``Instances.<uid>`` with the normalisation table of ``reconciler.facts``
+  ``Series.<uid>`` / ``Instances.<uid>`` with the normalisation table of ``reconciler.data.service_facts``
   (Patient/Study/Series from the first instance of the study / series; everything else stays
   on the instance, file-meta elements included, group lengths dropped);
 * values in the service's JSON forms: strings as pydicom reads them (DS/IS keep their original
@@ -43,7 +43,7 @@ from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from reconciler import facts
+from reconciler.data import service_facts
 
 NUMBER_VRS = frozenset("US SS UL SL UV SV FL FD".split())
 BINARY_VRS = frozenset("OB OW OD OF OL OV UN".split())
@@ -235,10 +235,10 @@ def _instance(ds: Dataset) -> _Instance:
     body, body_vrs = dataset_dicom(ds)
     dicom.update(body)
     vrs.update(body_vrs)
-    levels: dict[str, dict[str, Any]] = {lvl: {} for lvl in facts.LEVELS}
-    table = facts.level_of_keyword()
+    levels: dict[str, dict[str, Any]] = {lvl: {} for lvl in service_facts.LEVELS}
+    table = service_facts.level_of_keyword()
     for key, value in dicom.items():
-        levels[table.get(key, facts.INSTANCE)][key] = value
+        levels[table.get(key, service_facts.INSTANCE)][key] = value
     syntax = str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
     stored = syntax if syntax in LOSSY_SYNTAXES else HTJ2K_LOSSLESS
     sop = str(ds.SOPInstanceUID)
@@ -271,13 +271,13 @@ def _assemble(instances: list[_Instance], storage_keys: bool) -> dict[str, Any]:
     first = instances[0]
     doc: dict[str, Any] = {
         "SchemaVersion": "1.1", "DatastoreID": None, "ImageSetID": None,
-        "Patient": {"DICOM": dict(first.levels[facts.PATIENT])},
-        "Study": {"DICOM": dict(first.levels[facts.STUDY]), "Series": {}},
+        "Patient": {"DICOM": dict(first.levels[service_facts.PATIENT])},
+        "Study": {"DICOM": dict(first.levels[service_facts.STUDY]), "Series": {}},
     }
     for inst in instances:
         series = doc["Study"]["Series"].setdefault(
-            inst.series_uid, {"DICOM": dict(inst.levels[facts.SERIES]), "Instances": {}})
-        instance: dict[str, Any] = {"DICOM": dict(inst.levels[facts.INSTANCE]),
+            inst.series_uid, {"DICOM": dict(inst.levels[service_facts.SERIES]), "Instances": {}})
+        instance: dict[str, Any] = {"DICOM": dict(inst.levels[service_facts.INSTANCE]),
                                     "DICOMVRs": dict(inst.vrs)}
         if storage_keys:
             instance["StoredTransferSyntaxUID"] = inst.stored_syntax

@@ -19,8 +19,15 @@ input (the botocore model's member names) and a :class:`Call`, and returns the o
 from __future__ import annotations
 
 from .control import ControlMixin
-from .core import (DEFAULT_DATASTORE_NAME, BackendCore, Call, Settings, conflict, not_found,
-                   stable_id)
+from .core import (
+    DEFAULT_DATASTORE_NAME,
+    BackendCore,
+    Call,
+    Settings,
+    conflict,
+    not_found,
+    stable_id,
+)
 from .entities import ACCOUNT_ID
 from .imports import ImportsMixin
 from .reads import ReadsMixin

@@ -1,6 +1,6 @@
 """Per-operation throttling (``--quotas aws``): one token bucket per operation.
 
-Rates and bursts are the published per-account limits from ``reconciler.facts.quotas()``;
+Rates and bursts are the published per-account limits from ``reconciler.data.service_facts.quotas()``;
 ``--time-scale F`` multiplies every rate by F, so a test can exercise 0.25 TPS pacing in a
 fraction of the time. The burst of the three 0.25-TPS writes comes from the ``write_burst``
 behaviour (1 on the English page, 10 on a translated revision). A call that finds its bucket
@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Callable
 
-from reconciler import facts
+from reconciler.data import service_facts
 
 WRITE_OPERATIONS = ("UpdateImageSetMetadata", "CopyImageSet", "DeleteImageSet")
 
@@ -49,7 +49,7 @@ class Quotas:
         self._lock = threading.Lock()
 
     def limits(self, operation: str) -> tuple[float, float] | None:
-        published = facts.quotas().get(operation)
+        published = service_facts.quotas().get(operation)
         if published is None:
             return None
         burst = published["burst"]

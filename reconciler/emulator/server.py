@@ -25,8 +25,8 @@ from .behaviours import BehaviourError, Behaviours
 from .dicom_seed import SeedError, load_seeds
 from .entities import ImageSet
 from .events import EventLog, Publisher
-from .imports import default_s3_client
 from .faults import FaultError, Faults
+from .imports import default_s3_client
 from .models import HealthImagingBackend, Settings
 from .quotas import Quotas
 from .responses import EmulatorApp

@@ -12,8 +12,17 @@ Typical use by apply::
 """
 
 from .backend import DEFAULT_LOCAL_PATH, DEFAULT_S3_KEY, LockInfo, StateBackend, open_backend
-from .model import (FORMAT_VERSION, OP_APPLY, OP_ROLLBACK, DriftCheckpoint, ImageSetRecord,
-                    Refusal, State, utc_now, utc_time)
+from .document import (
+    FORMAT_VERSION,
+    OP_APPLY,
+    OP_ROLLBACK,
+    DriftCheckpoint,
+    ImageSetRecord,
+    Refusal,
+    State,
+    utc_now,
+    utc_time,
+)
 
 __all__ = ["DEFAULT_LOCAL_PATH", "DEFAULT_S3_KEY", "FORMAT_VERSION", "OP_APPLY", "OP_ROLLBACK",
            "DriftCheckpoint", "ImageSetRecord", "LockInfo", "Refusal", "State", "StateBackend",

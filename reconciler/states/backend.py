@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import ConfigError, LockError, StateConflictError, StateError
+from ..core.errors import ConfigError, LockError, StateConflictError, StateError
+from .document import State, utc_now
 from .files import save_errored
-from .model import State, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def _get(config: Any, name: str) -> Any:
 
 def open_backend(config_state: Any, root: Path) -> StateBackend:
     """The backend a config describes. ``config_state`` is a mapping or an object (e.g.
-    ``reconciler.config.StateConfig``) with:
+    ``reconciler.spec.config.StateConfig``) with:
 
     * ``backend``: ``"local"`` (default) or ``"s3"``;
     * local: ``path`` (default ``.reconciler/state.json``; relative paths are relative to

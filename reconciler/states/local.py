@@ -20,11 +20,11 @@ import os
 import threading
 from pathlib import Path
 
-from ..errors import LockError, StateConflictError, StateError
+from ..core.errors import LockError, StateConflictError, StateError
 from . import files
 from .backend import LockInfo, StateBackend, check_expected, unlock_refused, write_failed
+from .document import State
 from .locking import LockFile
-from .model import State
 
 ERRORED_IN_CWD = "errored.state.json"
 

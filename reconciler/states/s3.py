@@ -31,9 +31,9 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from ..errors import ConfigError, LockError, StateConflictError, StateError
+from ..core.errors import ConfigError, LockError, StateConflictError, StateError
 from .backend import LockInfo, StateBackend, check_expected, unlock_refused, write_failed
-from .model import State
+from .document import State
 
 ERRORED_FILE = "errored.state.json"
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}

@@ -23,9 +23,8 @@ import boto3
 import jsonschema
 import yaml
 from botocore.config import Config
-from click.testing import CliRunner
-
 from cli_entry import cli_entry
+from click.testing import CliRunner
 from matrix import readings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import botocore.session
 import pytest
+from apply_support import EXAMPLE_STUDIES, EXAMPLES_DICOM, Project
 from botocore import loaders
 from botocore.retries import standard
 
-from apply_support import EXAMPLE_STUDIES, EXAMPLES_DICOM, Project
-from reconciler import applier, planner
 from reconciler.emulator.server import ThreadedEmulator
+from reconciler.engine import applier, planner
 
 
 @dataclass

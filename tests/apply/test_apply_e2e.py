@@ -7,9 +7,14 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from apply_support import (EXAMPLE_SPECS, INSTANCE_REMOVAL_REFUSED, READING, Project,
-                           check_report, without_paths)
+from apply_support import (
+    EXAMPLE_SPECS,
+    INSTANCE_REMOVAL_REFUSED,
+    READING,
+    Project,
+    check_report,
+    without_paths,
+)
 
 CT_SERIES = "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322"
 CT_INSTANCE = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"

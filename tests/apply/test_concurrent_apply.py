@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-
 from apply_support import wait_for
 
 
@@ -98,8 +97,8 @@ def test_a_state_that_cannot_be_saved_stops_further_writes(project, ids):
     `state unlock --force`): this run's next save is refused by the lost-update guard. It
     must stop writing to HealthImaging then — what it cannot record, it must not do — and
     keep what it did in the errored state file."""
+    from reconciler.spec.config import load_config
     from reconciler.states import open_backend
-    from reconciler.config import load_config
 
     plan = project.run("plan", "--out", "plan.json")
     assert plan.exit_code == 0

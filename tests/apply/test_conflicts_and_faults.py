@@ -9,9 +9,15 @@ import json
 import threading
 
 import pytest
+from apply_support import (
+    Project,
+    check_report,
+    sample_documents,
+    saved_plan,
+    seed_documents,
+    wait_for,
+)
 
-from apply_support import (Project, check_report, sample_documents, saved_plan,
-                           seed_documents, wait_for)
 from reconciler.emulator.server import ThreadedEmulator
 
 CT_SERIES = "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322"

@@ -5,8 +5,8 @@ re-run converges, and no image set is ever written twice (its version count says
 from __future__ import annotations
 
 import pytest
-
 from apply_support import Project, sample_documents, seed_documents, wait_for
+
 from reconciler.emulator.server import ThreadedEmulator
 
 FLEET = 6

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from apply_support import REPO_ROOT, SCHEMA_VERSION
 
 DRIFT_SCHEMA = json.loads((REPO_ROOT / "schemas" / "drift.v1.schema.json").read_text())
@@ -234,10 +233,11 @@ def test_an_untouched_fleet_costs_one_search_call_per_50_image_sets(tmp_path):
     """Drift over 120 recorded image sets that nobody touched: 3 listing pages, no per-image-set
     reads; one touched image set costs one GetImageSet and one metadata read more."""
     from apply_support import client_for, sample_documents, seed_documents
-    from reconciler.drift import detect
+
+    from reconciler.dicom.redact import Redactor
     from reconciler.emulator.server import ThreadedEmulator
-    from reconciler.aws import BotoHealthImaging, ClientSettings
-    from reconciler.redact import Redactor
+    from reconciler.engine.drift import detect
+    from reconciler.healthimaging.aws import BotoHealthImaging, ClientSettings
     from reconciler.states import ImageSetRecord, State
 
     docs = sample_documents(120)

@@ -18,11 +18,10 @@ from datetime import datetime, timedelta, timezone
 
 import jsonschema
 import pytest
+from apply_support import EXAMPLES_DICOM, REPO_ROOT, Project, sample_documents, seed_documents
 
-from apply_support import (EXAMPLES_DICOM, REPO_ROOT, Project, sample_documents,
-                           seed_documents)
-from reconciler.diff import live_values
 from reconciler.emulator.server import ThreadedEmulator
+from reconciler.engine.diff import live_values
 from reconciler.states import ImageSetRecord, State, open_backend
 
 DRIFT_SCHEMA = json.loads((REPO_ROOT / "schemas" / "drift.v1.schema.json").read_text())
@@ -351,7 +350,7 @@ def test_without_the_right_to_lock_the_state_drift_checks_and_saves_nothing(
     """A read-only role (s3:GetObject only) or a read-only directory: the lock cannot be taken
     at all. drift still checks (from the saved checkpoint, if any), says so, and writes
     nothing; a lock *held* by another run stays an error, as for apply."""
-    from reconciler.errors import LockError
+    from reconciler.core.errors import LockError
     from reconciler.states.local import LocalBackend
 
     drift_json(project)

@@ -14,7 +14,6 @@ import hashlib
 import json
 
 import pytest
-
 from apply_support import CT_STUDY, Project, check_report
 
 PATIENT_NAME = "DOE^GROUPED"

@@ -10,9 +10,8 @@ import stat
 
 import pytest
 import yaml
+from apply_support import EXAMPLE_STUDIES, EXAMPLES_DICOM, Project, sample_documents, seed_documents
 
-from apply_support import (EXAMPLE_STUDIES, EXAMPLES_DICOM, Project, sample_documents,
-                           seed_documents)
 from reconciler.emulator.server import ThreadedEmulator
 
 HEX = re.compile(r"[0-9a-f]{32,64}")

@@ -4,14 +4,14 @@ the other image sets must be written, completed, verified and recorded while it 
 
 import pytest
 
-from reconciler.applier import ApplyOptions
-from reconciler.aws import BotoHealthImaging, ClientSettings
-from reconciler.config import load_config
-from reconciler.pacing import Pacer
-from reconciler.planner import PlanOptions, make_plan
-from reconciler.redact import Redactor
-from reconciler.runs import apply_plan, report_failed
-from reconciler.specs import load_specs
+from reconciler.dicom.redact import Redactor
+from reconciler.engine.applier import ApplyOptions
+from reconciler.engine.operations import apply_plan, report_failed
+from reconciler.engine.planner import PlanOptions, make_plan
+from reconciler.healthimaging.aws import BotoHealthImaging, ClientSettings
+from reconciler.healthimaging.pacing import Pacer
+from reconciler.spec.config import load_config
+from reconciler.spec.loader import load_specs
 from reconciler.states import State, open_backend
 
 SLOW_POLLS = 12

@@ -4,14 +4,14 @@ are counted by the client that makes them, over HTTP against the emulator."""
 
 import json
 
-from reconciler import plans
-from reconciler.aws import BotoHealthImaging, ClientSettings
-from reconciler.config import load_config
-from reconciler.pacing import Pacer
-from reconciler.planner import PlanOptions, make_plan
-from reconciler.redact import Redactor
-from reconciler.runs import known_versions, state_serials
-from reconciler.specs import load_specs
+from reconciler.dicom.redact import Redactor
+from reconciler.documents import plans
+from reconciler.engine.operations import known_versions, state_serials
+from reconciler.engine.planner import PlanOptions, make_plan
+from reconciler.healthimaging.aws import BotoHealthImaging, ClientSettings
+from reconciler.healthimaging.pacing import Pacer
+from reconciler.spec.config import load_config
+from reconciler.spec.loader import load_specs
 from reconciler.states import open_backend
 
 

@@ -4,7 +4,6 @@ again (as a new version), recorded in the state, in sync for drift, and planned 
 from __future__ import annotations
 
 import pytest
-
 from apply_support import READING, check_report, strip_generated
 
 
@@ -157,10 +156,10 @@ def test_pending_records_a_killed_apply_left(project, ids):
     """A pending record (saved before a write, the run killed before its outcome): rollback
     of one whose write never landed writes nothing; drift says it was not applied; apply
     resolves it into an ordinary record that remembers the version before."""
-    from reconciler.config import load_config
-    from reconciler.specs import load_specs
-    from reconciler.diff import desired_values
-    from reconciler.runs import GroupCommit
+    from reconciler.engine.diff import desired_values
+    from reconciler.engine.operations import GroupCommit
+    from reconciler.spec.config import load_config
+    from reconciler.spec.loader import load_specs
     from reconciler.states import ImageSetRecord, State, open_backend
 
     config = load_config(str(project.config_path))

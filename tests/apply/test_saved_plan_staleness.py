@@ -9,9 +9,9 @@ import json
 import shutil
 
 import pytest
-
 from apply_support import READING, check_report
-from reconciler import plans
+
+from reconciler.documents import plans
 
 
 def plan_to(project, name="plan.json", *args, ci=False):

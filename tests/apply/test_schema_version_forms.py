@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from apply_support import EXAMPLES_DICOM, Project, check_report
+
 from reconciler.emulator.server import ThreadedEmulator
 
 FORMS = {"string": "1.1", "number": 1.1}

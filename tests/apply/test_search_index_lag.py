@@ -11,8 +11,8 @@ import time
 
 import jsonschema
 import pytest
-
 from apply_support import EXAMPLES_DICOM, REPO_ROOT, Project, check_report
+
 from reconciler.emulator.server import ThreadedEmulator
 
 DRIFT_SCHEMA = json.loads((REPO_ROOT / "schemas" / "drift.v1.schema.json").read_text())

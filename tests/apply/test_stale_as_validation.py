@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from apply_support import EXAMPLES_DICOM, check_report, saved_plan, wait_for
+
 from reconciler.emulator.server import ThreadedEmulator
 
 # Not primary: these tests are about single image-set writes, not study updates.

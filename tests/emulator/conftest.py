@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from emulator_support import EXAMPLES_DICOM, Api
+
 from reconciler.emulator.server import ThreadedEmulator
 
 

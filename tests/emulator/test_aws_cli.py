@@ -16,7 +16,6 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-
 from emulator_support import CT_STUDY, OT_STUDY
 
 AWS = Path(sys.executable).with_name("aws")

@@ -8,7 +8,6 @@ import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
-
 from emulator_support import CT_STUDY, MR_STUDY, Api
 
 NO_RETRY = {"retries": {"total_max_attempts": 1}}

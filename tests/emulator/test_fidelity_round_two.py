@@ -15,8 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from emulator_support import CT_STUDY, NM_STUDY, Api, series_and_instance
+
 from reconciler.emulator.behaviours import markdown_table
 
 README = Path(__file__).resolve().parents[2] / "reconciler" / "emulator" / "README.md"

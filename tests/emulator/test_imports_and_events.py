@@ -16,8 +16,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-
 from emulator_support import CT_STUDY, EXAMPLES_DICOM, NM_STUDY, OT_STUDY, Api
+
 from reconciler.emulator.events import ALL_DETAIL_TYPES
 from reconciler.emulator.server import ThreadedEmulator
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from emulator_support import CT_STUDY, MR_STUDY, OT_STUDY
 
 

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from emulator_support import CT_STUDY, EXAMPLES_DICOM, Api
+
 from reconciler.emulator.server import ThreadedEmulator
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,7 +6,6 @@ import copy
 import datetime as dt
 
 import pytest
-
 from emulator_support import CT_STUDY, MR_STUDY, NM_STUDY, OT_STUDY, RT_STUDY
 
 
@@ -227,8 +226,9 @@ def test_seeded_image_sets_are_searchable_at_once_under_index_lag(make_api, tmp_
     added = api.emulator.backend.add_image_set(api.ds, doc).image_set_id
     assert _ids(_search(api, _eq("DICOMStudyInstanceUID", "1.2.3.99"))) == [added]
     # A restart from --data-dir keeps them searchable at once.
-    from reconciler.emulator.server import ThreadedEmulator
     from emulator_support import EXAMPLES_DICOM, Api
+
+    from reconciler.emulator.server import ThreadedEmulator
     data = str(tmp_path / "data")
     with ThreadedEmulator(seeds=[str(EXAMPLES_DICOM)], data_dir=data, clock=clock,
                           behaviours={"search_index_lag": 5}):

@@ -9,10 +9,10 @@ import struct
 
 import pydicom
 import pytest
+from emulator_support import EXAMPLES_DICOM, SAMPLE_METADATA, Api
 from pydicom.datadict import dictionary_VM
 
-from emulator_support import EXAMPLES_DICOM, SAMPLE_METADATA, Api
-from reconciler import facts
+from reconciler.data import service_facts
 from reconciler.emulator.server import OptionsError, ThreadedEmulator
 
 NUMBER_VRS = set("US SS UL SL UV SV FL FD".split())
@@ -65,7 +65,7 @@ def _expected(elem):
 def test_every_element_has_pydicom_value_at_its_level(seeded):
     # Patient/Study/Series values come from the study's first file (in path order): the NM
     # files disagree on InstitutionName, and the first one wins (see the README).
-    level_of = facts.level_of_keyword()
+    level_of = service_facts.level_of_keyword()
     first_of_study = {}
     for name, (ds, _, _, _) in sorted(seeded.items()):
         first_of_study.setdefault(str(ds.StudyInstanceUID), name)

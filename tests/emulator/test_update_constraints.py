@@ -12,7 +12,6 @@ import json
 
 import pytest
 from botocore.exceptions import ClientError
-
 from emulator_support import CT_STUDY, series_and_instance
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from emulator_support import CT_STUDY, NM_STUDY, OT_STUDY, series_and_instance
-
 
 # Tests of update semantics other than the primary-image-set rules pin
 # primary_restricted_levels=off (the pre-2025 service): their Patient/Series changes go to one

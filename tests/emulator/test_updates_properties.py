@@ -6,10 +6,10 @@ import copy
 import json
 
 import pytest
+from emulator_support import EXAMPLES_DICOM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emulator_support import EXAMPLES_DICOM
 from reconciler.emulator.behaviours import Behaviours
 from reconciler.emulator.dicom_seed import load_seeds
 from reconciler.emulator.updates import UpdateContext, apply_update

@@ -12,7 +12,6 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
-
 from emulator_support import CT_STUDY, Api
 
 

@@ -12,9 +12,16 @@ import copy
 import json
 from typing import Any
 
-from reconciler.diff import vr_for_keyword
-from reconciler.model import (Attribute, DesiredAttributes, InstanceSpec, Position, SeriesSpec,
-                              Spec, Target)
+from reconciler.dicom.valuerep import vr_of_keyword
+from reconciler.spec.types import (
+    Attribute,
+    DesiredAttributes,
+    InstanceSpec,
+    Position,
+    SeriesSpec,
+    Spec,
+    Target,
+)
 
 POS = Position("test.yaml", 1, 1)
 
@@ -25,7 +32,7 @@ def attrs(mapping: dict[str, Any]) -> dict[str, Attribute]:
         if isinstance(value, dict) and "vr" in value:  # private tag
             out[key] = Attribute(key, value["value"], value["vr"], POS, private=True)
         else:
-            out[key] = Attribute(key, value, vr_for_keyword(key), POS)
+            out[key] = Attribute(key, value, vr_of_keyword(key), POS)
     return out
 
 

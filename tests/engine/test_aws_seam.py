@@ -6,8 +6,13 @@ import json
 
 import pytest
 
-from reconciler import errors
-from reconciler.aws import BotoHealthImaging, ClientSettings, decode_metadata, make_client
+from reconciler.core import errors
+from reconciler.healthimaging.aws import (
+    BotoHealthImaging,
+    ClientSettings,
+    decode_metadata,
+    make_client,
+)
 
 
 def test_custom_endpoint_turns_host_prefix_injection_off_and_aws_keeps_it(monkeypatch):
@@ -79,7 +84,7 @@ def test_malformed_metadata_is_a_clear_error_naming_the_image_set(raw, match):
 
 
 def test_throttles_absorbed_by_botocore_retries_still_slow_the_pacer(emulator):
-    from reconciler.pacing import DEFAULT_HEADROOM, Pacer
+    from reconciler.healthimaging.pacing import DEFAULT_HEADROOM, Pacer
 
     pacer = Pacer(rates={"GetImageSet": 1000})
     hi = BotoHealthImaging(settings=ClientSettings(endpoint_url=emulator.url), pacer=pacer)
@@ -94,7 +99,7 @@ def test_throttles_absorbed_by_botocore_retries_still_slow_the_pacer(emulator):
 def test_every_http_attempt_takes_a_token_botocore_retries_included(emulator):
     """The pacer spaces what the service sees: a request botocore retries after a 429 waits
     for a token like any other, taken right before it is sent."""
-    from reconciler.pacing import Pacer
+    from reconciler.healthimaging.pacing import Pacer
 
     taken: list[str] = []
 

@@ -5,8 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.diff import (ADD, REMOVE, REMOVE_INSTANCE, REMOVE_SERIES, UPDATE, ImageSetProblem,
-                             canonical, diff, dicom_equal)
+from reconciler.engine.diff import (
+    ADD,
+    REMOVE,
+    REMOVE_INSTANCE,
+    REMOVE_SERIES,
+    UPDATE,
+    ImageSetProblem,
+    canonical,
+    dicom_equal,
+    diff,
+)
 
 from .helpers import desired
 
@@ -124,7 +133,7 @@ def test_empty_string_is_sent_as_null_and_multi_values_need_force():
 
 
 def test_desired_and_live_values_agree_exactly_when_the_diff_is_empty():
-    from reconciler.diff import desired_values, live_values
+    from reconciler.engine.diff import desired_values, live_values
 
     wanted = desired(patient={"PatientName": "MISTER^CR^^", "PatientSex": ""},
                      study={"StudyDescription": "pelvis ", "StudyID": None},

@@ -10,18 +10,19 @@ import json
 
 import pytest
 
-from reconciler import plans, runs
-from reconciler.applier import STALE, Applier, ApplyOptions
-from reconciler.config import PrimaryPolicy
-from reconciler.errors import PlanFileError
-from reconciler.grouping import listed_studies, study_filter
-from reconciler.markdown import render_plan_markdown
-from reconciler.model import Target
-from reconciler.payloads import Request
-from reconciler.planner import Assignment, PlanOptions, make_plan
-from reconciler.redact import Redactor
-from reconciler.render import render_plan
-from reconciler.service import ImageSet, ImageSetSummary
+from reconciler.core.errors import PlanFileError
+from reconciler.dicom.redact import Redactor
+from reconciler.documents import plans
+from reconciler.documents.markdown import render_plan_markdown
+from reconciler.documents.render import render_plan
+from reconciler.engine import operations
+from reconciler.engine.applier import STALE, Applier, ApplyOptions
+from reconciler.engine.payloads import Request
+from reconciler.engine.planner import Assignment, PlanOptions, make_plan
+from reconciler.engine.study_updates import listed_studies, study_filter
+from reconciler.healthimaging.api import ImageSet, ImageSetSummary
+from reconciler.spec.config import PrimaryPolicy
+from reconciler.spec.types import Target
 from reconciler.states import ImageSetRecord, State
 
 from .helpers import spec
@@ -243,7 +244,7 @@ def test_stale_entries_cover_every_member():
     state.put("s", ImageSetRecord(datastore_id=DS, image_set_id=IDS[2], version_before="1",
                                   version_after="1", spec_digest=s.digest, hashes={},
                                   last_operation="apply"))
-    stale = runs.stale_entries(doc, state, {"s": s})
+    stale = operations.stale_entries(doc, state, {"s": s})
     assert ("s", IDS[2]) in stale and ("s", IDS[1]) not in stale
 
 

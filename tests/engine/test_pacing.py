@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from reconciler.pacing import CONTENTION_SLOTS, DEFAULT_HEADROOM, REALIGN_SLOT, Pacer
+from reconciler.healthimaging.pacing import CONTENTION_SLOTS, DEFAULT_HEADROOM, REALIGN_SLOT, Pacer
 
 
 class FakeTime:

@@ -9,8 +9,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.diff import diff, dicom_equal
-from reconciler.payloads import BLOB_LIMIT, build_requests, size
+from reconciler.engine.diff import dicom_equal, diff
+from reconciler.engine.payloads import BLOB_LIMIT, build_requests, size
 
 from .helpers import apply_request, desired
 

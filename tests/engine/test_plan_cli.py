@@ -8,8 +8,8 @@ import pytest
 from botocore.config import Config
 from click.testing import CliRunner
 
-from reconciler import plans
 from reconciler.cli import cli
+from reconciler.documents import plans
 
 CT_STUDY = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
 

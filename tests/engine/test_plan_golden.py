@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler import plans
 from reconciler.cli import cli
+from reconciler.documents import plans
 from reconciler.emulator.server import ThreadedEmulator
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "plan"

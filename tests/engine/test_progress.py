@@ -2,7 +2,7 @@
 
 import io
 
-from reconciler.progress import Progress
+from reconciler.documents.progress import Progress
 
 
 class Clock:

@@ -2,7 +2,7 @@
 
 import re
 
-from reconciler.redact import Redactor, is_sensitive, profile_keywords, redaction_enabled
+from reconciler.dicom.redact import Redactor, is_sensitive, profile_keywords, redaction_enabled
 
 
 def test_basic_profile_attributes_and_private_tags_are_sensitive():

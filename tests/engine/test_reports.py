@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from reconciler.cli import cli
 
+
 def _schema(name):
     return json.loads(resources.files("reconciler.schemas").joinpath(name).read_text())
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config
-
 from matrix import readings
 from workflow_runner import Runner
 

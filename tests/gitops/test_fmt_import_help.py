@@ -13,10 +13,10 @@ import click
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from gitops_support import EXAMPLE, REPO_ROOT
+
 from reconciler.cli import cli
-from reconciler.fmt import FormatError, format_text
+from reconciler.spec.fmt import FormatError, format_text
 
 MESSY = """\
 # yaml-language-server: $schema=../schemas/spec.v1.schema.json

@@ -3,8 +3,8 @@ backticks, HTML) stay inside their cell, code span or block, and error entries r
 
 from __future__ import annotations
 
-from reconciler import plans
-from reconciler.markdown import render_drift_markdown, render_plan_markdown
+from reconciler.documents import plans
+from reconciler.documents.markdown import render_drift_markdown, render_plan_markdown
 
 
 def _entry(spec: str, action: str, changes=(), error=None) -> dict:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from gitops_support import CT_STUDY, EXAMPLE, OutOfBand
+
 from reconciler.cli import cli
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -14,7 +14,6 @@ from importlib import resources
 import jsonschema
 import pytest
 import yaml
-
 from gitops_support import EXAMPLE
 from workflow_runner import WORKFLOWS, load, reconciler_commands, reconciler_steps
 

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.aws import BotoHealthImaging, ClientSettings
-from reconciler.applier import ApplyOptions
-from reconciler.config import load_config
-from reconciler.diff import diff
+from reconciler.dicom.redact import Redactor
 from reconciler.emulator.server import ThreadedEmulator
-from reconciler.pacing import Pacer
-from reconciler.planner import PlanOptions, make_plan
-from reconciler.redact import Redactor
-from reconciler.runs import apply_plan, report_failed
-from reconciler.specs import load_specs
+from reconciler.engine.applier import ApplyOptions
+from reconciler.engine.diff import diff
+from reconciler.engine.operations import apply_plan, report_failed
+from reconciler.engine.planner import PlanOptions, make_plan
+from reconciler.healthimaging.aws import BotoHealthImaging, ClientSettings
+from reconciler.healthimaging.pacing import Pacer
+from reconciler.spec.config import load_config
+from reconciler.spec.loader import load_specs
 from reconciler.states import State, open_backend
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import plans
-from reconciler.errors import PlanFileError
+from reconciler.core.errors import PlanFileError
+from reconciler.documents import plans
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "plan" / "update-each-level" / "expected.json"
 

@@ -43,11 +43,12 @@ import pytest
 import yaml
 from botocore.config import Config
 from botocore.retries import standard
+from cli_entry import cli_entry
 from click.testing import CliRunner
 
-from cli_entry import cli_entry
-from reconciler import applier, aws, planner
 from reconciler.emulator.server import ThreadedEmulator
+from reconciler.engine import applier, planner
+from reconciler.healthimaging import aws
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "examples"

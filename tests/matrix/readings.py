@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.emulator.behaviours import BY_NAME, CHOICES, Behaviours, BehaviourError
+from reconciler.emulator.behaviours import BY_NAME, CHOICES, BehaviourError, Behaviours
 
 ENV = "RECONCILER_TEST_READING"
 VALIDATION_MODES = ("async", "sync")

@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apply"))
 
 from apply_support import EXAMPLES_DICOM, NM_STUDY, Project, wait_for  # noqa: E402
 from matrix import readings  # noqa: E402
-from reconciler import applier, planner  # noqa: E402
+
 from reconciler.emulator.server import ThreadedEmulator  # noqa: E402
+from reconciler.engine import applier, planner  # noqa: E402
 
 WANTED = {"Patient": {"PatientName": "READING^LIFECYCLE"},
           "Study": {"StudyDescription": "READING LIFECYCLE"}}

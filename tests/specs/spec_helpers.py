@@ -7,9 +7,9 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from reconciler.config import Config, load_config
-from reconciler.errors import SpecError
-from reconciler.specs import load_specs
+from reconciler.core.errors import SpecError
+from reconciler.spec.config import Config, load_config
+from reconciler.spec.loader import load_specs
 
 CASES = Path(__file__).parent / "cases"
 

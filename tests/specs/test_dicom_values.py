@@ -1,11 +1,11 @@
-"""DICOM value checks and the conversion to HealthImaging's JSON value form (reconciler.dicom)."""
+"""DICOM value checks and the conversion to HealthImaging's JSON value form (reconciler.dicom.valuerep)."""
 
 from __future__ import annotations
 
 import pytest
 
-from reconciler import dicom
-from reconciler.dicom import check_text, convert
+from reconciler.dicom import valuerep
+from reconciler.dicom.valuerep import check_text, convert
 
 
 @pytest.mark.parametrize("vr, value", [
@@ -152,20 +152,20 @@ def test_import_length_limits_are_a_second_layer():
 
 
 def test_dictionary_helpers():
-    assert dicom.vr_for("PatientName") == "PN"
-    assert dicom.vr_for("PixelPaddingValue") == "US"          # "US or SS": the first choice
-    assert dicom.vr_choices("PixelPaddingValue") == ("US", "SS")
-    assert dicom.vr_for("NoSuchKeyword") is None and dicom.vr_for("00091001") is None
-    assert dicom.vm_for("ImageType") == "2-n"
-    assert dicom.is_private_tag("00091001") and dicom.is_private_tag("0019100a")
-    assert not dicom.is_private_tag("00100010") and not dicom.is_private_tag("PatientName")
-    assert dicom.suggest_keyword("PatientsName") == "PatientName"
-    assert dicom.suggest_keyword("studydescription") == "StudyDescription"
-    assert dicom.suggest_keyword("Zzzzqqq") is None
-    assert dicom.is_retired("StudyComments") and not dicom.is_retired("PatientName")
-    assert dicom.effective_vr("US or SS", -4) == "SS"
-    assert dicom.effective_vr("US or SS", [1, 2]) == "US"
-    assert dicom.effective_vr("OB or OW", "AA==") == "OB"
+    assert valuerep.vr_for("PatientName") == "PN"
+    assert valuerep.vr_for("PixelPaddingValue") == "US"          # "US or SS": the first choice
+    assert valuerep.vr_choices("PixelPaddingValue") == ("US", "SS")
+    assert valuerep.vr_for("NoSuchKeyword") is None and valuerep.vr_for("00091001") is None
+    assert valuerep.vm_for("ImageType") == "2-n"
+    assert valuerep.is_private_tag("00091001") and valuerep.is_private_tag("0019100a")
+    assert not valuerep.is_private_tag("00100010") and not valuerep.is_private_tag("PatientName")
+    assert valuerep.suggest_keyword("PatientsName") == "PatientName"
+    assert valuerep.suggest_keyword("studydescription") == "StudyDescription"
+    assert valuerep.suggest_keyword("Zzzzqqq") is None
+    assert valuerep.is_retired("StudyComments") and not valuerep.is_retired("PatientName")
+    assert valuerep.effective_vr("US or SS", -4) == "SS"
+    assert valuerep.effective_vr("US or SS", [1, 2]) == "US"
+    assert valuerep.effective_vr("OB or OW", "AA==") == "OB"
 
 
 @pytest.mark.parametrize("vm, count, ok", [
@@ -174,14 +174,14 @@ def test_dictionary_helpers():
     ("16", 16, True), ("weird", 3, True),
 ])
 def test_vm_allows(vm, count, ok):
-    assert dicom.vm_allows(vm, count) is ok
+    assert valuerep.vm_allows(vm, count) is ok
 
 
 def test_private_tag_rules():
-    assert dicom.private_tag_problem("00091001") is None
-    assert "private creator" in dicom.private_tag_problem("00090010")
-    assert "reserved by DICOM" in dicom.private_tag_problem("00011001")
-    assert "not a private data element" in dicom.private_tag_problem("00090005")
-    assert dicom.standard_tag_problem("00100010") == \
+    assert valuerep.private_tag_problem("00091001") is None
+    assert "private creator" in valuerep.private_tag_problem("00090010")
+    assert "reserved by DICOM" in valuerep.private_tag_problem("00011001")
+    assert "not a private data element" in valuerep.private_tag_problem("00090005")
+    assert valuerep.standard_tag_problem("00100010") == \
         "standard attributes are keyed by keyword: write PatientName"
-    assert dicom.standard_tag_problem("00091001") is None
+    assert valuerep.standard_tag_problem("00091001") is None

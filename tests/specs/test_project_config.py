@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from spec_helpers import DATASTORE, at
-from reconciler.config import (Config, ConfigFileError, IgnoreRule, StateConfig, load_config)
-from reconciler.errors import ConfigError, SpecError
+
+from reconciler.core.errors import ConfigError, SpecError
+from reconciler.spec.config import Config, ConfigFileError, IgnoreRule, StateConfig, load_config
 
 
 def problems(project, text: str) -> list[str]:

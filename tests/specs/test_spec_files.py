@@ -8,12 +8,12 @@ import json
 import shutil
 
 import pytest
-
 from spec_helpers import CASES, DATASTORE, HEAD, IMAGE_SET, at
-from reconciler.config import Config, load_config
-from reconciler.errors import SpecError
-from reconciler.model import Position
-from reconciler.specs import check_overlaps, discover, load_specs, spec_digest
+
+from reconciler.core.errors import SpecError
+from reconciler.spec.config import Config, load_config
+from reconciler.spec.loader import check_overlaps, discover, load_specs, spec_digest
+from reconciler.spec.types import Position
 
 
 def spec_text(name: str, attributes: str = "  Study: {StudyDescription: X}\n",

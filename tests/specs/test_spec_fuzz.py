@@ -11,11 +11,11 @@ from pathlib import Path
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from spec_helpers import CASES
-from reconciler.config import Config
-from reconciler.errors import SpecError
-from reconciler.specs import load_specs
+
+from reconciler.core.errors import SpecError
+from reconciler.spec.config import Config
+from reconciler.spec.loader import load_specs
 
 VALID_TEXT = (CASES / "valid" / "ct-chest.yaml").read_text("utf-8")
 VALID = yaml.safe_load(VALID_TEXT)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-
 from spec_helpers import HEAD, IMAGE_SET, at
 
 
@@ -220,7 +219,7 @@ def test_retired_keywords_warn_but_load(project, caplog):
     assert [str(w) for w in warnings] == [diag(
         text, "StudyComments", 'attributes.Series["1.2.3"].Instances["1.2.3.4"].StudyComments',
         "StudyComments is retired from the DICOM standard")]
-    with caplog.at_level(logging.WARNING, logger="reconciler.specs"):
+    with caplog.at_level(logging.WARNING, logger="reconciler.spec.loader"):
         project.load("s.yaml")
     assert "StudyComments is retired" in caplog.text and "old style" not in caplog.text
 
@@ -403,7 +402,7 @@ def test_private_tag_rules(project):
              "standard attributes are keyed by keyword: write PatientName"),
         diag(text, "VENDOR", f"{base}.00091003", form),
         diag(text, "XX", f"{base}.00091004.vr", "must be one of: " + ", ".join(
-            __import__("reconciler.dicom").dicom.PRIVATE_VRS)),
+            __import__("reconciler.dicom.valuerep").dicom.valuerep.PRIVATE_VRS)),
         diag(text, "20240231", f"{base}.00091005.value", "is not a calendar date"),
         diag(text, "null}", f"{base}.00091006.value",
              'write "00091006": null to remove a private attribute; value: null is not a value'),

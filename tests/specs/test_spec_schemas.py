@@ -10,10 +10,11 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 from pydicom.valuerep import VR_REGEXES
-
 from spec_helpers import CASES
-from reconciler import dicom, facts
-from reconciler.schemacheck import load_schema
+
+from reconciler.data import service_facts
+from reconciler.dicom import valuerep
+from reconciler.spec.schemacheck import load_schema
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 NAMES = ["spec.v1.schema.json", "config.v1.schema.json"]
@@ -29,16 +30,16 @@ def test_schema_files_are_valid_2020_12_schemas(name):
 
 def test_schemas_are_in_step_with_the_code():
     spec = load_schema("spec.v1.schema.json")
-    assert spec["$defs"]["privateAttribute"]["properties"]["vr"]["enum"] == list(dicom.PRIVATE_VRS)
+    assert spec["$defs"]["privateAttribute"]["properties"]["vr"]["enum"] == list(valuerep.PRIVATE_VRS)
     assert spec["$defs"]["uid"]["pattern"] == VR_REGEXES["UI"]
     config = load_schema("config.v1.schema.json")
-    assert config["properties"]["quotas"]["propertyNames"]["enum"] == sorted(facts.quotas())
+    assert config["properties"]["quotas"]["propertyNames"]["enum"] == sorted(service_facts.quotas())
 
 
 def test_level_keywords_are_listed_for_editor_completion():
     spec = load_schema("spec.v1.schema.json")
     levels = {level: [e["keyword"] for e in entries]
-              for level, entries in facts.normalization()["levels"].items()}
+              for level, entries in service_facts.normalization()["levels"].items()}
     attributes = spec["properties"]["attributes"]["properties"]
     assert list(attributes["Patient"]["properties"]) == levels["Patient"]
     assert list(attributes["Study"]["properties"]) == levels["Study"]

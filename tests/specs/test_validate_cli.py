@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from click.testing import CliRunner
-
 from spec_helpers import HEAD, at
+
 from reconciler.cli import cli, main
 
 GOOD = HEAD + "attributes:\n  Study: {StudyDescription: CT CHEST}\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler import yamlload
-from reconciler.yamlload import load_bytes, load_text, render_path
+from reconciler.spec import yamlload
+from reconciler.spec.yamlload import load_bytes, load_text, render_path
 
 LOADERS = [yamlload._PyLoader] + ([yamlload._CLoader] if hasattr(yamlload, "_CLoader") else [])
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from reconciler.errors import LockError, StateConflictError, StateError
+from reconciler.core.canonical import canonical_bytes
+from reconciler.core.errors import LockError, StateConflictError, StateError
 from reconciler.states import ImageSetRecord, State
-from reconciler.canonical import canonical_bytes
 
 SCHEMA_PATH = Path(__file__).parents[2] / "schemas" / "state.v1.schema.json"
 SECRET_NAME = "DOE^JANE-7f3a"           # a value that must never reach the stored bytes

@@ -1,11 +1,11 @@
-"""Group commit of the state (reconciler.runs.GroupCommit): many apply workers save at once;
+"""Group commit of the state (reconciler.engine.operations.GroupCommit): many apply workers save at once;
 none goes on before its own change is on disk, and changes made while a write is under way
 share the next write instead of queueing one write each."""
 
 import threading
 import time
 
-from reconciler.runs import GroupCommit
+from reconciler.engine.operations import GroupCommit
 from reconciler.states import ImageSetRecord, State
 from reconciler.states.local import LocalBackend
 

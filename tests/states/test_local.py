@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import LockError, StateError
+from reconciler.core.errors import LockError, StateError
 from reconciler.states import ImageSetRecord, State, files, open_backend
 from reconciler.states.local import LocalBackend
 from reconciler.states.locking import CREATION_GRACE

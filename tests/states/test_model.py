@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.config import StateConfig
-from reconciler.errors import ConfigError, StateError
+from reconciler.core.errors import ConfigError, StateError
+from reconciler.spec.config import StateConfig
 from reconciler.states import ImageSetRecord, State, open_backend, utc_time
+from reconciler.states.document import FORMAT_VERSION, OP_ROLLBACK, schema
 from reconciler.states.local import LocalBackend
-from reconciler.states.model import FORMAT_VERSION, OP_ROLLBACK, schema
 
 DS, IS1, IS2 = "d" * 32, "1" * 32, "2" * 32
 SECRET = "SMITH^JOHN^Q"
@@ -173,7 +173,13 @@ def test_not_json_is_reported_with_its_position():
 
 
 def test_every_managed_path_form_is_accepted():
-    from reconciler.model import Attribute, DesiredAttributes, InstanceSpec, Position, SeriesSpec
+    from reconciler.spec.types import (
+        Attribute,
+        DesiredAttributes,
+        InstanceSpec,
+        Position,
+        SeriesSpec,
+    )
     pos = Position("f", 1, 1)
     desired = DesiredAttributes(
         patient={"PatientName": Attribute("PatientName", "X", "PN", pos)},

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import LockError
+from reconciler.core.errors import LockError
 from reconciler.states import open_backend
 
 from .conftest import BUCKET, REGION, spawn, unique_key

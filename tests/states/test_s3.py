@@ -6,7 +6,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from reconciler.errors import StateConflictError, StateError
+from reconciler.core.errors import StateConflictError, StateError
 from reconciler.states import ImageSetRecord, State, open_backend
 from reconciler.states.s3 import S3Backend, make_client
 

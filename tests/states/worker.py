@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from reconciler.errors import LockError
+from reconciler.core.errors import LockError
 from reconciler.states import ImageSetRecord, State, files, open_backend
 
 COUNTER_SPEC = "counter"

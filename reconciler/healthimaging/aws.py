@@ -1,7 +1,7 @@
 """The only boto3 seam: client construction, pacing, gzip, and error mapping.
 
 Everything the engine knows about HealthImaging goes through :class:`BotoHealthImaging`, which
-implements :class:`reconciler.service.HealthImaging`. Two traps live here so nobody else has to
+implements :class:`reconciler.healthimaging.api.HealthImaging`. Two traps live here so nobody else has to
 know them:
 
 * image-set operations carry the ``runtime-`` host prefix in the service model; with a custom
@@ -29,9 +29,9 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from . import errors
+from ..core import errors
+from .api import ImageSet, ImageSetSummary, ImageSetVersion, UpdateResult
 from .pacing import Pacer
-from .service import ImageSet, ImageSetSummary, ImageSetVersion, UpdateResult
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def _version_str(value: Any) -> str:
 
 
 class BotoHealthImaging:
-    """:class:`reconciler.service.HealthImaging` over boto3, paced per operation."""
+    """:class:`reconciler.healthimaging.api.HealthImaging` over boto3, paced per operation."""
 
     def __init__(self, client=None, *, pacer: Pacer | None = None,
                  settings: ClientSettings = ClientSettings()):

@@ -15,7 +15,7 @@ import secrets
 from functools import cache
 from typing import Any
 
-from .canonical import digest
+from ..core.canonical import digest
 
 # The edition of PS3.15 whose Table E.1-1 we use (a module of dicom-anonymizer).
 PROFILE_EDITION = "dicomfields_2026c"

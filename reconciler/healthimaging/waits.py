@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from . import errors
-from .service import UPDATING_FOR_STUDY_CONSISTENCY, HealthImaging, ImageSet
+from ..core import errors
+from .api import UPDATING_FOR_STUDY_CONSISTENCY, HealthImaging, ImageSet
 
 TRANSIENT = (errors.ThrottlingError, errors.InternalServerError, errors.EndpointError,
              errors.ConflictError)

@@ -1,6 +1,6 @@
 """The desired state as the engine sees it: validated specs, with source positions.
 
-``reconciler.specs`` builds these from YAML (and reports every problem with file, line and
+``reconciler.spec.loader`` builds these from YAML (and reports every problem with file, line and
 path); the planner, applier and drift checker only read them. Values are already in the form
 HealthImaging uses in its metadata JSON for the attribute's VR:
 
@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-PATIENT, STUDY, SERIES, INSTANCE = "Patient", "Study", "Series", "Instance"
+from ..data.service_facts import PATIENT, STUDY
+from ..dicom.paths import attribute_path, instance_path, series_path
 
 
 @dataclass(frozen=True)
@@ -69,19 +70,18 @@ class DesiredAttributes:
         """Every managed item as a stable path string, e.g. ``Patient.PatientName``,
         ``Series[1.2.3].SeriesDescription``, ``Series[1.2.3].Instances[1.2.3.4]`` (the instance's
         presence), used for overlap checks, state hashes and ignore rules."""
-        paths = [f"{PATIENT}.{k}" for k in self.patient] + [f"{STUDY}.{k}" for k in self.study]
+        paths = [attribute_path(PATIENT, k) for k in self.patient]
+        paths += [attribute_path(STUDY, k) for k in self.study]
         for suid, series in self.series.items():
-            base = f"{SERIES}[{suid}]"
             if series.absent:
-                paths.append(base)
+                paths.append(series_path(suid))
                 continue
-            paths.extend(f"{base}.{k}" for k in series.attributes)
+            paths.extend(series_path(suid, k) for k in series.attributes)
             for sop, inst in series.instances.items():
-                ibase = f"{base}.Instances[{sop}]"
                 if inst.absent:
-                    paths.append(ibase)
+                    paths.append(instance_path(suid, sop))
                 else:
-                    paths.extend(f"{ibase}.{k}" for k in inst.attributes)
+                    paths.extend(instance_path(suid, sop, k) for k in inst.attributes)
         return paths
 
 

@@ -3,7 +3,7 @@
 HealthImaging's quotas are per account (UpdateImageSetMetadata 0.25 TPS, burst 1). Pacing on
 the client keeps throttling the exception: a request waits for a token instead of being
 refused. A token is taken for every HTTP attempt, botocore's own retries included, right
-before it is sent (:mod:`reconciler.aws` hooks ``before-send``), so the spacing the service
+before it is sent (:mod:`reconciler.healthimaging.aws` hooks ``before-send``), so the spacing the service
 sees is the spacing the pacer made.
 
 The pacer aims a little under each rate (``headroom``, 3 % by default; ``quotaHeadroom`` in
@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from . import facts
+from ..data import service_facts
 
 # 429s of one operation each less than CONTENTION_SLOTS slots (1 / rate) after the last, on
 # requests sent after it, are contention once there are this many in a row after the first.
@@ -72,7 +72,7 @@ class Pacer:
     """Blocks callers so that each operation stays under its rate.
 
     ``rates`` maps an operation name to requests per second; ``bursts`` optionally to a burst.
-    Operations not named use the published quota (:func:`reconciler.facts.quotas`); each is
+    Operations not named use the published quota (:func:`reconciler.data.service_facts.quotas`); each is
     paced at ``1 - headroom`` of its rate. With ``enabled=False`` nothing waits (still counting
     throttles for the report).
     """
@@ -100,7 +100,7 @@ class Pacer:
     def _bucket(self, op: str) -> _Bucket | None:
         bucket = self._buckets.get(op)
         if bucket is None:
-            published = facts.quotas().get(op)
+            published = service_facts.quotas().get(op)
             rate = self._rates.get(op, published["rate"] if published else None)
             if rate is None or rate <= 0:
                 return None

@@ -1,7 +1,7 @@
 """The small HealthImaging protocol the engine depends on.
 
 The planner, applier and drift checker talk to HealthImaging only through :class:`HealthImaging`
-and the plain records below, never through boto3. ``reconciler.aws`` implements it with boto3;
+and the plain records below, never through boto3. ``reconciler.healthimaging.aws`` implements it with boto3;
 tests use the same implementation against the emulator over HTTP.
 """
 
@@ -84,7 +84,7 @@ class ImageSetSummary:
 
 class HealthImaging(Protocol):
     """What the engine needs from HealthImaging. Every method raises
-    :class:`reconciler.errors.ServiceError` subclasses, never botocore exceptions."""
+    :class:`reconciler.core.errors.ServiceError` subclasses, never botocore exceptions."""
 
     def get_image_set(self, datastore_id: str, image_set_id: str,
                       version_id: str | None = None) -> ImageSet: ...

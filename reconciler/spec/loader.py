@@ -1,11 +1,11 @@
-"""Spec files → validated :class:`reconciler.model.Spec` objects, or every problem at once.
+"""Spec files → validated :class:`reconciler.spec.types.Spec` objects, or every problem at once.
 
 ``validate``, ``plan`` and ``apply`` all start here, and nothing may be sent while any spec is
 bad, so this module finds the files (:func:`discover`), reads each one with the checked YAML
 loader, and runs the passes in order — JSON Schema (structure), DICOM and HealthImaging rules
-(:mod:`reconciler.desired`), target checks, then checks across specs (unique names, two specs
+(:mod:`reconciler.spec.attributes`), target checks, then checks across specs (unique names, two specs
 managing the same attribute of one image set). A file that fails to parse does not stop the
-others from being checked; :class:`~reconciler.errors.SpecError` carries every diagnostic,
+others from being checked; :class:`~reconciler.core.errors.SpecError` carries every diagnostic,
 sorted by file and line.
 """
 
@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import dicom, schemacheck
-from .canonical import digest
+from ..core.canonical import digest
+from ..core.errors import Diagnostic, SpecError
+from ..dicom import valuerep
+from ..dicom.paths import attribute_path, containers, instance_path, series_path
+from . import schemacheck
+from .attributes import build_attributes
 from .config import Config
-from .desired import build_attributes
-from .errors import Diagnostic, SpecError
-from .model import Attribute, Position, Spec, Target
+from .types import Attribute, Position, Spec, Target
 from .yamlload import Document, load_file, render_path
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ def build_spec(doc: Document, config: Config) -> tuple[Spec | None, list[Diagnos
     if isinstance(doc.data, dict):
         _coerce_strings(doc)
     errors, flagged = schemacheck.check(doc, doc.data, SPEC_SCHEMA,
-                                        attribute_key_hint=dicom.standard_tag_problem)
+                                        attribute_key_hint=valuerep.standard_tag_problem)
     data = doc.data
     if not isinstance(data, dict):
         return None, errors, []
@@ -258,20 +259,6 @@ def _check_names(specs: list[tuple[Spec, Position]]) -> list[Diagnostic]:
     return problems
 
 
-_UID_PART = re.compile(r"^(Series\[[^\]]*\])(\.Instances\[[^\]]*\])?")
-
-
-def _containers(path: str) -> list[str]:
-    """The series / instance paths that contain ``path`` (a removed series contains all)."""
-    match = _UID_PART.match(path)
-    if not match:
-        return []
-    out = [match[1]] if path != match[1] else []
-    if match[2] and path != match[1] + match[2]:
-        out.append(match[1] + match[2])
-    return out
-
-
 def managed_positions(spec: Spec) -> dict[str, tuple[Position, str]]:
     """Managed path (as :meth:`DesiredAttributes.managed_paths`) → (where it is declared,
     the path as diagnostics write it)."""
@@ -279,18 +266,17 @@ def managed_positions(spec: Spec) -> dict[str, tuple[Position, str]]:
     desired = spec.attributes
     for level, items in (("Patient", desired.patient), ("Study", desired.study)):
         for key, a in items.items():
-            out[f"{level}.{key}"] = (a.position, render_path(("attributes", level, key)))
+            out[attribute_path(level, key)] = (a.position, render_path(("attributes", level, key)))
     for suid, series in desired.series.items():
         base = ("attributes", "Series", suid)
-        out[f"Series[{suid}]"] = (series.position, render_path(base))
+        out[series_path(suid)] = (series.position, render_path(base))
         for key, a in series.attributes.items():
-            out[f"Series[{suid}].{key}"] = (a.position, render_path(base + (key,)))
+            out[series_path(suid, key)] = (a.position, render_path(base + (key,)))
         for sop, inst in series.instances.items():
             ibase = base + ("Instances", sop)
-            out[f"Series[{suid}].Instances[{sop}]"] = (inst.position, render_path(ibase))
+            out[instance_path(suid, sop)] = (inst.position, render_path(ibase))
             for key, a in inst.attributes.items():
-                out[f"Series[{suid}].Instances[{sop}].{key}"] = (a.position,
-                                                                 render_path(ibase + (key,)))
+                out[instance_path(suid, sop, key)] = (a.position, render_path(ibase + (key,)))
     managed = set(desired.managed_paths())
     return {p: v for p, v in out.items() if p in managed}
 
@@ -314,7 +300,7 @@ def check_overlaps(assignments: Iterable[tuple[Spec, str, str]]) -> list[Diagnos
         for spec in specs:
             mine = managed_positions(spec)
             for path, (where, shown) in mine.items():
-                clashes = [p for p in [path, *_containers(path), *inside.get(path, [])]
+                clashes = [p for p in [path, *containers(path), *inside.get(path, [])]
                            if p in owners]
                 if clashes:
                     other, there = owners[clashes[0]]
@@ -324,6 +310,6 @@ def check_overlaps(assignments: Iterable[tuple[Spec, str, str]]) -> list[Diagnos
                         f"(image set {image_set_id})"))
             for path, (where, _) in mine.items():
                 owners.setdefault(path, (spec, where))
-                for container in _containers(path):
+                for container in containers(path):
                     inside[container].append(path)
     return problems

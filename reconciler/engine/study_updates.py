@@ -21,7 +21,7 @@ version of each. So a Patient- or Study-level change to a primary image set is p
   write for the image set); another member's stay in its own entry, marked ``after_study``:
   apply sends it once the study update is verified, on the version it made.
 
-:func:`primary_refusal` refuses, before any write, what :class:`~reconciler.config.
+:func:`primary_refusal` refuses, before any write, what :class:`~reconciler.spec.config.
 PrimaryPolicy` says the service forbids on a primary image set outright. The study is named
 by a hash of its UID (:func:`study_key`), never by the UID, which PS3.15 lists.
 """
@@ -34,15 +34,17 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
-from . import errors, plans
-from .config import PrimaryPolicy
-from .diff import (REMOVE, REMOVE_INSTANCE, REMOVE_SERIES, Change, ImageSetProblem, diff,
-                   vr_for_keyword)
-from .model import PATIENT, STUDY, Attribute, DesiredAttributes, Position, Spec
+from ..core import errors
+from ..data.service_facts import PATIENT, STUDY
+from ..dicom.redact import Redactor
+from ..dicom.valuerep import vr_of_keyword
+from ..documents import plans
+from ..healthimaging.api import HealthImaging, ImageSet, ImageSetSummary
+from ..spec.config import PrimaryPolicy
+from ..spec.types import Attribute, DesiredAttributes, Position, Spec
+from .diff import REMOVE, REMOVE_INSTANCE, REMOVE_SERIES, Change, ImageSetProblem, diff
 from .importer import study_key
 from .payloads import PayloadTooLarge, Request, build_requests, schema_version_of
-from .redact import Redactor
-from .service import HealthImaging, ImageSet, ImageSetSummary
 
 if TYPE_CHECKING:
     from .planner import Assignment
@@ -160,7 +162,7 @@ def primary_image_sets(hi: HealthImaging, datastore_id: str, study_uid: str) -> 
 
 def listed_studies(assignments: Iterable[Assignment]
                    ) -> dict[tuple[str, str], dict[str, ImageSetSummary]]:
-    """The primary image sets of the studies that ``resolve()`` already listed, by (data
+    """The primary image sets of the studies that ``planner.resolve_targets()`` already listed, by (data
     store, StudyInstanceUID): a selector on ``DICOMStudyInstanceUID`` alone found every image
     set of its study, so no second search is needed for it."""
     listed: dict[tuple[str, str], dict[str, ImageSetSummary]] = {}
@@ -185,7 +187,7 @@ def requested_attributes(request: dict[str, Any]) -> DesiredAttributes:
         for level, target in ((PATIENT, desired.patient), (STUDY, desired.study)):
             for key, value in ((document.get(level) or {}).get("DICOM") or {}).items():
                 target[key] = Attribute(key, None if removal else value,
-                                        vr_for_keyword(key) or "UN", where)
+                                        vr_of_keyword(key) or "UN", where)
     return desired
 
 

@@ -13,7 +13,7 @@ For each image set of a plan (docs/plan-and-apply.md):
 * updates are asynchronous: the new version is polled until it leaves ``LOCKED``; it must end
   ``UPDATED`` (``UPDATE_FAILED`` reports the service's message); then the metadata of that
   version is read again and the managed attributes must match the spec;
-* a study update (:mod:`reconciler.grouping`) is one unit: every member is checked to be at
+* a study update (:mod:`reconciler.engine.study_updates`) is one unit: every member is checked to be at
   its planned version, and the study to have no other primary image set, just before the one
   includeStudyImageSets request goes to the leader; after a conflict every member is re-read
   and the request made again, which a saved plan sends only when it is the reviewed one; then
@@ -38,14 +38,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from . import errors, grouping, waits
-from .config import PrimaryPolicy
+from ..core import errors
+from ..healthimaging import waits
+from ..healthimaging.api import DELETED, UPDATE_FAILED, UPDATED, HealthImaging, UpdateResult
+from ..spec.config import PrimaryPolicy
+from ..spec.types import Spec
+from . import study_updates
 from .diff import Change, ImageSetProblem, diff
-from .model import Spec
+from .importer import study_key
 from .payloads import Request, build_requests, schema_version_of
 from .planner import PlanOptions, before_digest, read_pinned
-from .importer import study_key
-from .service import DELETED, UPDATE_FAILED, UPDATED, HealthImaging, UpdateResult
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class ApplyOptions:
     poll_interval: float = 0.2
     backoff_base: float = 0.5
     sleep: Callable[[float], None] = time.sleep
-    primary: PrimaryPolicy = field(default_factory=PrimaryPolicy)   # see grouping.py
+    primary: PrimaryPolicy = field(default_factory=PrimaryPolicy)   # see study_updates.py
 
 
 @dataclass
@@ -134,7 +136,7 @@ def send_update(hi: HealthImaging, ds: str, image_set_id: str, version: str,
     with 400 ValidationException instead of 409 (the API reference does not say which). So a
     400 is told apart by one ``GetImageSet``: when the latest version is no longer ``version``,
     or the image set is LOCKED or updating for study consistency, the 400 is raised as the
-    :class:`~reconciler.errors.ConflictError` it stands for (keeping botocore's retry count,
+    :class:`~reconciler.core.errors.ConflictError` it stands for (keeping botocore's retry count,
     so a retried write that may have landed is still recognised); otherwise it is a real bad
     request and the service's error is raised as it came."""
     try:
@@ -226,7 +228,7 @@ class Applier:
     def _rediff(self, spec: Spec, ds: str, image_set_id: str,
                 primary_rules: bool = True) -> tuple[str, list[Change], Any]:
         """The latest unlocked version, the diff against it, and its SchemaVersion (which the
-        fresh payloads repeat, see :mod:`reconciler.payloads`). On a primary image set the
+        fresh payloads repeat, see :mod:`reconciler.engine.payloads`). On a primary image set the
         rules of the plan hold: a change the service forbids stops the image set, and a
         Patient/Study change is a study update's, which a single entry never sends."""
         with self._reads:
@@ -241,10 +243,10 @@ class Applier:
             schema_version = schema_version_of(metadata)
             del metadata
         if primary_rules and image_set.is_primary and changes:
-            refusal = grouping.primary_refusal(changes, self.options.primary)
+            refusal = study_updates.primary_refusal(changes, self.options.primary)
             if refusal is not None:
                 raise _Stop(FAILED, f"image set {image_set_id} is a primary image set: {refusal}")
-            deferred, _ = grouping.split(changes, self.options.primary)
+            deferred, _ = study_updates.split(changes, self.options.primary)
             if deferred:
                 raise _Stop(STALE, f"the Patient/Study values of image set {image_set_id} moved "
                                    f"since the plan (version {image_set.version_id}); they need a "
@@ -386,7 +388,7 @@ class Applier:
     # -- a study update ------------------------------------------------------------------------
     def apply_group(self, group: dict[str, Any], specs: dict[str, Spec],
                     skip: dict[tuple[str, str], str] | None = None) -> list[Outcome]:
-        """A study update (see :mod:`reconciler.grouping`) as one unit: check that every
+        """A study update (see :mod:`reconciler.engine.study_updates`) as one unit: check that every
         member is where the plan saw it, send the one includeStudyImageSets request to the
         leader, wait for every member's new version, verify each, and return one Outcome per
         member as if it had been applied alone (the leader's carries the write; the others
@@ -411,7 +413,7 @@ class Applier:
             for member, outcome in zip(members, outcomes):
                 leads = member is members[0]     # the plan lists the leader's member first
                 spec = specs[member["spec"]]
-                study_specs.append(replace(spec, attributes=grouping.study_attributes(
+                study_specs.append(replace(spec, attributes=study_updates.study_attributes(
                     group["requests"][0], spec if leads else None)))
                 if member.get("peer"):     # recorded with what the request gave it, no more
                     outcome.record_spec = study_specs[-1]
@@ -462,7 +464,7 @@ class Applier:
         """Send the study update's request to the leader (``members[0]``). None once it was
         accepted (the answer is in ``outcomes[0]``); ``(versions, landed)`` when the desired
         state was found on every member instead. After a conflict every member is re-read and
-        the request made again from what each now needs (:func:`grouping.study_request`): with
+        the request made again from what each now needs (:func:`study_updates.study_request`): with
         a saved plan it must be the reviewed one, byte for byte, with the same before values on
         every member, else the update is stale; then it goes out on the new versions."""
         ds, leader = group["datastore_id"], members[0]
@@ -521,9 +523,9 @@ class Applier:
         if not any(per_member.values()):
             return None
         try:
-            made = grouping.study_request(per_member, group["leader"], reviewed.force,
+            made = study_updates.study_request(per_member, group["leader"], reviewed.force,
                                           schema_version)
-        except grouping.StudyRefused as exc:
+        except study_updates.StudyRefused as exc:
             raise _Stop(STALE, f"study update {group['study']}: {exc}; plan again") from None
         if made is None:
             return None
@@ -554,7 +556,7 @@ class Applier:
         if not study_uid or study_key(study_uid) != group["study"]:
             raise _Stop(STALE, f"study update {group['study']}: image set "
                                f"{leader['image_set_id']} is not of that study; plan again")
-        primaries = grouping.primary_image_sets(self.hi, ds, study_uid)
+        primaries = study_updates.primary_image_sets(self.hi, ds, study_uid)
         if primaries != planned:
             raise _Stop(STALE, f"study update {group['study']}: the study now has "
                                f"{len(primaries)} primary image set(s), not the "

@@ -39,13 +39,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from . import __version__, errors
-from .dicom import is_private_tag
-from .diff import PRESENT, live_values, resolve
-from .model import Spec
-from .redact import Redactor
-from .service import DELETED, HealthImaging
-from .states import DriftCheckpoint, ImageSetRecord, State
+from .. import __version__
+from ..core import errors
+from ..dicom.redact import Redactor
+from ..dicom.valuerep import is_private_tag
+from ..healthimaging.api import DELETED, HealthImaging
+from ..spec.types import Spec
+from ..states import DriftCheckpoint, ImageSetRecord, State
+from .diff import PRESENT, live_values, value_at
 
 IN_SYNC, DRIFTED, CHANGED_ELSEWHERE, MISSING, NOT_APPLIED = (
     "in-sync", "drifted", "changed-elsewhere", "missing", "not-applied")
@@ -200,7 +201,7 @@ def check_record(hi: HealthImaging, state: State, spec: str, record: ImageSetRec
             continue
         key, private = _key_of(path)
         skip = is_ignored(spec, path)
-        present, value, vr = resolve(path, metadata)
+        present, value, vr = value_at(path, metadata)
         shown = ("(absent)" if not present else "(present)" if value == PRESENT
                  else redactor.show(key, value, vr, private))
         item.attributes.append({"path": path, "live": shown, "ignored": skip})

@@ -1,7 +1,7 @@
 """Markdown renderers of the plan document and of the drift report, for pull-request comments,
 job summaries and issues (``--format markdown``).
 
-Like :mod:`reconciler.render`, they read only the serialised documents, so ``plan`` and
+Like :mod:`reconciler.documents.render`, they read only the serialised documents, so ``plan`` and
 ``show PLANFILE`` render the same Markdown. The summary comes first (a reviewer sees at once
 whether anything changes), then a table of the image sets concerned (a study group is one
 row), then one collapsible ``<details>`` block per image set or group holding the very lines

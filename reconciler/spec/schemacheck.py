@@ -3,7 +3,7 @@
 The schemas in ``schemas/`` (installed as ``reconciler.schemas``) are the very files editors
 use through ``# yaml-language-server: $schema=...``, so the structure of specs and of
 ``reconciler.yaml`` is written down once. ``jsonschema`` collects *all* errors
-(``iter_errors``); this module turns each into a :class:`~reconciler.errors.Diagnostic` at the
+(``iter_errors``); this module turns each into a :class:`~reconciler.core.errors.Diagnostic` at the
 offending node, with a message of its own: jsonschema's messages quote the instance, and spec
 values are patient data. A subschema's ``errorMessage`` / ``patternErrorMessage`` (the
 keywords VS Code's YAML and JSON servers show) is used when present, so editor and CLI say the
@@ -26,8 +26,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from .errors import Diagnostic
-from .yamlload import Document, display_key
+from ..core.errors import Diagnostic
+from ..dicom.paths import display_key
+from .yamlload import Document
 
 _TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string",
                "number": "a number", "integer": "an integer", "boolean": "true or false",

@@ -8,7 +8,7 @@ space after ``:``, full-line comments indented like the line they precede, no tr
 whitespace, ``---`` between documents, one newline at the end.
 
 fmt never reorders keys or requotes values, and it checks that it did not change meaning: the
-project's own loader (:mod:`reconciler.yamlload`) must read the same data *and* the same
+project's own loader (:mod:`reconciler.spec.yamlload`) must read the same data *and* the same
 source text of every unquoted number (``StudyDate: 20240105`` stays that text) before and
 after; a file for which that does not hold is reported and left as it is. A file that does not
 parse is reported with the parser's position (``validate`` says more).
@@ -106,7 +106,7 @@ class FmtResult:
 def format_paths(paths: list[str], config: Config, *, check: bool) -> FmtResult:
     """Format the spec files that ``paths`` name (as ``validate`` finds them); with ``check``,
     only say which would change."""
-    from .specs import discover
+    from .loader import discover
 
     result = FmtResult()
     for path in discover(paths, config):

@@ -21,10 +21,10 @@ from typing import Any
 
 import jsonschema
 
-from . import __version__
-from .canonical import digest
-from .errors import PlanFileError
-from .states.files import atomic_write
+from .. import __version__
+from ..core.canonical import digest
+from ..core.errors import PlanFileError
+from ..states.files import atomic_write
 
 FORMAT_VERSION = "1"
 SCHEMA_FILE = "plan.v1.schema.json"
@@ -144,7 +144,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
 
 def redact_values(doc: dict[str, Any], show) -> dict[str, Any]:
     """A copy whose before/after values went through ``show(key, value, vr, private)`` (a
-    :meth:`reconciler.redact.Redactor.show`), for printing an unredacted plan where redaction
+    :meth:`reconciler.dicom.redact.Redactor.show`), for printing an unredacted plan where redaction
     is now on."""
     view = copy.deepcopy(doc)
     view["redacted"] = True

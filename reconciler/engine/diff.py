@@ -18,15 +18,15 @@ attributes under one is an :class:`ImageSetProblem`, not a change.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Iterator
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-
-from . import facts
-from .model import INSTANCE, PATIENT, SERIES, STUDY, Attribute, DesiredAttributes
+from ..data import service_facts
+from ..data.service_facts import INSTANCE, PATIENT, SERIES, STUDY
+from ..dicom.paths import attribute_path, instance_path, parse, series_path
+from ..dicom.valuerep import vr_of_keyword
+from ..spec.types import Attribute, DesiredAttributes
 
 ADD, UPDATE, REMOVE = "add", "update", "remove"
 REMOVE_SERIES, REMOVE_INSTANCE = "remove-series", "remove-instance"
@@ -60,12 +60,11 @@ class Change:
     def path(self) -> str:
         """The same path form as :meth:`DesiredAttributes.managed_paths`."""
         if self.level in (PATIENT, STUDY):
-            return f"{self.level}.{self.key}"
-        base = f"{SERIES}[{self.series}]"
+            return attribute_path(self.level, self.key)
         if self.level == SERIES:
-            return base if self.op == REMOVE_SERIES else f"{base}.{self.key}"
-        base = f"{base}.Instances[{self.instance}]"
-        return base if self.op == REMOVE_INSTANCE else f"{base}.{self.key}"
+            return series_path(self.series, None if self.op == REMOVE_SERIES else self.key)
+        return instance_path(self.series, self.instance,
+                             None if self.op == REMOVE_INSTANCE else self.key)
 
     @property
     def needs_force(self) -> bool:
@@ -73,20 +72,10 @@ class Change:
         elements, sequences, multi-valued values."""
         if self.op in (REMOVE_SERIES, REMOVE_INSTANCE):
             return False
-        if self.private or self.key in facts.FORCE_REQUIRED_ATTRIBUTES or self.vr == "SQ":
+        if self.private or self.key in service_facts.FORCE_REQUIRED_ATTRIBUTES or self.vr == "SQ":
             return True
         value = self.after if self.op != REMOVE else self.before
         return isinstance(value, list) and len(value) > 1
-
-
-def vr_for_keyword(keyword: str) -> str | None:
-    tag = tag_for_keyword(keyword)
-    if tag is None:
-        return None
-    try:
-        return dictionary_VR(tag)
-    except KeyError:
-        return None
 
 
 # -- DICOM value equality ------------------------------------------------------------------
@@ -106,7 +95,7 @@ def _canon_scalar(value: Any, vr: str | None) -> Any:
     if value is None:
         return _EMPTY
     if isinstance(value, dict):  # a sequence item
-        return tuple(sorted((k, canonical(v, vr_for_keyword(k))) for k, v in value.items()))
+        return tuple(sorted((k, canonical(v, vr_of_keyword(k))) for k, v in value.items()))
     if isinstance(value, bool):
         return value
     if vr in _NUMERIC_BINARY or isinstance(value, (int, float)):
@@ -223,9 +212,6 @@ def diff(desired: DesiredAttributes, metadata: dict[str, Any],
 
 
 # -- the managed essence as comparable values (state hashes and drift) ----------------------
-_PATH = re.compile(r"^(?:(?P<level>Patient|Study)\.(?P<key>[^.\[\]]+)"
-                   r"|Series\[(?P<series>[^\]]+)\](?:\.Instances\[(?P<instance>[^\]]+)\])?"
-                   r"(?:\.(?P<skey>[^.\[\]]+))?)$")
 PRESENT = "<present>"
 
 
@@ -241,52 +227,46 @@ def desired_values(desired: DesiredAttributes) -> dict[str, Any]:
     """Path → comparable desired value (``None``: must be absent), for every managed path."""
     values: dict[str, Any] = {}
 
-    def put(prefix: str, attributes: dict[str, Attribute]) -> None:
-        for key, attr in attributes.items():
-            values[f"{prefix}.{key}"] = None if attr.absent else comparable(attr.value, attr.vr)
+    def put(paths: Iterable[tuple[str, Attribute]]) -> None:
+        for path, attr in paths:
+            values[path] = None if attr.absent else comparable(attr.value, attr.vr)
 
-    put(PATIENT, desired.patient)
-    put(STUDY, desired.study)
+    put((attribute_path(PATIENT, k), a) for k, a in desired.patient.items())
+    put((attribute_path(STUDY, k), a) for k, a in desired.study.items())
     for suid, series in desired.series.items():
-        base = f"{SERIES}[{suid}]"
         if series.absent:
-            values[base] = None
+            values[series_path(suid)] = None
             continue
-        put(base, series.attributes)
+        put((series_path(suid, k), a) for k, a in series.attributes.items())
         for sop, inst in series.instances.items():
-            ibase = f"{base}.Instances[{sop}]"
             if inst.absent:
-                values[ibase] = None
+                values[instance_path(suid, sop)] = None
             else:
-                put(ibase, inst.attributes)
+                put((instance_path(suid, sop, k), a) for k, a in inst.attributes.items())
     return values
 
 
-def resolve(path: str, metadata: dict[str, Any]) -> tuple[bool, Any, str | None]:
+def value_at(path: str, metadata: dict[str, Any]) -> tuple[bool, Any, str | None]:
     """``(present, raw value, VR)`` at a managed path of a metadata document. For a series or
     instance path the value is :data:`PRESENT`; the VR is the dictionary's, or for a private
     element the one HealthImaging recorded in ``DICOMVRs``."""
-    match = _PATH.match(path)
-    if not match:
-        raise ValueError(f"not a managed attribute path: {path}")
-    if match["level"]:
-        node = _dicom(metadata.get(match["level"]))
-        key = match["key"]
-        return key in node, node.get(key), vr_for_keyword(key)
+    where = parse(path)
+    if where.series is None:
+        node = _dicom(metadata.get(where.level))
+        return where.key in node, node.get(where.key), vr_of_keyword(where.key)
     study = metadata.get("Study") if isinstance(metadata.get("Study"), dict) else {}
     all_series = study.get("Series") if isinstance(study.get("Series"), dict) else {}
-    node, vrs = all_series.get(match["series"]), {}
-    if node is not None and match["instance"]:
+    node, vrs = all_series.get(where.series), {}
+    if node is not None and where.instance:
         instances = node.get("Instances") if isinstance(node.get("Instances"), dict) else {}
-        node = instances.get(match["instance"])
+        node = instances.get(where.instance)
         vrs = (node or {}).get("DICOMVRs") or {}
     if node is None:
         return False, None, None
-    key = match["skey"]
-    if key is None:
+    if where.key is None:
         return True, PRESENT, None
     dicom = _dicom(node)
-    return key in dicom, dicom.get(key), vrs.get(key) or vr_for_keyword(key)
+    return where.key in dicom, dicom.get(where.key), vrs.get(where.key) or vr_of_keyword(where.key)
 
 
 def live_values(paths: Iterable[str], metadata: dict[str, Any]) -> dict[str, Any]:
@@ -294,7 +274,7 @@ def live_values(paths: Iterable[str], metadata: dict[str, Any]) -> dict[str, Any
     compares as the empty value, never as absent)."""
     values: dict[str, Any] = {}
     for path in paths:
-        present, value, vr = resolve(path, metadata)
+        present, value, vr = value_at(path, metadata)
         if not present:
             values[path] = None
         elif value == PRESENT:

@@ -16,9 +16,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from . import dicom
-from .errors import ConfigError, Diagnostic, SpecError
-from .states.backend import DEFAULT_LOCAL_PATH, DEFAULT_S3_KEY
+from ..core.errors import ConfigError, Diagnostic, SpecError
+from ..dicom import paths, valuerep
+from ..states.backend import DEFAULT_LOCAL_PATH, DEFAULT_S3_KEY
 from .schemacheck import check, is_flagged
 from .yamlload import load_file
 
@@ -26,13 +26,10 @@ DEFAULT_NAME = "reconciler.yaml"
 
 REDACT_MODES = ("auto", "always", "never")
 
-# An attribute path glob, as managed paths are written (model.DesiredAttributes.managed_paths):
-# Patient.KEY, Study.KEY, Series[UID], Series[UID].KEY, Series[UID].Instances[UID](.KEY)?
-_KEY = r"[A-Za-z0-9*?]+"
-_UID = r"[0-9.*?]+"
-_ATTRIBUTE_GLOB = re.compile(
-    rf"^(?:(?:Patient|Study|\*)\.(?P<k1>{_KEY})"
-    rf"|Series\[{_UID}\](?:\.Instances\[{_UID}\](?:\.(?P<k2>{_KEY}))?|\.(?P<k3>{_KEY}))?)$")
+# An attribute path glob: a managed path (reconciler.dicom.paths) with wildcards in its keys
+# and UIDs, and * for the level of a Patient/Study attribute.
+_ATTRIBUTE_GLOB = re.compile(paths.pattern(uid=r"[0-9.*?]+", key=r"[A-Za-z0-9*?]+",
+                                           level=r"Patient|Study|\*"))
 
 
 class ConfigFileError(SpecError, ConfigError):
@@ -179,10 +176,10 @@ def _check_ignore(doc: Any, data: dict[str, Any], flagged: set[tuple]) -> list[D
                     "not an attribute path: write Patient.KEY, Study.KEY, Series[UID].KEY, "
                     "Series[UID].Instances[UID].KEY or Series[UID]; * and ? are wildcards")))
                 continue
-            keyword = match["k1"] or match["k2"] or match["k3"]
-            if keyword and not any(c in keyword for c in "*?") and not dicom.is_tag(keyword) \
-                    and not dicom.keyword_exists(keyword):
-                hint = dicom.suggest_keyword(keyword)
+            keyword = match["key"] or match["skey"]
+            if keyword and not any(c in keyword for c in "*?") and not valuerep.is_tag(keyword) \
+                    and not valuerep.keyword_exists(keyword):
+                hint = valuerep.suggest_keyword(keyword)
                 problems.append(doc.diagnostic(path, f"unknown DICOM keyword {keyword}"
                                                + (f"; did you mean {hint}?" if hint else "")))
     return problems

@@ -19,7 +19,7 @@ snapshot are serialised by one lock.
 ``drift_checkpoints`` (optional; absent from states written before incremental drift) keeps,
 per data store, what the last ``drift`` established (:class:`DriftCheckpoint`): up to which
 *service* time every recorded image set was found in sync, which were not, and which records
-that check covered (by serial). ``reconciler.drift`` reads and computes them; the state only
+that check covered (by serial). ``reconciler.engine.drift`` reads and computes them; the state only
 stores them.
 """
 
@@ -39,8 +39,8 @@ from typing import Any, Callable, TypeVar
 import jsonschema
 
 from .. import __version__
-from ..canonical import digest
-from ..errors import StateError
+from ..core.canonical import digest
+from ..core.errors import StateError
 
 FORMAT_VERSION = "1"
 SCHEMA_FILE = "state.v1.schema.json"
@@ -122,7 +122,7 @@ class Refusal:
 
 @dataclass(frozen=True)
 class DriftCheckpoint:
-    """What one ``drift`` established for one data store (see ``reconciler.drift``).
+    """What one ``drift`` established for one data store (see ``reconciler.engine.drift``).
 
     ``through``: a time the *service* reported during that check (the newest ``updatedAt``
     SearchImageSets listed), UTC ISO 8601 with microseconds. Every record with ``serial`` up to
@@ -205,7 +205,7 @@ class State:
 
     @property
     def salt_bytes(self) -> bytes:
-        """For :class:`reconciler.redact.Redactor`, so redacted output hashes like the state."""
+        """For :class:`reconciler.dicom.redact.Redactor`, so redacted output hashes like the state."""
         return self._salt_bytes
 
     # -- hashing ---------------------------------------------------------------------------

@@ -22,9 +22,11 @@ from typing import Any
 
 import yaml
 
-from . import dicom, errors, facts
-from .config import Config
-from .service import HealthImaging
+from ..core import errors
+from ..data import service_facts
+from ..dicom import valuerep
+from ..healthimaging.api import HealthImaging
+from ..spec.config import Config
 
 LEVELS = ("Patient", "Study", "Series", "Instance")
 _BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW"}
@@ -32,26 +34,26 @@ _BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW"}
 
 def _importable(key: str, value: Any, level: str) -> str | None:
     """Why ``key`` is left out of an imported spec, or None when it can be declared."""
-    if dicom.is_tag(key):
+    if valuerep.is_tag(key):
         return "private"
-    if key in facts.GENERATED_ATTRIBUTES:
+    if key in service_facts.GENERATED_ATTRIBUTES:
         return "generated"
-    if key in facts.FORCE_REQUIRED_ATTRIBUTES:
+    if key in service_facts.FORCE_REQUIRED_ATTRIBUTES:
         return "needs force"
-    if not dicom.keyword_exists(key):
+    if not valuerep.keyword_exists(key):
         return "unknown keyword"
-    if facts.level_for(key) != level:
+    if service_facts.level_for(key) != level:
         return "other level"
-    vr = dicom.dictionary_vr(key)
+    vr = valuerep.dictionary_vr(key)
     if vr == "SQ" or vr in _BULK_VRS:
         return "needs force" if vr == "SQ" else "binary"
     if isinstance(value, list) and len(value) > 1:
         return "needs force"
-    if dicom.is_retired(key):
+    if valuerep.is_retired(key):
         return "retired"
     single = value[0] if isinstance(value, list) and value else value
     raw = "" if single is None or single == [] else single
-    _, problems = dicom.convert(vr, raw, vm=dicom.vm_for(key), keyword=key)
+    _, problems = valuerep.convert(vr, raw, vm=valuerep.vm_for(key), keyword=key)
     return "not valid for its VR" if problems else None
 
 
@@ -114,7 +116,7 @@ def render(doc: dict[str, Any], left_out: dict[str, set[str]], version_id: str) 
 
 def check(text: str, config: Config) -> None:
     """Run the real loader on the generated spec: an import that does not validate is a bug."""
-    from .specs import load_specs
+    from ..spec.loader import load_specs
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "imported.yaml"

@@ -13,7 +13,7 @@ in C), and builds plain data itself from the nodes, keeping for every node:
 
 Nodes are addressed by *paths*: tuples of mapping keys (``str``) and list indices (``int``),
 the same shape as ``jsonschema``'s ``error.absolute_path``. Every failure is a
-:class:`~reconciler.errors.Diagnostic`; nothing here raises on bad input.
+:class:`~reconciler.core.errors.Diagnostic`; nothing here raises on bad input.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .errors import Diagnostic
-from .model import Position
+from ..core.errors import Diagnostic
+from .types import Position
 
 MAX_FILE_BYTES = 8 * 1024 * 1024   # a spec of 5,000 instances is well under 1 MiB
 MAX_DEPTH = 64                     # specs nest ~8 levels; sequences inside sequences add a few
@@ -85,14 +85,6 @@ class Document:
 # Paths as shown to people
 # --------------------------------------------------------------------------------------------
 _SIMPLE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def display_key(key: str) -> str:
-    """A mapping key as a message may show it: simple words as they are, anything else quoted
-    with escapes (a key may hold newlines) and cut to a readable length."""
-    if _SIMPLE_KEY.match(key) and len(key) <= 64:
-        return key
-    return json.dumps(key if len(key) <= 64 else key[:61] + "...", ensure_ascii=False)
 
 
 def render_path(path: Path_) -> str:

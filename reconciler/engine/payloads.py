@@ -19,10 +19,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from .canonical import canonical_text
-
+from ..core.canonical import canonical_text
+from ..data.service_facts import PATIENT, SERIES, STUDY
 from .diff import ADD, REMOVE, REMOVE_INSTANCE, REMOVE_SERIES, UPDATE, Change
-from .model import INSTANCE, PATIENT, SERIES, STUDY
 
 # DICOMAttribute blob: min 1, max 30000 in the botocore model (the API reference page still
 # says 10000); the emulator enforces the same bound on the decoded bytes.

@@ -13,20 +13,33 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__, errors, plans, waits
-from .applier import (APPLIED, FAILED, MISSING, SKIPPED, STALE, UNCHANGED, Applier, ApplyOptions,
-                      Outcome, send_update)
+from .. import __version__
+from ..core import errors
+from ..dicom.redact import Redactor
+from ..documents import plans
+from ..healthimaging import waits
+from ..healthimaging.api import DELETED, UPDATED, HealthImaging
+from ..spec.types import Spec
+from ..states import OP_APPLY, OP_ROLLBACK, ImageSetRecord, Refusal, State, StateBackend
+from .applier import (
+    APPLIED,
+    FAILED,
+    MISSING,
+    SKIPPED,
+    STALE,
+    UNCHANGED,
+    Applier,
+    ApplyOptions,
+    Outcome,
+    send_update,
+)
 from .diff import desired_values, live_values
 from .drift import DriftOptions
 from .drift import check as drift_check
-from .model import Spec
-from .redact import Redactor
-from .service import DELETED, UPDATED, HealthImaging
-from .states import OP_APPLY, OP_ROLLBACK, ImageSetRecord, Refusal, State, StateBackend
 
 REPORT_FORMAT = "1"
 

@@ -12,7 +12,7 @@ For every targeted image set (docs/plan-and-apply.md):
 
 Reads run in parallel (``parallelism``), paced by the client's per-operation pacer. Each
 metadata document is dropped as soon as its diff is made. The result is a plan *document*
-(:mod:`reconciler.plans`); nothing here prints.
+(:mod:`reconciler.documents.plans`); nothing here prints.
 """
 
 from __future__ import annotations
@@ -24,16 +24,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from . import errors, grouping, plans, waits
-from .canonical import digest
-from .config import PrimaryPolicy
+from ..core import errors
+from ..core.canonical import digest
+from ..dicom.redact import Redactor
+from ..documents import plans
+from ..documents.progress import Progress
+from ..healthimaging import waits
+from ..healthimaging.api import ACTIVE, DELETED, HealthImaging, ImageSet, ImageSetSummary
+from ..spec.config import PrimaryPolicy
+from ..spec.types import Spec
+from . import study_updates
 from .diff import Change, ImageSetProblem, diff
-from .model import Spec
-from .payloads import (SCHEMA_VERSION, PayloadTooLarge, Request, build_requests,
-                       schema_version_of)
-from .progress import Progress
-from .redact import Redactor
-from .service import ACTIVE, DELETED, HealthImaging, ImageSet, ImageSetSummary
+from .payloads import SCHEMA_VERSION, PayloadTooLarge, Request, build_requests, schema_version_of
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ class PlanOptions:
     sleep: Callable[[float], None] = time.sleep
     progress: bool | None = None    # None: on when stderr is a terminal
     trust_state: bool = True        # skip reading image sets the state shows unchanged
-    primary: PrimaryPolicy = field(default_factory=PrimaryPolicy)   # grouping.py
+    primary: PrimaryPolicy = field(default_factory=PrimaryPolicy)   # study_updates.py
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,8 @@ def _summary_matches(summary, key: str, value: Any) -> bool:
     return summary.dicom_tags.get(key) == value
 
 
-def resolve(specs: list[Spec], hi: HealthImaging,
-            default_datastore: str | None) -> list[Assignment]:
+def resolve_targets(specs: list[Spec], hi: HealthImaging,
+                    default_datastore: str | None) -> list[Assignment]:
     """Explicit ids as they are; selectors through SearchImageSets (every page)."""
     assignments: list[Assignment] = []
     for spec in specs:
@@ -189,7 +191,7 @@ def plan_entry(assignment: Assignment, version_id: str | None, changes: list[Cha
                redactor: Redactor, error: str | None = None,
                schema_version: Any = SCHEMA_VERSION, primary: bool = False) -> dict[str, Any]:
     """``schema_version``: the SchemaVersion of the document the diff was made against, which
-    the payloads repeat (see :mod:`reconciler.payloads`). ``primary``: the image set is a
+    the payloads repeat (see :mod:`reconciler.engine.payloads`). ``primary``: the image set is a
     primary one, whose Patient/Study changes a study update carries (:mod:`grouping`), so its
     own requests never go study-wide."""
     spec = assignment.spec
@@ -218,7 +220,7 @@ StateSerial = Callable[[str, str], "int | None"]  # (spec, image set) → serial
 
 def plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
              options: PlanOptions, state_serial: StateSerial | None = None,
-             studies: grouping.StudyIndex | None = None) -> dict[str, Any]:
+             studies: study_updates.StudyIndex | None = None) -> dict[str, Any]:
     serial = state_serial(assignment.spec.name, assignment.image_set_id) if state_serial else None
     entry = _plan_one(hi, assignment, redactor, options, studies)
     entry["state_serial"] = serial
@@ -226,7 +228,7 @@ def plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
 
 
 def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
-              options: PlanOptions, studies: grouping.StudyIndex | None = None) -> dict[str, Any]:
+              options: PlanOptions, studies: study_updates.StudyIndex | None = None) -> dict[str, Any]:
     image_set_id = assignment.image_set_id
     try:
         image_set, metadata = read_listed(hi, assignment, options)
@@ -253,12 +255,12 @@ def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
         return _plan_one(hi, replace(assignment, listed=None), redactor, options, studies)
     deferred: list[Change] = []
     if image_set.is_primary and changes:
-        refusal = grouping.primary_refusal(changes, options.primary)
+        refusal = study_updates.primary_refusal(changes, options.primary)
         if refusal is not None:
             return plan_entry(assignment, image_set.version_id, [], redactor,
                               error=f"image set {image_set_id} is a primary image set: {refusal}")
         if studies is not None:
-            deferred, changes = grouping.split(changes, options.primary)
+            deferred, changes = study_updates.split(changes, options.primary)
             if deferred:
                 studies.defer(assignment.spec, image_set_id, deferred, changes)
     try:
@@ -277,7 +279,7 @@ def _refusal_note(refusal: Any) -> str:
     return (f"cannot converge: HealthImaging refused this very request ({refusal.kind}, "
             f"version {refusal.version}, {refusal.at}) and would refuse it again. If the image "
             f"set is primary, the account's service may forbid the change on primary image sets "
-            f"(primaryImageSets in reconciler.yaml; docs/primary-image-sets.md): {grouping.WAY_OUT}. "
+            f"(primaryImageSets in reconciler.yaml; docs/primary-image-sets.md): {study_updates.WAY_OUT}. "
             f"Changing the spec plans anew; plan --retry-refused sends it again")
 
 
@@ -291,7 +293,7 @@ def cannot_converge(entries: list[dict[str, Any]], groups: list[dict[str, Any]],
                                           Request.from_json(q).canonical())
                                   for q in entry["requests"]) if r is not None), None)
         if found is not None:
-            grouping.refuse_entry(entry, _refusal_note(found))
+            study_updates.refuse_entry(entry, _refusal_note(found))
     kept = []
     for group in groups:
         request = Request.from_json(group["requests"][0]).canonical()
@@ -303,7 +305,7 @@ def cannot_converge(entries: list[dict[str, Any]], groups: list[dict[str, Any]],
         # The members' own changes that were to follow it are not planned either: the error
         # of each member (one per spec and image set) says why.
         entries = [e for e in entries if e.get("after_study") != group["study"]]
-        entries += [grouping.member_error(group, m, _refusal_note(found))
+        entries += [study_updates.member_error(group, m, _refusal_note(found))
                     for m in group["members"] if not m.get("peer")]
     return entries, kept
 
@@ -327,7 +329,7 @@ def unchanged_since_apply(hi: HealthImaging, assignments: list[Assignment],
                 if (v := known_version(a.spec.name, a.image_set_id, a.spec.digest)) is not None}
     if not expected:
         return {}
-    from .drift import listed_versions   # drift's listing; drift itself plans nothing
+    from .drift import listed_versions  # drift's listing; drift itself plans nothing
 
     live: dict[tuple[str, str], str] = {}
     for datastore in sorted({a.datastore_id for a, _ in expected.values()}):
@@ -358,7 +360,7 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
     ``refused`` turns a request the service already refused into an error
     (:func:`cannot_converge`)."""
     options = options or PlanOptions()
-    assignments = resolve(select_specs(specs, options), hi, default_datastore)
+    assignments = resolve_targets(select_specs(specs, options), hi, default_datastore)
     if check_overlaps is not None:
         problems = check_overlaps([(a.spec, a.datastore_id, a.image_set_id) for a in assignments])
         if problems:
@@ -367,7 +369,7 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
     progress = Progress("plan", len(assignments), enabled=options.progress,
                         throttles=getattr(getattr(hi, "pacer", None), "throttle_count", None))
 
-    studies = grouping.StudyIndex()
+    studies = study_updates.StudyIndex()
 
     settled = (unchanged_since_apply(hi, assignments, known_version)
                if known_version is not None and options.trust_state else {})
@@ -393,8 +395,8 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
     with ThreadPoolExecutor(max_workers=max(1, options.parallelism)) as pool:
         entries = list(pool.map(one, assignments))
     progress.close()
-    entries, groups = grouping.plan_study_updates(
-        entries, studies, hi, redactor, grouping.listed_studies(assignments), state_serial)
+    entries, groups = study_updates.plan_study_updates(
+        entries, studies, hi, redactor, study_updates.listed_studies(assignments), state_serial)
     if refused is not None:
         entries, groups = cannot_converge(entries, groups, refused)
     doc = plans.new_plan(entries, redacted=redactor.enabled, lineage=lineage, serial=serial,
