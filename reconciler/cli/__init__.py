@@ -23,7 +23,6 @@ from .output import (
     _confirm,
     _format_options,
     _plan_exit_code,
-    _print_plan,
     _print_report,
     _redact_option,
     _write_plan,
@@ -363,10 +362,9 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
     """
     from ..documents.plans import load
     from ..engine.applier import ApplyOptions
-    from ..engine.operations import apply_plan, report_failed
+    from ..engine.operations import apply_plan, locked_state, report_failed
     from ..spec.config import load_config
     from ..spec.loader import load_specs
-    from ..states import State
 
     config = load_config(opts.config_path)
     saved = _is_plan_file(paths)
@@ -378,8 +376,7 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
     specs = load_specs([] if saved else list(paths), config)
     backend = _backend(config)
     hi = _service(opts, config)   # one client and one pacer for the plan and the writes
-    with backend.lock("apply", timeout=lock_timeout):
-        state = backend.read() or State.new()
+    with locked_state(backend, "apply", lock_timeout) as state:
         redactor = _redactor(opts, config, redact_here, state)
         if not saved:
             # A plan that leads to writes never trusts a listing for "nothing changed".
@@ -506,15 +503,13 @@ def rollback(opts: GlobalOptions, name, to_version, image_set_id, auto_approve, 
     Example:
       reconciler rollback ct-small --auto-approve
     """
-    from ..engine.operations import RollbackOptions, report_failed
+    from ..engine.operations import RollbackOptions, locked_state, report_failed
     from ..engine.operations import rollback as do_rollback
     from ..spec.config import load_config
-    from ..states import State
 
     config = load_config(opts.config_path)
     backend = _backend(config)
-    with backend.lock("rollback", timeout=lock_timeout):
-        state = backend.read() or State.new()
+    with locked_state(backend, "rollback", lock_timeout) as state:
         records = [r for _, r in state.records(name)
                    if image_set_id in (None, r.image_set_id)]
         if records and not auto_approve:

@@ -11,6 +11,7 @@ ids and service error codes only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -72,11 +73,23 @@ class StalePlanError(PlanFileError):
 
 
 class StateError(ReconcilerError):
-    """The state cannot be read, written or locked."""
+    """The state cannot be read, written or locked. ``errored_path``: where a snapshot that
+    could not be written was kept instead (Terraform's ``errored.tfstate``), if anywhere."""
+
+    def __init__(self, message: str = "", *, errored_path: Any = None):
+        super().__init__(message)
+        self.errored_path = errored_path
 
 
 class LockError(StateError):
-    """The state lock is held by someone else (the message names the holder)."""
+    """The state lock cannot be taken or released. ``held``: another run holds it (the
+    message names ``holder``, a ``states.locking.LockInfo`` when it could be read) — as
+    opposed to a lock that cannot be taken at all (a read-only role or directory)."""
+
+    def __init__(self, message: str = "", *, held: bool = False, holder: Any = None):
+        super().__init__(message)
+        self.held = held
+        self.holder = holder
 
 
 class StateConflictError(StateError):

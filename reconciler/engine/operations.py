@@ -1,10 +1,12 @@
 """The commands that write: apply, rollback and drift (its checkpoint), around the state and
 its lock.
 
-Each function here is one engine call of a CLI command: it takes the loaded config, specs and
-client, holds the state lock for the whole run, and saves the state after **every** image set
-(atomically, by the backend), so a failure half way loses nothing already done and a re-run
-converges. It returns a report document; rendering is the caller's.
+:func:`locked_state` is the one place the state lock is taken: apply and rollback run inside
+it from the CLI (which plans, shows and asks for confirmation while holding it, as Terraform
+does), and :func:`run_drift` inside it on its own. Under it, :func:`apply_plan` and
+:func:`rollback` save the state after **every** image set (atomically, by the backend), so a
+failure half way loses nothing already done and a re-run converges. Each returns a report
+document; rendering is the caller's.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .. import __version__
 from ..core import errors
@@ -66,6 +69,15 @@ class GroupCommit:
         with self._writer:
             if self._state.unsaved:
                 self._backend.write(self._state)
+
+
+@contextmanager
+def locked_state(backend: StateBackend, operation: str, timeout: float = 0.0) -> Iterator[State]:
+    """Hold the state lock for ``operation`` and yield the state as stored (a new one when
+    none is yet); the lock is released however the block ends. Raises LockError when another
+    run holds it past ``timeout`` seconds (``held``) or it cannot be taken at all."""
+    with backend.lock(operation, timeout=timeout):
+        yield backend.read() or State.new()
 
 
 def apply_record(state: State, spec: Spec, datastore_id: str, image_set_id: str,
@@ -360,16 +372,15 @@ def run_drift(hi: HealthImaging, backend: StateBackend, specs: list[Spec],
         return drift_check(hi, state, specs, is_ignored, make_redactor(state), options)[0]
     locked = False
     try:
-        with backend.lock("drift", timeout=lock_timeout):
+        with locked_state(backend, "drift", lock_timeout) as state:
             locked = True
-            state = backend.read() or State.new()
             report, checkpoints = drift_check(hi, state, specs, is_ignored,
                                               make_redactor(state), options)
             if len(state):
                 _save_checkpoints(backend, state, checkpoints)
             return report
     except errors.LockError as exc:
-        if locked or hasattr(exc, "holder"):     # held by another run: as apply, fail
+        if locked or exc.held:     # held by another run: as apply, fail
             raise
         log.warning("%s; drift checked without saving its checkpoint", exc)
         state = backend.read() or State.new()
@@ -387,8 +398,7 @@ def _save_checkpoints(backend: StateBackend, state: State,
     try:
         backend.write(state)
     except errors.StateError as exc:
-        errored = getattr(exc, "errored_path", None)
-        if errored is not None:
-            Path(errored).unlink(missing_ok=True)
+        if exc.errored_path is not None:
+            Path(exc.errored_path).unlink(missing_ok=True)
         log.warning("the drift checkpoint was not saved, so the next drift checks in full: %s",
                     str(exc).split("; the new state", 1)[0])

@@ -101,14 +101,11 @@ def describe_holder(holder: LockInfo | None) -> str:
 
 def unlock_refused(location: str, holder: LockInfo | None, lock_id: str | None) -> LockError:
     if lock_id is not None and (holder is None or holder.id != lock_id):
-        error = LockError(f"state {location} is locked by {describe_holder(holder)}, not by lock "
-                          f"id {lock_id}; nothing was removed")
-    else:
-        error = LockError(f"state {location} is locked by {describe_holder(holder)}, which may still "
-                          f"be running; nothing was removed. If you are sure it is not: "
-                          f"reconciler state unlock --force")
-    error.holder = holder
-    return error
+        return LockError(f"state {location} is locked by {describe_holder(holder)}, not by lock "
+                         f"id {lock_id}; nothing was removed", held=True, holder=holder)
+    return LockError(f"state {location} is locked by {describe_holder(holder)}, which may still "
+                     f"be running; nothing was removed. If you are sure it is not: "
+                     f"reconciler state unlock --force", held=True, holder=holder)
 
 
 # -- the write contract, shared by the backends ------------------------------------------------
@@ -150,9 +147,7 @@ def write_failed(cause: StateError | str, text: str, new_serial: int, candidates
                 f"(tried {tried})")
     else:
         tail = f"; the new state (serial {new_serial}) was saved to {errored}: {after}"
-    error = cls(head + tail)
-    error.errored_path = errored
-    return error
+    return cls(head + tail, errored_path=errored)
 
 
 class StateBackend(ABC):
@@ -210,12 +205,11 @@ class StateBackend(ABC):
                 if acquired:
                     break
             if left <= 0:
-                error = LockError(
+                raise LockError(
                     f"state {self.describe()} is locked by {describe_holder(holder)}; "
                     f"gave up after {timeout:g}s. Wait for that run to finish (--lock-timeout), or "
-                    f"if it is no longer running: reconciler state unlock --force")
-                error.holder = holder
-                raise error
+                    f"if it is no longer running: reconciler state unlock --force",
+                    held=True, holder=holder)
             time.sleep(min(left, pause * random.uniform(0.8, 1.2)))
             pause = min(pause * 1.5, self.max_poll_interval)
         log.debug("state %s locked for %s (lock id %s)", self.describe(), operation, info.id)
