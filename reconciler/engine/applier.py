@@ -40,14 +40,20 @@ from typing import Any, Callable
 
 from ..core import errors
 from ..healthimaging import waits
-from ..healthimaging.api import DELETED, UPDATE_FAILED, UPDATED, HealthImaging, UpdateResult
+from ..healthimaging.api import (
+    DELETED,
+    UPDATE_FAILED,
+    UPDATED,
+    HealthImaging,
+    UpdateResult,
+)
 from ..spec.config import PrimaryPolicy
 from ..spec.types import Spec
 from . import study_updates
 from .diff import Change, ImageSetProblem, diff
-from .importer import study_key
+from .entries import before_digest
 from .payloads import Request, build_requests, schema_version_of
-from .planner import PlanOptions, before_digest, read_pinned
+from .reading import Waiting, read_pinned, study_key
 
 log = logging.getLogger(__name__)
 
@@ -234,8 +240,7 @@ class Applier:
         with self._reads:
             image_set, metadata = read_pinned(
                 self.hi, ds, image_set_id,
-                PlanOptions(lock_wait=self.options.wait_timeout,
-                            poll_interval=self.options.poll_interval, sleep=self.options.sleep))
+                Waiting(self.options.wait_timeout, self.options.poll_interval, self.options.sleep))
             if image_set.state == DELETED:
                 raise errors.NotFoundError(f"image set {image_set_id} is DELETED",
                                            operation="GetImageSet")

@@ -41,12 +41,14 @@ from typing import Any, Callable
 
 from .. import __version__
 from ..core import errors
+from ..dicom.paths import parse
 from ..dicom.redact import Redactor
 from ..dicom.valuerep import is_private_tag
 from ..healthimaging.api import DELETED, HealthImaging
 from ..spec.types import Spec
 from ..states import DriftCheckpoint, ImageSetRecord, State
 from .diff import PRESENT, live_values, value_at
+from .reading import Listing, list_versions
 
 IN_SYNC, DRIFTED, CHANGED_ELSEWHERE, MISSING, NOT_APPLIED = (
     "in-sync", "drifted", "changed-elsewhere", "missing", "not-applied")
@@ -71,13 +73,6 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    """Service times are timezone-aware (botocore's); a naive one is taken as UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=timezone.utc)
-
-
 @dataclass(frozen=True)
 class DriftOptions:
     """``use_checkpoint``: list incrementally from the state's checkpoints where they allow
@@ -91,18 +86,6 @@ class DriftOptions:
     full_after: timedelta = DEFAULT_FULL_AFTER
     parallelism: int = 10
     now: Callable[[], datetime] = _utc_now
-
-
-@dataclass
-class Listing:
-    """What SearchImageSets showed of one data store: image set id → version for the wanted
-    ones, the newest ``updatedAt`` of any item, and whether the listing reached ``since`` (or
-    its end) instead of stopping at the page budget."""
-
-    versions: dict[str, str] = field(default_factory=dict)
-    newest: datetime | None = None
-    complete: bool = False
-    pages: int = 0
 
 
 @dataclass
@@ -125,47 +108,12 @@ class DriftItem:
 
 
 def _key_of(path: str) -> tuple[str, bool]:
-    key = path.rsplit(".", 1)[-1] if not path.endswith("]") else path
+    """The key a redactor judges a path's value by (a presence path stands for itself)."""
+    key = parse(path).key or path
     return key, is_private_tag(key)
 
 
 IsIgnored = Callable[[str, str], bool]   # (spec name, managed path) → ignored by config?
-
-
-def list_versions(hi: HealthImaging, datastore_id: str, wanted: set[str],
-                  since: datetime | None = None) -> Listing:
-    """SearchImageSets, 50 a page, most recently updated first. Pages until every wanted image
-    set was seen, or (``since`` given) until an item updated before ``since``, or the listing
-    has cost about as much as reading the wanted ones one by one would (a data store full of
-    image sets we do not manage): an untouched fleet of N image sets costs about N/50 calls
-    in full, about one call incrementally."""
-    budget = max(1, len(wanted) // 25 + 1)   # pages
-    listing = Listing()
-    count = 0
-    for count, summary in enumerate(hi.search_image_sets(
-            datastore_id, sort={"sortField": "updatedAt", "sortOrder": "DESC"}), start=1):
-        listing.pages = (count + 49) // 50
-        updated = _aware(summary.updated_at)
-        if updated is not None:
-            listing.newest = updated if listing.newest is None else max(listing.newest, updated)
-            if since is not None and updated < since:
-                listing.complete = True
-                return listing
-        if summary.image_set_id in wanted:
-            listing.versions[summary.image_set_id] = summary.version
-            if len(listing.versions) == len(wanted):
-                listing.complete = True
-                return listing
-        if count % 50 == 0 and listing.pages >= budget:
-            return listing
-    listing.complete = True        # the listing ended
-    listing.pages = max(1, listing.pages)
-    return listing
-
-
-def listed_versions(hi: HealthImaging, datastore_id: str, wanted: set[str]) -> dict[str, str]:
-    """Image set id → version, as a full listing shows them (see :func:`list_versions`)."""
-    return list_versions(hi, datastore_id, wanted).versions
 
 
 def check_record(hi: HealthImaging, state: State, spec: str, record: ImageSetRecord,
@@ -228,7 +176,7 @@ def check_record(hi: HealthImaging, state: State, spec: str, record: ImageSetRec
 
 
 @dataclass
-class _Plan:
+class _DatastoreCheck:
     """How one data store is checked this time."""
 
     datastore_id: str
@@ -240,9 +188,9 @@ class _Plan:
 
 
 def _plan(state: State, datastore_id: str, records: list[tuple[str, ImageSetRecord]],
-          options: DriftOptions, now: datetime) -> _Plan:
+          options: DriftOptions, now: datetime) -> _DatastoreCheck:
     checkpoint = state.drift_checkpoint(datastore_id) if options.use_checkpoint else None
-    plan = _Plan(datastore_id, records, None)
+    plan = _DatastoreCheck(datastore_id, records, None)
     if not options.use_checkpoint:
         plan.why_full = "full check requested"
     elif checkpoint is None:
@@ -278,7 +226,7 @@ def check(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgno
     if options.read_all:
         listed = {}                  # every record is confirmed with GetImageSet
 
-    def covered(plan: _Plan, record: ImageSetRecord) -> bool:
+    def covered(plan: _DatastoreCheck, record: ImageSetRecord) -> bool:
         return (not options.read_all and plan.checkpoint is not None and plan.listing.complete
                 and record.image_set_id not in plan.listing.versions
                 and plan.checkpoint.covers(record))
@@ -313,7 +261,7 @@ def check(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgno
     return report, checkpoints
 
 
-def _checkpoints(state: State, plans: list[_Plan], items: list[DriftItem],
+def _checkpoints(state: State, plans: list[_DatastoreCheck], items: list[DriftItem],
                  now: datetime) -> dict[str, DriftCheckpoint]:
     out: dict[str, DriftCheckpoint] = {}
     stamp = now.astimezone(timezone.utc).isoformat(timespec="seconds")
@@ -341,7 +289,7 @@ def _checkpoints(state: State, plans: list[_Plan], items: list[DriftItem],
     return out
 
 
-def _check_section(plans: list[_Plan], items: list[DriftItem]) -> dict[str, Any]:
+def _check_section(plans: list[_DatastoreCheck], items: list[DriftItem]) -> dict[str, Any]:
     incremental = [p for p in plans if p.checkpoint is not None]
     unread = sum(1 for i in items if i.status == IN_SYNC and i.live_version is None)
     judged = sum(1 for i in items if i.by_listing)

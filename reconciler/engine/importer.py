@@ -14,7 +14,6 @@ that neither file names nor spec names carry patient data.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +26,7 @@ from ..data import service_facts
 from ..dicom import valuerep
 from ..healthimaging.api import HealthImaging
 from ..spec.config import Config
+from .reading import study_key
 
 LEVELS = ("Patient", "Study", "Series", "Instance")
 _BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW"}
@@ -150,13 +150,6 @@ def import_specs(hi: HealthImaging, config: Config, datastore_id: str, image_set
     text = "---\n".join(documents)
     check(text, config)
     return text
-
-
-def study_key(study_uid: str) -> str:
-    """A file and spec name for a study that is not PHI: the StudyInstanceUID is itself in the
-    PS3.15 profile, so names carry a short hash of it (stable, so a re-import finds the same
-    file), never a patient name, id or accession number."""
-    return "study-" + hashlib.sha256(study_uid.encode("utf-8")).hexdigest()[:12]
 
 
 def import_to_dir(hi: HealthImaging, config: Config, datastore_id: str, image_set_ids: list[str],

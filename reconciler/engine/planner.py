@@ -25,26 +25,29 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from ..core import errors
-from ..core.canonical import digest
 from ..dicom.redact import Redactor
 from ..documents import plans
 from ..documents.progress import Progress
-from ..healthimaging import waits
-from ..healthimaging.api import ACTIVE, DELETED, HealthImaging, ImageSet, ImageSetSummary
+from ..healthimaging.api import (
+    DELETED,
+    HealthImaging,
+)
 from ..spec.config import PrimaryPolicy
 from ..spec.types import Spec
 from . import study_updates
 from .diff import Change, ImageSetProblem, diff
-from .payloads import SCHEMA_VERSION, PayloadTooLarge, Request, build_requests, schema_version_of
+from .entries import plan_entry
+from .payloads import PayloadTooLarge, Request, schema_version_of
+from .reading import (
+    Assignment,
+    Waiting,
+    list_versions,
+    moved_since_listed,
+    read_listed,
+    resolve_targets,
+)
 
 log = logging.getLogger(__name__)
-
-# Selector keys in the order we prefer to send them to SearchImageSets (the API takes at most
-# two filters); the rest are checked on each result's DICOMTags.
-SELECTOR_PRIORITY = ("DICOMStudyInstanceUID", "DICOMSeriesInstanceUID", "DICOMAccessionNumber",
-                     "DICOMPatientId", "DICOMStudyId", "isPrimary")
-MAX_SEARCH_FILTERS = 2
-
 
 @dataclass
 class PlanOptions:
@@ -58,13 +61,9 @@ class PlanOptions:
     trust_state: bool = True        # skip reading image sets the state shows unchanged
     primary: PrimaryPolicy = field(default_factory=PrimaryPolicy)   # study_updates.py
 
-
-@dataclass(frozen=True)
-class Assignment:
-    spec: Spec
-    datastore_id: str
-    image_set_id: str
-    listed: ImageSetSummary | None = None   # what SearchImageSets showed of it (selectors)
+    @property
+    def waiting(self) -> Waiting:
+        return Waiting(self.lock_wait, self.poll_interval, self.sleep)
 
 
 def select_specs(specs: list[Spec], options: PlanOptions) -> list[Spec]:
@@ -74,145 +73,6 @@ def select_specs(specs: list[Spec], options: PlanOptions) -> list[Spec]:
     if options.targets and not chosen:
         raise errors.UsageError("--target matched no spec: " + ", ".join(options.targets))
     return chosen
-
-
-def _summary_matches(summary, key: str, value: Any) -> bool:
-    if key == "isPrimary":
-        return summary.is_primary == value
-    return summary.dicom_tags.get(key) == value
-
-
-def resolve_targets(specs: list[Spec], hi: HealthImaging,
-                    default_datastore: str | None) -> list[Assignment]:
-    """Explicit ids as they are; selectors through SearchImageSets (every page)."""
-    assignments: list[Assignment] = []
-    for spec in specs:
-        datastore = spec.target.datastore_id or default_datastore
-        if not datastore:
-            raise errors.ConfigError(
-                f"{spec.position.file}:{spec.position.line}: spec {spec.name} has no "
-                f"target.datastoreId and reconciler.yaml sets no datastoreId")
-        if spec.target.image_set_id:
-            assignments.append(Assignment(spec, datastore, spec.target.image_set_id))
-            continue
-        selector = dict(spec.target.selector or {})
-        keys = sorted(selector, key=lambda k: SELECTOR_PRIORITY.index(k)
-                      if k in SELECTOR_PRIORITY else len(SELECTOR_PRIORITY))
-        sent, checked = keys[:MAX_SEARCH_FILTERS], keys[MAX_SEARCH_FILTERS:]
-        filters = [{"operator": "EQUAL", "values": [{k: selector[k]}]} for k in sent]
-        try:
-            found = {s.image_set_id: s for s in hi.search_image_sets(datastore, filters=filters)
-                     if all(_summary_matches(s, k, selector[k]) for k in checked)}
-        except errors.ServiceError as exc:
-            raise errors.about(exc, f"spec {spec.name}: selector search in data store "
-                                    f"{datastore}") from None
-        if not found and not spec.target.allow_empty:
-            raise errors.ReconcilerError(
-                f"{spec.position.file}:{spec.position.line}: spec {spec.name}: the selector "
-                f"matched no image set in data store {datastore} (set allowEmpty: true if "
-                f"that is expected)")
-        for image_set_id in sorted(found):
-            assignments.append(Assignment(spec, datastore, image_set_id, found[image_set_id]))
-    return assignments
-
-
-def read_listed(hi: HealthImaging, assignment: Assignment,
-                options: PlanOptions) -> tuple[ImageSet, dict[str, Any]]:
-    """The metadata of the version SearchImageSets listed, without a ``GetImageSet`` (one read
-    fewer per selector target). Listing and metadata belong to one version, so the diff and
-    ``latestVersionId`` still match; had the image set moved on since the search, apply's
-    ``latestVersionId`` check refuses the write and the change is re-read (or found stale
-    under a saved plan). A version being updated (the read answers 409) goes the long way,
-    through :func:`read_pinned`, which waits for it."""
-    listed = assignment.listed
-    if listed is None:
-        return read_pinned(hi, assignment.datastore_id, assignment.image_set_id, options)
-    try:
-        metadata = hi.get_metadata(assignment.datastore_id, assignment.image_set_id,
-                                   listed.version)
-    except errors.ConflictError:
-        return read_pinned(hi, assignment.datastore_id, assignment.image_set_id, options)
-    image_set = ImageSet(datastore_id=assignment.datastore_id,
-                         image_set_id=assignment.image_set_id, version_id=listed.version,
-                         state=ACTIVE, created_at=listed.created_at,
-                         updated_at=listed.updated_at, is_primary=listed.is_primary)
-    return image_set, metadata
-
-
-def _moved_since_listed(hi: HealthImaging, assignment: Assignment, image_set: ImageSet) -> bool:
-    """An empty diff at the version a search listed says "nothing changed" on the word of
-    the search index, which may lag: one ``GetImageSet`` confirms that version is still the
-    latest (True: it is not, read the image set the long way). A non-empty diff needs no
-    confirmation: apply's ``latestVersionId`` check refuses a write to a moved image set."""
-    try:
-        latest = hi.get_image_set(assignment.datastore_id, assignment.image_set_id)
-    except errors.NotFoundError:
-        return True
-    except errors.ServiceError as exc:
-        raise errors.about(exc, f"image set {assignment.image_set_id} "
-                                f"(spec {assignment.spec.name})") from None
-    return latest.version_id != image_set.version_id or latest.locked
-
-
-def read_pinned(hi: HealthImaging, datastore_id: str, image_set_id: str,
-                options: PlanOptions) -> tuple[ImageSet, dict[str, Any]]:
-    """The latest version that is not LOCKED, and its metadata read *by that version*. A
-    DELETED image set has no metadata to read (the service may answer 409 or 404 for it):
-    it comes back with an empty document, and the callers report it missing."""
-    deadline = time.monotonic() + options.lock_wait
-    while True:
-        image_set = waits.settle(hi, datastore_id, image_set_id, deadline=deadline,
-                                 interval=options.poll_interval, sleep=options.sleep,
-                                 transient=waits.WHILE_READING)
-        if image_set is None:
-            raise errors.ConflictError(
-                f"image set {image_set_id} stayed LOCKED for more than {options.lock_wait:.0f}s",
-                operation="GetImageSet")
-        if image_set.state == DELETED:
-            return image_set, {}
-        try:
-            return image_set, hi.get_metadata(datastore_id, image_set_id, image_set.version_id)
-        except errors.ConflictError:
-            continue  # locked again between the two reads: wait again
-
-
-def before_digest(changes: list[Change]) -> str:
-    return digest([[c.path, c.before] for c in changes])
-
-
-def change_entry(change: Change, redactor: Redactor) -> dict[str, Any]:
-    return {"op": change.op, "level": change.level, "key": change.key, "vr": change.vr,
-            "series": change.series, "instance": change.instance, "private": change.private,
-            "before": redactor.show(change.key, change.before, change.vr, change.private),
-            "after": redactor.show(change.key, change.after, change.vr, change.private)}
-
-
-def plan_entry(assignment: Assignment, version_id: str | None, changes: list[Change],
-               redactor: Redactor, error: str | None = None,
-               schema_version: Any = SCHEMA_VERSION, primary: bool = False) -> dict[str, Any]:
-    """``schema_version``: the SchemaVersion of the document the diff was made against, which
-    the payloads repeat (see :mod:`reconciler.engine.payloads`). ``primary``: the image set is a
-    primary one, whose Patient/Study changes a study update carries (:mod:`grouping`), so its
-    own requests never go study-wide."""
-    spec = assignment.spec
-    requests = [] if error else build_requests(
-        changes, force=spec.force,
-        include_study_image_sets=spec.include_study_image_sets and not primary,
-        schema_version=schema_version)
-    return {
-        "spec": spec.name, "spec_digest": spec.digest,
-        "datastore_id": assignment.datastore_id, "image_set_id": assignment.image_set_id,
-        "version_id": version_id,
-        "action": plans.ACTION_ERROR if error else
-        (plans.ACTION_UPDATE if changes else plans.ACTION_NOOP),
-        "force": bool(spec.force and any(r.force for r in requests)),
-        "include_study_image_sets": spec.include_study_image_sets and not primary,
-        "state_serial": None,  # filled in by plan_one from the state
-        "changes": [change_entry(c, redactor) for c in changes],
-        "before_digest": before_digest(changes) if changes else None,
-        "requests": [r.to_json() for r in requests],
-        "error": error,
-    }
 
 
 StateSerial = Callable[[str, str], "int | None"]  # (spec, image set) → serial of its record
@@ -231,7 +91,7 @@ def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
               options: PlanOptions, studies: study_updates.StudyIndex | None = None) -> dict[str, Any]:
     image_set_id = assignment.image_set_id
     try:
-        image_set, metadata = read_listed(hi, assignment, options)
+        image_set, metadata = read_listed(hi, assignment, options.waiting)
         from_listing = (assignment.listed is not None
                         and image_set.version_id == assignment.listed.version)
     except errors.NotFoundError:
@@ -251,7 +111,7 @@ def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
         return plan_entry(assignment, image_set.version_id, [], redactor, error=str(exc))
     finally:
         del metadata  # bounded memory: the document is not needed past its diff
-    if not changes and from_listing and _moved_since_listed(hi, assignment, image_set):
+    if not changes and from_listing and moved_since_listed(hi, assignment, image_set):
         return _plan_one(hi, replace(assignment, listed=None), redactor, options, studies)
     deferred: list[Change] = []
     if image_set.is_primary and changes:
@@ -329,7 +189,6 @@ def unchanged_since_apply(hi: HealthImaging, assignments: list[Assignment],
                 if (v := known_version(a.spec.name, a.image_set_id, a.spec.digest)) is not None}
     if not expected:
         return {}
-    from .drift import listed_versions  # drift's listing; drift itself plans nothing
 
     live: dict[tuple[str, str], str] = {}
     for datastore in sorted({a.datastore_id for a, _ in expected.values()}):
@@ -337,7 +196,7 @@ def unchanged_since_apply(hi: HealthImaging, assignments: list[Assignment],
                     if a.datastore_id == datastore and a.listed is None}
         if unlisted:
             live.update(((datastore, i), v) for i, v in
-                        listed_versions(hi, datastore, unlisted).items())
+                        list_versions(hi, datastore, unlisted).versions.items())
     settled = {}
     for key, (a, version) in expected.items():
         current = a.listed.version if a.listed is not None else live.get((a.datastore_id,

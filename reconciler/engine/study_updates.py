@@ -32,7 +32,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 from ..core import errors
 from ..data.service_facts import PATIENT, STUDY
@@ -43,11 +43,9 @@ from ..healthimaging.api import HealthImaging, ImageSet, ImageSetSummary
 from ..spec.config import PrimaryPolicy
 from ..spec.types import Attribute, DesiredAttributes, Position, Spec
 from .diff import REMOVE, REMOVE_INSTANCE, REMOVE_SERIES, Change, ImageSetProblem, diff
-from .importer import study_key
+from .entries import before_digest, change_entry
 from .payloads import PayloadTooLarge, Request, build_requests, schema_version_of
-
-if TYPE_CHECKING:
-    from .planner import Assignment
+from .reading import Assignment, study_key
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +160,7 @@ def primary_image_sets(hi: HealthImaging, datastore_id: str, study_uid: str) -> 
 
 def listed_studies(assignments: Iterable[Assignment]
                    ) -> dict[tuple[str, str], dict[str, ImageSetSummary]]:
-    """The primary image sets of the studies that ``planner.resolve_targets()`` already listed, by (data
+    """The primary image sets of the studies that ``reading.resolve_targets()`` already listed, by (data
     store, StudyInstanceUID): a selector on ``DICOMStudyInstanceUID`` alone found every image
     set of its study, so no second search is needed for it."""
     listed: dict[tuple[str, str], dict[str, ImageSetSummary]] = {}
@@ -350,7 +348,6 @@ def member_error(group: dict[str, Any], member: dict[str, Any], reason: str) -> 
 def _plan_study(study: _Study, entries: list[dict[str, Any]], studies: StudyIndex,
                 hi: HealthImaging, redactor: Redactor, listed: dict, state_serial
                 ) -> dict[str, Any] | None:
-    from .planner import before_digest, change_entry
 
     merged = _merge(study, studies)
     primaries = listed.get((study.datastore_id, study.uid))
