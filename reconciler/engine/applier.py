@@ -35,7 +35,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..core import errors
@@ -45,21 +45,30 @@ from ..healthimaging.api import (
     UPDATE_FAILED,
     UPDATED,
     HealthImaging,
-    UpdateResult,
 )
 from ..spec.config import PrimaryPolicy
 from ..spec.types import Spec
 from . import study_updates
 from .diff import Change, ImageSetProblem, diff
 from .entries import before_digest
+from .outcomes import (
+    APPLIED,
+    FAILED,
+    MISSING,
+    SKIPPED,
+    STALE,
+    UNCHANGED,
+    Outcome,
+    Refused,
+    Stop,
+    response_elements,
+)
 from .payloads import Request, build_requests, schema_version_of
-from .reading import Waiting, read_pinned, study_key
+from .reading import Waiting, read_pinned
+from .sending import RETRIED_AFTER_REREAD, BeforeWrite, retried, send_update
+from .study_apply import StudyApplication
 
 log = logging.getLogger(__name__)
-
-APPLIED, UNCHANGED, STALE, FAILED, SKIPPED, MISSING = (
-    "applied", "unchanged", "stale", "failed", "skipped", "missing")
-
 
 @dataclass
 class ApplyOptions:
@@ -73,23 +82,6 @@ class ApplyOptions:
     backoff_base: float = 0.5
     sleep: Callable[[float], None] = time.sleep
     primary: PrimaryPolicy = field(default_factory=PrimaryPolicy)   # see study_updates.py
-
-
-@dataclass
-class Outcome:
-    """What happened to one image set; the report and the state are made from it."""
-
-    spec: str
-    datastore_id: str
-    image_set_id: str
-    status: str
-    reason: str = ""
-    version_before: str | None = None      # the version our first write went on (rollback's)
-    version_after: str | None = None       # the verified version holding the desired state
-    writes: int = 0
-    response: dict[str, Any] = field(default_factory=dict)   # last UpdateImageSetMetadata answer
-    refused: tuple[str, str, str] | None = None   # (kind, version, canonical request) refused
-    record_spec: Spec | None = None        # what the state records instead of the named spec
 
 
 def flatten(payload: str | None, kind: str) -> set[tuple[str, str, str]]:
@@ -111,84 +103,7 @@ def flatten(payload: str | None, kind: str) -> set[tuple[str, str, str]]:
     return items
 
 
-def _response(result) -> dict[str, Any]:
-    """The report's response elements of an UpdateImageSetMetadata answer."""
-    return {
-        "latestVersionId": result.latest_version_id,
-        "imageSetState": result.state,
-        "imageSetWorkflowStatus": result.workflow_status,
-        "message": result.message,
-        "createdAt": result.created_at.isoformat() if result.created_at else None,
-        "updatedAt": result.updated_at.isoformat() if result.updated_at else None,
-    }
-
-
-# Write failures that are retried: after a re-read, except throttling (refused, not accepted)
-_REFUSED = (errors.ConflictError, errors.InternalServerError, errors.EndpointError,
-            errors.ThrottlingError)
-
-
-def _retried(exc: errors.ServiceError) -> bool:
-    """Whether the SDK had already sent this request more than once when it failed: a 409
-    after a retried write may be the write itself, landed behind an error or a timeout."""
-    return bool(exc.retry_attempts)
-
-
-def send_update(hi: HealthImaging, ds: str, image_set_id: str, version: str,
-                **request: Any) -> UpdateResult:
-    """UpdateImageSetMetadata on ``version`` (every write of the product goes through here).
-
-    A stale ``latestVersionId``, or a write to an image set that is LOCKED, may be answered
-    with 400 ValidationException instead of 409 (the API reference does not say which). So a
-    400 is told apart by one ``GetImageSet``: when the latest version is no longer ``version``,
-    or the image set is LOCKED or updating for study consistency, the 400 is raised as the
-    :class:`~reconciler.core.errors.ConflictError` it stands for (keeping botocore's retry count,
-    so a retried write that may have landed is still recognised); otherwise it is a real bad
-    request and the service's error is raised as it came."""
-    try:
-        return hi.update_metadata(ds, image_set_id, version, **request)
-    except errors.ServiceValidationError as exc:
-        if exc.code != "ValidationException":
-            raise        # refused by the SDK before anything was sent (ParamValidationError)
-        try:
-            live = hi.get_image_set(ds, image_set_id)
-        except errors.ServiceError:
-            raise exc from None
-        if live.version_id == version and not waits.busy(live):
-            raise
-        conflict = errors.ConflictError(
-            f"ValidationException on version {version}, taken as a conflict: the image set "
-            f"is at version {live.version_id} ({live.state}"
-            f"{'/' + live.workflow_status if live.workflow_status else ''})",
-            status=exc.status, operation=exc.operation)
-        conflict.retry_attempts = exc.retry_attempts
-        conflict.subject = exc.subject
-        raise conflict from exc
-
-
-BeforeWrite = Callable[[Spec, str, str, str], None]
-"""(spec, data store, image set, version) → None, called right before the first write of an
-image set is sent on that version (again if a re-read moved the version before any write)."""
-
-
-class _Stop(Exception):
-    """Stop this image set with an outcome (stale, failed, missing)."""
-
-    def __init__(self, status: str, reason: str):
-        super().__init__(reason)
-        self.status, self.reason = status, reason
-
-
-class _Refused(_Stop):
-    """The service refused the request itself (UPDATE_FAILED, or a 400 that is no stale
-    version): sending it again would fail the same way."""
-
-    def __init__(self, kind: str, version: str, reason: str):
-        super().__init__(FAILED, reason)
-        self.kind, self.version = kind, version
-
-
-class Applier:
+class Applier(StudyApplication):
     def __init__(self, hi: HealthImaging, options: ApplyOptions | None = None):
         self.hi = hi
         self.options = options or ApplyOptions()
@@ -219,16 +134,16 @@ class Applier:
         image_set = waits.settle(self.hi, ds, image_set_id, version, deadline=deadline,
                                  interval=self.options.poll_interval, sleep=self.options.sleep)
         if image_set is None:
-            raise _Stop(FAILED, f"version {version} stayed LOCKED for more than "
+            raise Stop(FAILED, f"version {version} stayed LOCKED for more than "
                                 f"{self.options.wait_timeout:g}s")
         response.update({"imageSetState": image_set.state,
                          "imageSetWorkflowStatus": image_set.workflow_status,
                          "message": image_set.message})
         if image_set.workflow_status == UPDATE_FAILED:
-            raise _Refused("UPDATE_FAILED", version,
+            raise Refused("UPDATE_FAILED", version,
                            f"UPDATE_FAILED: {image_set.message or 'no message'}")
         if image_set.workflow_status != UPDATED:
-            raise _Stop(FAILED, f"version {version} ended {image_set.state}/"
+            raise Stop(FAILED, f"version {version} ended {image_set.state}/"
                                 f"{image_set.workflow_status}, not UPDATED")
 
     def _rediff(self, spec: Spec, ds: str, image_set_id: str,
@@ -250,10 +165,10 @@ class Applier:
         if primary_rules and image_set.is_primary and changes:
             refusal = study_updates.primary_refusal(changes, self.options.primary)
             if refusal is not None:
-                raise _Stop(FAILED, f"image set {image_set_id} is a primary image set: {refusal}")
+                raise Stop(FAILED, f"image set {image_set_id} is a primary image set: {refusal}")
             deferred, _ = study_updates.split(changes, self.options.primary)
             if deferred:
-                raise _Stop(STALE, f"the Patient/Study values of image set {image_set_id} moved "
+                raise Stop(STALE, f"the Patient/Study values of image set {image_set_id} moved "
                                    f"since the plan (version {image_set.version_id}); they need a "
                                    f"study update: plan again")
         return image_set.version_id, changes, schema_version
@@ -265,24 +180,24 @@ class Applier:
             left = diff(spec.attributes, metadata, image_set_id)
             del metadata
         if left:
-            raise _Stop(FAILED, f"verification failed: {len(left)} managed attribute(s) "
+            raise Stop(FAILED, f"verification failed: {len(left)} managed attribute(s) "
                                 f"differ on version {version}: "
                                 + ", ".join(c.path for c in left[:5]))
 
     def _back_off(self, exc: errors.ServiceError, attempt: int) -> bool:
-        """After a write that failed with one of ``_REFUSED``: give up after the last attempt,
+        """After a write that failed with one of ``RETRIED_AFTER_REREAD``: give up after the last attempt,
         else sleep (exponential, jittered). True when the write may have landed unseen (a
         500, a lost connection, or a 409 met by botocore's retry of it)."""
         if attempt >= self.options.max_attempts:
-            raise _Stop(FAILED, f"gave up after {attempt} attempts: {exc}") from exc
+            raise Stop(FAILED, f"gave up after {attempt} attempts: {exc}") from exc
         self.options.sleep(self.options.backoff_base * (2 ** (attempt - 1))
                            * (0.5 + random.random()))
         return not isinstance(exc, errors.ThrottlingError) and (
-            not isinstance(exc, errors.ConflictError) or _retried(exc))
+            not isinstance(exc, errors.ConflictError) or retried(exc))
 
     def _failure(self, exc: Exception) -> tuple[str, str]:
         """The status and reason an image set stops with."""
-        if isinstance(exc, _Stop):
+        if isinstance(exc, Stop):
             return exc.status, exc.reason
         if isinstance(exc, errors.NotFoundError):
             return MISSING, f"image set not found: {exc.message}"
@@ -299,7 +214,7 @@ class Applier:
                 removable=request.removable, force=request.force,
                 include_study_image_sets=request.include_study_image_sets)
         except errors.ServiceValidationError as exc:   # not a stale version: see send_update
-            raise _Refused("ValidationException", version,
+            raise Refused("ValidationException", version,
                            f"ValidationException: {exc.message}") from exc
 
     def _acceptable(self, fresh: list[Request], changes: list[Change], entry: dict[str, Any],
@@ -338,14 +253,14 @@ class Applier:
         try:
             while requests:
                 if self._halt.is_set():
-                    raise _Stop(SKIPPED, f"not attempted: {self._halt_reason}")
+                    raise Stop(SKIPPED, f"not attempted: {self._halt_reason}")
                 if announce and outcome.writes == 0 and unsure_from is None \
                         and announced != version:
                     self._announce(spec, ds, image_set_id, version)
                     announced = version
                 try:
                     result = self._send(ds, image_set_id, version, requests[0])
-                except _REFUSED as exc:
+                except RETRIED_AFTER_REREAD as exc:
                     attempt += 1
                     if self._back_off(exc, attempt):
                         unsure_from = unsure_from or version
@@ -369,7 +284,7 @@ class Applier:
                                            include_study_image_sets=spec.include_study_image_sets,
                                            schema_version=schema_version)
                     if not self._acceptable(fresh, changes, entry, outcome.writes):
-                        raise _Stop(STALE, f"the image set moved to version {version} and the "
+                        raise Stop(STALE, f"the image set moved to version {version} and the "
                                            f"change now differs from the reviewed plan; plan "
                                            f"again")
                     requests = fresh
@@ -377,207 +292,20 @@ class Applier:
                 if outcome.writes == 0:
                     outcome.version_before = version   # what rollback must go back to
                 outcome.writes += 1
-                outcome.response = _response(result)
+                outcome.response = response_elements(result)
                 self._wait(ds, image_set_id, result.latest_version_id, outcome.response)
                 version = result.latest_version_id
                 requests = requests[1:]
             # every request landed: verify the managed attributes on the version we made
             self._verify(spec, ds, image_set_id, version)
             outcome.status, outcome.version_after = APPLIED, version
-        except (_Stop, ImageSetProblem, errors.ServiceError) as exc:
+        except (Stop, ImageSetProblem, errors.ServiceError) as exc:
             outcome.status, outcome.reason = self._failure(exc)
-            if isinstance(exc, _Refused):
+            if isinstance(exc, Refused):
                 outcome.refused = (exc.kind, exc.version, requests[0].canonical())
         return outcome
 
     # -- a study update ------------------------------------------------------------------------
-    def apply_group(self, group: dict[str, Any], specs: dict[str, Spec],
-                    skip: dict[tuple[str, str], str] | None = None) -> list[Outcome]:
-        """A study update (see :mod:`reconciler.engine.study_updates`) as one unit: check that every
-        member is where the plan saw it, send the one includeStudyImageSets request to the
-        leader, wait for every member's new version, verify each, and return one Outcome per
-        member as if it had been applied alone (the leader's carries the write; the others
-        have ``writes=0``), so the state and rollback stay per image set."""
-        ds, leader_id = group["datastore_id"], group["leader"]
-        members = [dict(m) for m in
-                   sorted(group["members"], key=lambda m: m["image_set_id"] != leader_id)]
-        outcomes = [Outcome(m["spec"], ds, m["image_set_id"], FAILED,
-                            version_before=m["version_id"]) for m in members]
-        name = f"study update {group['study']}"
-        try:
-            stale = [(m, (skip or {}).get((m["spec"], m["image_set_id"]))
-                      or (f"spec {m['spec']} is not among the specs loaded"
-                          if m["spec"] not in specs else None)) for m in members]
-            stale = [(m, reason) for m, reason in stale if reason]
-            if stale:
-                member, reason = stale[0]
-                raise _Stop(STALE, f"{name}: member {member['image_set_id']}: {reason}")
-            # What each member must hold: the request's Patient/Study attributes, and for the
-            # leader also its own spec below the study (its changes travel in the request).
-            study_specs = []
-            for member, outcome in zip(members, outcomes):
-                leads = member is members[0]     # the plan lists the leader's member first
-                spec = specs[member["spec"]]
-                study_specs.append(replace(spec, attributes=study_updates.study_attributes(
-                    group["requests"][0], spec if leads else None)))
-                if member.get("peer"):     # recorded with what the request gave it, no more
-                    outcome.record_spec = study_specs[-1]
-            there = self._group_write(group, members, specs, study_specs, outcomes)
-        except (_Stop, ImageSetProblem, errors.ServiceError) as exc:
-            status, reason = self._failure(exc)
-            for outcome in outcomes:
-                outcome.status, outcome.reason = status, reason
-                if isinstance(exc, _Refused):
-                    outcome.refused = (exc.kind, exc.version,
-                                       Request.from_json(group["requests"][0]).canonical())
-            return outcomes
-        if there is not None:
-            versions, landed = there
-            for outcome in outcomes:
-                outcome.version_after = versions[outcome.image_set_id]
-                outcome.status = APPLIED if landed else UNCHANGED
-                outcome.reason = "the desired state is already there" + (
-                    " (a write answered with an error or a timeout had landed)" if landed else "")
-            return outcomes
-        # One bound for the whole study: the update is atomic, its versions finish together.
-        deadline = time.monotonic() + self.options.wait_timeout
-        for member, outcome, study_spec in zip(members, outcomes, study_specs):
-            if outcome.image_set_id != leader_id:
-                outcome.reason = (f"written by the {name} request to image set {leader_id} "
-                                  f"(includeStudyImageSets)")
-                # includeStudyImageSets increments every member's version (docs/service-notes.md,
-                # primary image sets), and the member was at version_id, unlocked, just before
-                # the write.
-                outcome.response = {"latestVersionId": str(int(member["version_id"]) + 1)}
-            elif not outcome.response:       # a second spec's member on the leader
-                outcome.response = dict(outcomes[0].response)
-            version = outcome.response["latestVersionId"]
-            try:
-                self._wait(ds, outcome.image_set_id, version, outcome.response, deadline)
-                self._verify(study_spec, ds, outcome.image_set_id, version)
-                outcome.status, outcome.version_after = APPLIED, version
-            except (_Stop, ImageSetProblem, errors.ServiceError) as exc:
-                outcome.status, outcome.reason = self._failure(exc)
-                if isinstance(exc, _Refused):
-                    outcome.refused = (exc.kind, exc.version,
-                                       Request.from_json(group["requests"][0]).canonical())
-        return outcomes
-
-    def _group_write(self, group: dict[str, Any], members: list[dict[str, Any]],
-                     specs: dict[str, Spec], study_specs: list[Spec], outcomes: list[Outcome]
-                     ) -> tuple[dict[str, str], bool] | None:
-        """Send the study update's request to the leader (``members[0]``). None once it was
-        accepted (the answer is in ``outcomes[0]``); ``(versions, landed)`` when the desired
-        state was found on every member instead. After a conflict every member is re-read and
-        the request made again from what each now needs (:func:`study_updates.study_request`): with
-        a saved plan it must be the reviewed one, byte for byte, with the same before values on
-        every member, else the update is stale; then it goes out on the new versions."""
-        ds, leader = group["datastore_id"], members[0]
-        request = Request.from_json(group["requests"][0])
-        self._check_study(group, leader, {m["image_set_id"] for m in members})
-        attempt, unsure = 0, False
-        announced: dict[tuple[str, str], str] = {}
-        while True:
-            if self._halt.is_set():
-                raise _Stop(SKIPPED, f"not attempted: {self._halt_reason}")
-            try:
-                self._check_members(ds, members[1:])
-                if not unsure:   # the one write changes every member: each is recorded first
-                    for m, outcome in zip(members, outcomes):
-                        if announced.get((m["spec"], m["image_set_id"])) != m["version_id"]:
-                            self._announce(outcome.record_spec or specs[m["spec"]], ds,
-                                           m["image_set_id"], m["version_id"])
-                            announced[(m["spec"], m["image_set_id"])] = m["version_id"]
-                result = self._send(ds, leader["image_set_id"], leader["version_id"], request)
-            except _REFUSED as exc:
-                attempt += 1
-                unsure = self._back_off(exc, attempt) or unsure
-                if isinstance(exc, errors.ThrottlingError):
-                    continue  # refused, not accepted: same request, same versions
-                request = self._study_rediff(group, members, study_specs, request)
-                if request is None:
-                    return {m["image_set_id"]: m["version_id"] for m in members}, unsure
-                if not unsure:
-                    for member, outcome in zip(members, outcomes):
-                        outcome.version_before = member["version_id"]
-                continue
-            outcomes[0].writes += 1
-            outcomes[0].response = _response(result)
-            return None
-
-    def _study_rediff(self, group: dict[str, Any], members: list[dict[str, Any]],
-                      study_specs: list[Spec], reviewed: Request) -> Request | None:
-        """Every member read again (their ``version_id`` moves to what was read); the request
-        to send now, or None when every member already holds what it must."""
-        per_member, schema_version, moved = {}, None, []
-        for member, study_spec in zip(members, study_specs):
-            version, changes, found = self._rediff(study_spec, group["datastore_id"],
-                                                   member["image_set_id"], primary_rules=False)
-            if version != member["version_id"]:
-                moved.append(f"{member['image_set_id']} moved to version {version}")
-            member["version_id"] = version
-            per_member[member["image_set_id"]] = changes
-            if member["image_set_id"] == group["leader"]:
-                schema_version = found
-            if self.options.saved_plan and changes and \
-                    before_digest(changes) != member["before_digest"]:
-                raise _Stop(STALE, f"study update {group['study']}: image set "
-                                   f"{', '.join(moved) or member['image_set_id']} since the "
-                                   f"plan and the change now differs from the reviewed one; "
-                                   f"plan again")
-        if not any(per_member.values()):
-            return None
-        try:
-            made = study_updates.study_request(per_member, group["leader"], reviewed.force,
-                                          schema_version)
-        except study_updates.StudyRefused as exc:
-            raise _Stop(STALE, f"study update {group['study']}: {exc}; plan again") from None
-        if made is None:
-            return None
-        fresh = made[0]
-        if self.options.saved_plan and fresh.to_json() != reviewed.to_json():
-            raise _Stop(STALE, f"study update {group['study']}: image set "
-                               f"{', '.join(moved) or 'of the study'} since the plan and the "
-                               f"change now differs from the reviewed one; plan again")
-        return fresh
-
-    def _check_study(self, group: dict[str, Any], leader: dict[str, Any],
-                     planned: set[str]) -> None:
-        """The study's primary image sets must still be exactly the members: the request
-        changes every one of them, and a newcomer was never reviewed."""
-        ds = group["datastore_id"]
-        with self._reads:
-            try:
-                metadata = self.hi.get_metadata(ds, leader["image_set_id"], leader["version_id"])
-            except errors.ConflictError:
-                # A deleted image set's metadata may answer 409: say what it is.
-                if self.hi.get_image_set(ds, leader["image_set_id"]).state == DELETED:
-                    raise errors.NotFoundError(f"image set {leader['image_set_id']} is DELETED",
-                                               operation="GetImageSetMetadata") from None
-                raise
-            study_uid = str(((metadata.get("Study") or {}).get("DICOM") or {})
-                            .get("StudyInstanceUID") or "")
-            del metadata
-        if not study_uid or study_key(study_uid) != group["study"]:
-            raise _Stop(STALE, f"study update {group['study']}: image set "
-                               f"{leader['image_set_id']} is not of that study; plan again")
-        primaries = study_updates.primary_image_sets(self.hi, ds, study_uid)
-        if primaries != planned:
-            raise _Stop(STALE, f"study update {group['study']}: the study now has "
-                               f"{len(primaries)} primary image set(s), not the "
-                               f"{len(planned)} planned; plan again")
-
-    def _check_members(self, ds: str, members: list[dict[str, Any]]) -> None:
-        """Raise ConflictError when a member is no longer at its planned version, or is busy:
-        includeStudyImageSets pins only the leader's version."""
-        for member in members:
-            image_set = self.hi.get_image_set(ds, member["image_set_id"])
-            if image_set.version_id != member["version_id"] or waits.busy(image_set):
-                raise errors.ConflictError(
-                    f"image set {member['image_set_id']} of the study update is at version "
-                    f"{image_set.version_id} ({image_set.state}), planned "
-                    f"{member['version_id']}", operation="GetImageSet")
-
     def halt(self, reason: str) -> None:
         if not self._halt.is_set():
             self._halt_reason = reason

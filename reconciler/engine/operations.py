@@ -28,21 +28,12 @@ from ..healthimaging import waits
 from ..healthimaging.api import DELETED, UPDATED, HealthImaging
 from ..spec.types import Spec
 from ..states import OP_APPLY, OP_ROLLBACK, ImageSetRecord, Refusal, State, StateBackend
-from .applier import (
-    APPLIED,
-    FAILED,
-    MISSING,
-    SKIPPED,
-    STALE,
-    UNCHANGED,
-    Applier,
-    ApplyOptions,
-    Outcome,
-    send_update,
-)
+from .applier import Applier, ApplyOptions
 from .diff import desired_values, live_values
 from .drift import DriftOptions
 from .drift import check as drift_check
+from .outcomes import APPLIED, FAILED, MISSING, SKIPPED, STALE, UNCHANGED, Outcome
+from .sending import send_update
 
 REPORT_FORMAT = "1"
 

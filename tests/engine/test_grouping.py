@@ -16,7 +16,8 @@ from reconciler.documents import plans
 from reconciler.documents.markdown import render_plan_markdown
 from reconciler.documents.render import render_plan
 from reconciler.engine import operations
-from reconciler.engine.applier import STALE, Applier, ApplyOptions
+from reconciler.engine.applier import Applier, ApplyOptions
+from reconciler.engine.outcomes import STALE
 from reconciler.engine.payloads import Request
 from reconciler.engine.planner import Assignment, PlanOptions, make_plan
 from reconciler.engine.study_updates import listed_studies, study_filter
