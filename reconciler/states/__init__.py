@@ -11,15 +11,15 @@ Typical use by apply::
             backend.write(state)                  # serial + 1; StateConflictError on lost update
 """
 
-from .backend import DEFAULT_LOCAL_PATH, DEFAULT_S3_KEY, LockInfo, StateBackend, open_backend
-from .document import (
-    FORMAT_VERSION,
+from .backend import DEFAULT_LOCAL_PATH, DEFAULT_S3_KEY, LockInfo, StateBackend
+from .document import FORMAT_VERSION, State
+from .factory import open_backend
+from .records import (
     OP_APPLY,
     OP_ROLLBACK,
     DriftCheckpoint,
     ImageSetRecord,
     Refusal,
-    State,
     utc_now,
     utc_time,
 )

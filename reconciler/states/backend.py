@@ -35,14 +35,13 @@ import socket
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from .. import __version__
-from ..core.errors import ConfigError, LockError, StateConflictError, StateError
+from ..core.errors import LockError, StateConflictError, StateError
 from .document import State, utc_now
 from .files import save_errored
 
@@ -232,42 +231,3 @@ class StateBackend(ABC):
         if not still_ours:
             log.warning("the lock %s of state %s was broken while held (state unlock --force); "
                         "it was left to its new holder", info.id, self.describe())
-
-
-def _get(config: Any, name: str) -> Any:
-    if config is None:
-        return None
-    if isinstance(config, Mapping):
-        return config.get(name)
-    return getattr(config, name, None)
-
-
-def open_backend(config_state: Any, root: Path) -> StateBackend:
-    """The backend a config describes. ``config_state`` is a mapping or an object (e.g.
-    ``reconciler.spec.config.StateConfig``) with:
-
-    * ``backend``: ``"local"`` (default) or ``"s3"``;
-    * local: ``path`` (default ``.reconciler/state.json``; relative paths are relative to
-      ``root``, the directory of ``reconciler.yaml`` or the working directory);
-    * s3: ``bucket`` (required), ``key`` (default ``reconciler/state.json``), ``region``,
-      and optionally ``endpoint_url`` (else boto3's ``AWS_ENDPOINT_URL_S3`` /
-      ``AWS_ENDPOINT_URL`` / config file), ``profile``, ``kms_key_id`` (SSE-KMS instead of
-      SSE-S3 ``AES256``).
-    """
-    kind = _get(config_state, "backend") or "local"
-    if kind == "local":
-        from .local import LocalBackend
-        path = Path(_get(config_state, "path") or DEFAULT_LOCAL_PATH)
-        return LocalBackend(path if path.is_absolute() else Path(root) / path, root=Path(root))
-    if kind == "s3":
-        from .s3 import S3Backend
-        bucket = _get(config_state, "bucket")
-        if not bucket:
-            raise ConfigError("state backend s3 needs a bucket (state.bucket in reconciler.yaml)")
-        return S3Backend(bucket=bucket, key=_get(config_state, "key") or DEFAULT_S3_KEY,
-                         region=_get(config_state, "region"),
-                         endpoint_url=_get(config_state, "endpoint_url"),
-                         profile=_get(config_state, "profile"),
-                         kms_key_id=_get(config_state, "kms_key_id"),
-                         errored_dir=Path(root))
-    raise ConfigError(f"unknown state backend {kind!r} (expected 'local' or 's3')")

@@ -14,8 +14,9 @@ import pytest
 from reconciler.core.errors import ConfigError, StateError
 from reconciler.spec.config import StateConfig
 from reconciler.states import ImageSetRecord, State, open_backend, utc_time
-from reconciler.states.document import FORMAT_VERSION, OP_ROLLBACK, schema
+from reconciler.states.document import FORMAT_VERSION, schema
 from reconciler.states.local import LocalBackend
+from reconciler.states.records import OP_ROLLBACK
 
 DS, IS1, IS2 = "d" * 32, "1" * 32, "2" * 32
 SECRET = "SMITH^JOHN^Q"

@@ -1,0 +1,50 @@
+"""The backend a ``state:`` block of ``reconciler.yaml`` describes. Apart from the backends,
+so that they import the contract (:mod:`.backend`) and nothing imports them but this."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import ConfigError
+from .backend import DEFAULT_LOCAL_PATH, DEFAULT_S3_KEY, StateBackend
+
+
+def _get(config: Any, name: str) -> Any:
+    if config is None:
+        return None
+    if isinstance(config, Mapping):
+        return config.get(name)
+    return getattr(config, name, None)
+
+
+def open_backend(config_state: Any, root: Path) -> StateBackend:
+    """The backend a config describes. ``config_state`` is a mapping or an object (e.g.
+    ``reconciler.spec.config.StateConfig``) with:
+
+    * ``backend``: ``"local"`` (default) or ``"s3"``;
+    * local: ``path`` (default ``.reconciler/state.json``; relative paths are relative to
+      ``root``, the directory of ``reconciler.yaml`` or the working directory);
+    * s3: ``bucket`` (required), ``key`` (default ``reconciler/state.json``), ``region``,
+      and optionally ``endpoint_url`` (else boto3's ``AWS_ENDPOINT_URL_S3`` /
+      ``AWS_ENDPOINT_URL`` / config file), ``profile``, ``kms_key_id`` (SSE-KMS instead of
+      SSE-S3 ``AES256``).
+    """
+    kind = _get(config_state, "backend") or "local"
+    if kind == "local":
+        from .local import LocalBackend
+        path = Path(_get(config_state, "path") or DEFAULT_LOCAL_PATH)
+        return LocalBackend(path if path.is_absolute() else Path(root) / path, root=Path(root))
+    if kind == "s3":
+        from .s3 import S3Backend
+        bucket = _get(config_state, "bucket")
+        if not bucket:
+            raise ConfigError("state backend s3 needs a bucket (state.bucket in reconciler.yaml)")
+        return S3Backend(bucket=bucket, key=_get(config_state, "key") or DEFAULT_S3_KEY,
+                         region=_get(config_state, "region"),
+                         endpoint_url=_get(config_state, "endpoint_url"),
+                         profile=_get(config_state, "profile"),
+                         kms_key_id=_get(config_state, "kms_key_id"),
+                         errored_dir=Path(root))
+    raise ConfigError(f"unknown state backend {kind!r} (expected 'local' or 's3')")

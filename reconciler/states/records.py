@@ -1,0 +1,107 @@
+"""The records a state keeps: one :class:`ImageSetRecord` per spec and image set (what our
+last apply or rollback did, as hashes), a :class:`Refusal` per request the service refused,
+and a :class:`DriftCheckpoint` per data store. Immutable; :class:`~.document.State` holds and
+serialises them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+OP_APPLY, OP_ROLLBACK = "apply", "rollback"
+
+
+def utc_now() -> str:
+    """Now, as the state writes times: UTC, ISO 8601, seconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def utc_time(moment: datetime) -> str:
+    """A timezone-aware datetime as the state writes times (converted to UTC)."""
+    if moment.tzinfo is None:
+        raise ValueError("state times must be timezone-aware")
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ImageSetRecord:
+    """What our last operation on one image set did. ``hashes`` maps managed attribute paths
+    (``Patient.PatientName``, ``Series[1.2.3].Instances[1.2.3.4]`` …) to
+    :meth:`State.hash_value` of the value applied. ``serial`` is stamped by :meth:`State.put`."""
+
+    datastore_id: str
+    image_set_id: str
+    version_before: str
+    version_after: str | None     # None: a pending write (see schemas/state.v1)
+    spec_digest: str
+    hashes: Mapping[str, str] = field(default_factory=dict)
+    applied_at: str = field(default_factory=utc_now)
+    last_operation: str = OP_APPLY
+    last_checked_at: str | None = None
+    serial: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["hashes"] = dict(self.hashes)
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> ImageSetRecord:
+        return cls(**{**doc, "hashes": dict(doc["hashes"])})
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """HealthImaging refused one exact request for one (spec, image set): it ended
+    ``UPDATE_FAILED``, or was answered 400 ValidationException, on ``version``. ``request`` is
+    :meth:`State.hash_value` of the request's canonical JSON (the request holds values), so the
+    next plan can tell the very same request from a new one without keeping it. The service's
+    message is not kept: it may quote values."""
+
+    request: str
+    version: str
+    kind: str                      # UPDATE_FAILED | ValidationException
+    at: str = field(default_factory=utc_now)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Refusal:
+        return cls(**doc)
+
+
+@dataclass(frozen=True)
+class DriftCheckpoint:
+    """What one ``drift`` established for one data store (see ``reconciler.engine.drift``).
+
+    ``through``: a time the *service* reported during that check (the newest ``updatedAt``
+    SearchImageSets listed), UTC ISO 8601 with microseconds. Every record with ``serial`` up to
+    ``records_serial`` was checked then and found in sync, except the image sets in
+    ``unsettled`` (drifted, changed elsewhere or missing: re-checked every time). A later check
+    need only list the image sets updated since ``through`` (less an overlap margin).
+    ``checked_at`` / ``full_check_at``: when (this machine's clock) that check, and the last
+    check that listed every image set, ran."""
+
+    through: str
+    records_serial: int
+    checked_at: str
+    full_check_at: str
+    unsettled: tuple[str, ...] = ()
+
+    def covers(self, record: ImageSetRecord) -> bool:
+        """Whether ``record`` was checked by this checkpoint's check and found in sync."""
+        return record.serial <= self.records_serial and record.image_set_id not in self.unsettled
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"through": self.through, "records_serial": self.records_serial,
+                "checked_at": self.checked_at, "full_check_at": self.full_check_at,
+                "unsettled": list(self.unsettled)}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> DriftCheckpoint:
+        return cls(through=doc["through"], records_serial=doc["records_serial"],
+                   checked_at=doc["checked_at"], full_check_at=doc["full_check_at"],
+                   unsettled=tuple(doc.get("unsettled", ())))
