@@ -21,19 +21,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from pydicom import config as pydicom_config
-from pydicom import datadict
 from pydicom.valuerep import DA, DT, MAX_VALUE_LEN, validate_value
 
 from ..data import service_facts
+from .dictionary import (
+    dictionary_vr,
+    is_tag,
+    keyword_exists,
+    suggest_keyword,
+    vm_for,
+    vr_for,
+)
 from .paths import display_key
 
 STRING_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH",
@@ -55,7 +60,6 @@ _HINTS = {
     "IS": "an integer", "TM": "HHMMSS.FFFFFF", "UI": "digits and dots, no leading zeros "
     "in a component", "UR": "a URI without spaces",
 }
-_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 _DT = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?$")
 _CONTROL = re.compile(r"[\x00-\x1a\x1c-\x1f\x7f]")          # ESC (0x1b) is ISO 2022
 _TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
@@ -70,103 +74,6 @@ class ValueProblem:
 
 
 TextOf = Callable[[tuple], "str | None"]
-
-
-# --------------------------------------------------------------------------------------------
-# Dictionary helpers (used by the spec validator and by other modules)
-# --------------------------------------------------------------------------------------------
-def is_tag(key: str) -> bool:
-    return bool(_TAG.match(key))
-
-
-def is_private_tag(key: str) -> bool:
-    """8 hex digits with an odd group number (a private attribute's key)."""
-    return is_tag(key) and int(key[:4], 16) % 2 == 1
-
-
-def private_tag_problem(key: str) -> str | None:
-    """Why an odd-group tag cannot be managed, or None. Private *creator* elements
-    (gggg,0010-00FF) are refused: they reserve a block for a vendor, and changing one silently
-    re-labels every data element of that block."""
-    group, element = int(key[:4], 16), int(key[4:], 16)
-    if group in (0x0001, 0x0003, 0x0005, 0x0007, 0xFFFF):
-        return f"group {key[:4].upper()} is reserved by DICOM and cannot hold private attributes"
-    if element < 0x0010:
-        return f"({key[:4].upper()},{key[4:].upper()}) is not a private data element"
-    if element <= 0x00FF:
-        return (f"({key[:4].upper()},{key[4:].upper()}) is a private creator element; only "
-                "private data elements (gggg,1000-FFFF) can be managed")
-    return None
-
-
-def standard_tag_problem(key: str) -> str | None:
-    """A standard (even-group) attribute written as a tag: say which keyword to write."""
-    if not is_tag(key) or is_private_tag(key):
-        return None
-    keyword = datadict.keyword_for_tag(int(key, 16))
-    if keyword:
-        return f"standard attributes are keyed by keyword: write {keyword}"
-    return (f"({key[:4].upper()},{key[4:].upper()}) has an even group, so it is not private, "
-            "and it is not in the DICOM dictionary")
-
-
-def keyword_exists(keyword: str) -> bool:
-    return keyword in datadict.keyword_dict
-
-
-def dictionary_vr(keyword: str) -> str:
-    """The dictionary VR of a known keyword as pydicom writes it (``US or SS`` included)."""
-    return datadict.dictionary_VR(datadict.tag_for_keyword(keyword))
-
-
-def vr_of_keyword(keyword: str) -> str | None:
-    """:func:`dictionary_vr`, or None for what is not a keyword of the dictionary."""
-    tag = datadict.tag_for_keyword(keyword)
-    if tag is None:
-        return None
-    try:
-        return datadict.dictionary_VR(tag)
-    except KeyError:
-        return None
-
-
-def vr_choices(keyword: str) -> tuple[str, ...]:
-    """The dictionary VR of a keyword, split: ``US or SS`` → ``("US", "SS")``."""
-    tag = datadict.tag_for_keyword(keyword)
-    if tag is None:
-        return ()
-    return tuple(part.strip() for part in datadict.dictionary_VR(tag).split(" or "))
-
-
-def vr_for(key: str) -> str | None:
-    """The VR of a standard keyword (the first choice when the dictionary gives several),
-    or None for unknown keywords and private tags (their VR comes from the spec)."""
-    choices = vr_choices(key)
-    return choices[0] if choices else None
-
-
-def vm_for(keyword: str) -> str:
-    tag = datadict.tag_for_keyword(keyword)
-    return datadict.dictionary_VM(tag) if tag is not None else "1-n"
-
-
-def is_retired(keyword: str) -> bool:
-    tag = datadict.tag_for_keyword(keyword)
-    return tag is not None and datadict.dictionary_is_retired(tag)
-
-
-@cache
-def _keywords_by_lower() -> dict[str, str]:
-    return {kw.lower(): kw for kw in datadict.keyword_dict}
-
-
-def suggest_keyword(word: str) -> str | None:
-    """The dictionary keyword a typo most likely meant (``PatientsName`` → ``PatientName``)."""
-    exact = _keywords_by_lower().get(word.lower())
-    if exact:
-        return exact
-    close = difflib.get_close_matches(word, list(datadict.keyword_dict), n=1, cutoff=0.8)
-    return close[0] if close else None
 
 
 def vm_allows(vm: str, count: int) -> bool:

@@ -24,8 +24,8 @@ from typing import Any, Iterable, Iterator
 
 from ..data import service_facts
 from ..data.service_facts import INSTANCE, PATIENT, SERIES, STUDY
+from ..dicom.dictionary import vr_of_keyword
 from ..dicom.paths import attribute_path, instance_path, parse, series_path
-from ..dicom.valuerep import vr_of_keyword
 from ..spec.types import Attribute, DesiredAttributes
 
 ADD, UPDATE, REMOVE = "add", "update", "remove"

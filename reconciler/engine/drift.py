@@ -41,9 +41,9 @@ from typing import Any, Callable
 
 from .. import __version__
 from ..core import errors
+from ..dicom.dictionary import is_private_tag
 from ..dicom.paths import parse
 from ..dicom.redact import Redactor
-from ..dicom.valuerep import is_private_tag
 from ..healthimaging.api import DELETED, HealthImaging
 from ..spec.types import Spec
 from ..states import DriftCheckpoint, ImageSetRecord, State

@@ -23,7 +23,7 @@ import yaml
 
 from ..core import errors
 from ..data import service_facts
-from ..dicom import valuerep
+from ..dicom import dictionary, valuerep
 from ..healthimaging.api import HealthImaging
 from ..spec.config import Config
 from .reading import study_key
@@ -34,26 +34,26 @@ _BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW"}
 
 def _importable(key: str, value: Any, level: str) -> str | None:
     """Why ``key`` is left out of an imported spec, or None when it can be declared."""
-    if valuerep.is_tag(key):
+    if dictionary.is_tag(key):
         return "private"
     if key in service_facts.GENERATED_ATTRIBUTES:
         return "generated"
     if key in service_facts.FORCE_REQUIRED_ATTRIBUTES:
         return "needs force"
-    if not valuerep.keyword_exists(key):
+    if not dictionary.keyword_exists(key):
         return "unknown keyword"
     if service_facts.level_for(key) != level:
         return "other level"
-    vr = valuerep.dictionary_vr(key)
+    vr = dictionary.dictionary_vr(key)
     if vr == "SQ" or vr in _BULK_VRS:
         return "needs force" if vr == "SQ" else "binary"
     if isinstance(value, list) and len(value) > 1:
         return "needs force"
-    if valuerep.is_retired(key):
+    if dictionary.is_retired(key):
         return "retired"
     single = value[0] if isinstance(value, list) and value else value
     raw = "" if single is None or single == [] else single
-    _, problems = valuerep.convert(vr, raw, vm=valuerep.vm_for(key), keyword=key)
+    _, problems = valuerep.convert(vr, raw, vm=dictionary.vm_for(key), keyword=key)
     return "not valid for its VR" if problems else None
 
 

@@ -36,8 +36,8 @@ from typing import Any, Iterable
 
 from ..core import errors
 from ..data.service_facts import PATIENT, STUDY
+from ..dicom.dictionary import vr_of_keyword
 from ..dicom.redact import Redactor
-from ..dicom.valuerep import vr_of_keyword
 from ..documents import plans
 from ..healthimaging.api import HealthImaging, ImageSet, ImageSetSummary
 from ..spec.config import PrimaryPolicy

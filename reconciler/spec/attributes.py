@@ -17,7 +17,7 @@ from typing import Any
 from ..core.errors import Diagnostic
 from ..data import service_facts
 from ..data.service_facts import INSTANCE, PATIENT, SERIES, STUDY
-from ..dicom import valuerep
+from ..dicom import dictionary, valuerep
 from .schemacheck import is_flagged
 from .types import Attribute, DesiredAttributes, InstanceSpec, SeriesSpec
 from .yamlload import Document
@@ -96,7 +96,7 @@ class _Walker:
             here = path + (key,)
             if is_flagged(here, self.flagged):
                 continue
-            attribute = (self._private(here, key, value, level) if valuerep.is_tag(key)
+            attribute = (self._private(here, key, value, level) if dictionary.is_tag(key)
                          else self._standard(here, key, value, level))
             if attribute is None:
                 continue
@@ -111,15 +111,15 @@ class _Walker:
         if problem:
             self.error(path, problem, at_key=True)
             return None
-        if valuerep.is_retired(key):
+        if dictionary.is_retired(key):
             self.result.warnings.append(self.doc.diagnostic(
                 path, f"{key} is retired from the DICOM standard", at_key=True))
         expected = service_facts.level_for(key)
         if expected != level:
             self.error(path, f"{key} belongs to the {expected} level (declare it under "
                              f"{_WHERE[expected]})", at_key=True)
-        vr = valuerep.dictionary_vr(key)
-        value = self._value(path, vr, raw, valuerep.vm_for(key), key)
+        vr = dictionary.dictionary_vr(key)
+        value = self._value(path, vr, raw, dictionary.vm_for(key), key)
         if raw is None and key in _IDENTITY:
             self.error(path, f"{key} cannot be removed: HealthImaging identifies the "
                              f"{_IDENTITY[key]} by it", at_key=True)
@@ -132,7 +132,7 @@ class _Walker:
         return Attribute(key, value, valuerep.effective_vr(vr, value), self.doc.key_position(path))
 
     def _private(self, path: tuple, key: str, raw: Any, level: str) -> Attribute | None:
-        problem = valuerep.standard_tag_problem(key) or valuerep.private_tag_problem(key)
+        problem = dictionary.standard_tag_problem(key) or dictionary.private_tag_problem(key)
         if problem:
             self.error(path, problem, at_key=True)
             return None

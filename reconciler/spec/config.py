@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError, Diagnostic, SpecError
-from ..dicom import paths, valuerep
+from ..dicom import dictionary, paths
 from ..states.backend import DEFAULT_LOCAL_PATH, DEFAULT_S3_KEY
 from .schemacheck import check, is_flagged
 from .yamlload import load_file
@@ -177,9 +177,9 @@ def _check_ignore(doc: Any, data: dict[str, Any], flagged: set[tuple]) -> list[D
                     "Series[UID].Instances[UID].KEY or Series[UID]; * and ? are wildcards")))
                 continue
             keyword = match["key"] or match["skey"]
-            if keyword and not any(c in keyword for c in "*?") and not valuerep.is_tag(keyword) \
-                    and not valuerep.keyword_exists(keyword):
-                hint = valuerep.suggest_keyword(keyword)
+            if keyword and not any(c in keyword for c in "*?") and not dictionary.is_tag(keyword) \
+                    and not dictionary.keyword_exists(keyword):
+                hint = dictionary.suggest_keyword(keyword)
                 problems.append(doc.diagnostic(path, f"unknown DICOM keyword {keyword}"
                                                + (f"; did you mean {hint}?" if hint else "")))
     return problems

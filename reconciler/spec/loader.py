@@ -20,7 +20,7 @@ from typing import Any
 
 from ..core.canonical import digest
 from ..core.errors import Diagnostic, SpecError
-from ..dicom import valuerep
+from ..dicom import dictionary
 from ..dicom.paths import attribute_path, containers, instance_path, series_path
 from . import schemacheck
 from .attributes import build_attributes
@@ -156,7 +156,7 @@ def build_spec(doc: Document, config: Config) -> tuple[Spec | None, list[Diagnos
     if isinstance(doc.data, dict):
         _coerce_strings(doc)
     errors, flagged = schemacheck.check(doc, doc.data, SPEC_SCHEMA,
-                                        attribute_key_hint=valuerep.standard_tag_problem)
+                                        attribute_key_hint=dictionary.standard_tag_problem)
     data = doc.data
     if not isinstance(data, dict):
         return None, errors, []

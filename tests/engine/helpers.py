@@ -12,7 +12,7 @@ import copy
 import json
 from typing import Any
 
-from reconciler.dicom.valuerep import vr_of_keyword
+from reconciler.dicom.dictionary import vr_of_keyword
 from reconciler.spec.types import (
     Attribute,
     DesiredAttributes,

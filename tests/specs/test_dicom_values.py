@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.dicom import valuerep
+from reconciler.dicom import dictionary, valuerep
 from reconciler.dicom.valuerep import check_text, convert
 
 
@@ -152,17 +152,17 @@ def test_import_length_limits_are_a_second_layer():
 
 
 def test_dictionary_helpers():
-    assert valuerep.vr_for("PatientName") == "PN"
-    assert valuerep.vr_for("PixelPaddingValue") == "US"          # "US or SS": the first choice
-    assert valuerep.vr_choices("PixelPaddingValue") == ("US", "SS")
-    assert valuerep.vr_for("NoSuchKeyword") is None and valuerep.vr_for("00091001") is None
-    assert valuerep.vm_for("ImageType") == "2-n"
-    assert valuerep.is_private_tag("00091001") and valuerep.is_private_tag("0019100a")
-    assert not valuerep.is_private_tag("00100010") and not valuerep.is_private_tag("PatientName")
-    assert valuerep.suggest_keyword("PatientsName") == "PatientName"
-    assert valuerep.suggest_keyword("studydescription") == "StudyDescription"
-    assert valuerep.suggest_keyword("Zzzzqqq") is None
-    assert valuerep.is_retired("StudyComments") and not valuerep.is_retired("PatientName")
+    assert dictionary.vr_for("PatientName") == "PN"
+    assert dictionary.vr_for("PixelPaddingValue") == "US"          # "US or SS": the first choice
+    assert dictionary.vr_choices("PixelPaddingValue") == ("US", "SS")
+    assert dictionary.vr_for("NoSuchKeyword") is None and dictionary.vr_for("00091001") is None
+    assert dictionary.vm_for("ImageType") == "2-n"
+    assert dictionary.is_private_tag("00091001") and dictionary.is_private_tag("0019100a")
+    assert not dictionary.is_private_tag("00100010") and not dictionary.is_private_tag("PatientName")
+    assert dictionary.suggest_keyword("PatientsName") == "PatientName"
+    assert dictionary.suggest_keyword("studydescription") == "StudyDescription"
+    assert dictionary.suggest_keyword("Zzzzqqq") is None
+    assert dictionary.is_retired("StudyComments") and not dictionary.is_retired("PatientName")
     assert valuerep.effective_vr("US or SS", -4) == "SS"
     assert valuerep.effective_vr("US or SS", [1, 2]) == "US"
     assert valuerep.effective_vr("OB or OW", "AA==") == "OB"
@@ -178,10 +178,10 @@ def test_vm_allows(vm, count, ok):
 
 
 def test_private_tag_rules():
-    assert valuerep.private_tag_problem("00091001") is None
-    assert "private creator" in valuerep.private_tag_problem("00090010")
-    assert "reserved by DICOM" in valuerep.private_tag_problem("00011001")
-    assert "not a private data element" in valuerep.private_tag_problem("00090005")
-    assert valuerep.standard_tag_problem("00100010") == \
+    assert dictionary.private_tag_problem("00091001") is None
+    assert "private creator" in dictionary.private_tag_problem("00090010")
+    assert "reserved by DICOM" in dictionary.private_tag_problem("00011001")
+    assert "not a private data element" in dictionary.private_tag_problem("00090005")
+    assert dictionary.standard_tag_problem("00100010") == \
         "standard attributes are keyed by keyword: write PatientName"
-    assert valuerep.standard_tag_problem("00091001") is None
+    assert dictionary.standard_tag_problem("00091001") is None
