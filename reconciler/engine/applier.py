@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..core import errors
+from ..core.canonical import canonical_text
 from ..healthimaging import waits
 from ..healthimaging.api import (
     DELETED,
@@ -93,7 +94,7 @@ def flatten(payload: str | None, kind: str) -> set[tuple[str, str, str]]:
 
     def walk(node: Any, path: str, parent: str) -> None:
         if parent in ("DICOM", "DICOMVRs") or not isinstance(node, dict) or not node:
-            items.add((kind, path, json.dumps(node, sort_keys=True)))
+            items.add((kind, path, canonical_text(node)))
             return
         for key, value in node.items():
             if key != "SchemaVersion":

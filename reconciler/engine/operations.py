@@ -291,8 +291,9 @@ def rollback(name: str, hi: HealthImaging, backend: StateBackend, state: State,
             outcome.version_before = live.version_id
             if live.state == DELETED:
                 raise errors.NotFoundError(f"image set {record.image_set_id} is DELETED")
-            if live.locked:
-                raise errors.ConflictError(f"image set {record.image_set_id} is LOCKED")
+            if waits.busy(live):
+                raise errors.ConflictError(f"image set {record.image_set_id} is "
+                                           f"{live.state}/{live.workflow_status}: busy")
             if record.version_after is None and live.version_id == target:
                 # A pending record whose write never landed: there is nothing to undo.
                 outcome.status, outcome.version_after = UNCHANGED, live.version_id
