@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 from . import plans
 from .markdown import drift_summary_line
 from .render import summary_line
+from .types import DriftReport, PlanChange, PlanDocument, Report, ReportItem
 
 Emit = Callable[[str], None]
 OK_STATUSES = ("applied", "unchanged")
@@ -43,13 +44,13 @@ def write(events: Iterable[dict[str, Any]], emit: Emit) -> None:
         emit(dumps(ev))
 
 
-def _change(change: dict[str, Any]) -> dict[str, Any]:
+def _change(change: PlanChange) -> dict[str, Any]:
     return {k: change.get(k) for k in ("op", "level", "series", "instance", "key", "vr",
                                        "before", "after")}
 
 
 # -- plan ----------------------------------------------------------------------------------------
-def plan_events(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def plan_events(doc: PlanDocument) -> Iterator[dict[str, Any]]:
     for entry in plans.per_image_set(doc):
         if entry["action"] == plans.ACTION_NOOP:
             continue
@@ -74,7 +75,7 @@ def plan_events(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 # -- apply ---------------------------------------------------------------------------------------
-def apply_start_events(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def apply_start_events(plan: PlanDocument) -> Iterator[dict[str, Any]]:
     for entry in plans.per_image_set(plan):
         if entry["action"] == plans.ACTION_UPDATE:
             yield event("apply_start",
@@ -84,7 +85,7 @@ def apply_start_events(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
                         requests=len(entry["requests"]))
 
 
-def apply_item_events(item: dict[str, Any], done: int, total: int) -> Iterator[dict[str, Any]]:
+def apply_item_events(item: ReportItem, done: int, total: int) -> Iterator[dict[str, Any]]:
     """The events of one finished image set, emitted as soon as it is done."""
     where = f"{item['spec']}: image set {item['image_set_id']}"
     common = {"spec": item["spec"], "datastore_id": item["datastore_id"],
@@ -101,14 +102,14 @@ def apply_item_events(item: dict[str, Any], done: int, total: int) -> Iterator[d
                     version_before=item["version_before"], writes=item["writes"], **common)
 
 
-def apply_summary_events(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def apply_summary_events(report: Report) -> Iterator[dict[str, Any]]:
     s = report["summary"]
     done_text = ", ".join(f"{s[k]} {k}" for k in s if s[k]) or "nothing to do"
     yield event("change_summary", f"{report['operation'].capitalize()}: {done_text}.",
                 operation=report["operation"], **s)
 
 
-def apply_result_events(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def apply_result_events(report: Report) -> Iterator[dict[str, Any]]:
     """Every event of a finished run, from its report (for a report read after the fact)."""
     items = report["image_sets"]
     for done, item in enumerate(items, start=1):
@@ -117,7 +118,7 @@ def apply_result_events(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 # -- drift ---------------------------------------------------------------------------------------
-def drift_events(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def drift_events(report: DriftReport) -> Iterator[dict[str, Any]]:
     for item in report["image_sets"]:
         if item["status"] not in DRIFT_STATUSES:
             continue

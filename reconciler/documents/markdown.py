@@ -18,6 +18,7 @@ from typing import Any
 
 from . import plans
 from .render import format_value, group_title, render_entry, render_group, summary_line
+from .types import DriftReport, PlanDocument
 
 REDACTION_NOTE = ("_Values of PS3.15 Basic Profile attributes are redacted "
                   "(`--no-redact` shows them)._")
@@ -74,7 +75,7 @@ def _details(title: str, text_lines: list[str]) -> list[str]:
     return ["<details>", f"<summary>{title}</summary>", "", *_block(body), "", "</details>", ""]
 
 
-def render_plan_markdown(doc: dict[str, Any]) -> str:
+def render_plan_markdown(doc: PlanDocument) -> str:
     s = doc["summary"]
     entries = doc["image_sets"]
     shown = [e for e in entries if e["action"] != plans.ACTION_NOOP]
@@ -123,14 +124,14 @@ def render_plan_markdown(doc: dict[str, Any]) -> str:
 DRIFT_ORDER = ("drifted", "missing", "changed-elsewhere", "not-applied", "in-sync")
 
 
-def drift_summary_line(report: dict[str, Any]) -> str:
+def drift_summary_line(report: DriftReport) -> str:
     s = report["summary"]
     return (f"Drift: {s['drifted']} drifted, {s['missing']} missing, "
             f"{s['changed-elsewhere']} changed elsewhere, {s['in-sync']} in sync, "
             f"{s['not-applied']} not applied.")
 
 
-def render_drift_markdown(report: dict[str, Any]) -> str:
+def render_drift_markdown(report: DriftReport) -> str:
     s = report["summary"]
     drifted = bool(s["drifted"] or s["missing"])
     mark = ":warning: **Drift found.**" if drifted else "**No drift.**"

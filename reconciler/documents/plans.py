@@ -25,6 +25,7 @@ from .. import __version__
 from ..core.canonical import digest
 from ..core.errors import PlanFileError
 from ..states.files import atomic_write
+from .types import PlanDocument, PlanEntry, StudyUpdate
 
 FORMAT_VERSION = "1"
 SCHEMA_FILE = "plan.v1.schema.json"
@@ -36,14 +37,14 @@ def schema() -> dict[str, Any]:
     return json.loads(resources.files("reconciler.schemas").joinpath(SCHEMA_FILE).read_text("utf-8"))
 
 
-def checksum(doc: dict[str, Any]) -> str:
+def checksum(doc: PlanDocument) -> str:
     """sha256 of the canonical JSON of every member but the checksum itself."""
     return "sha256:" + digest({k: v for k, v in doc.items() if k != "checksum"})
 
 
-def new_plan(entries: list[dict[str, Any]], *, redacted: bool,
+def new_plan(entries: list[PlanEntry], *, redacted: bool,
              lineage: str | None = None, serial: int | None = None,
-             groups: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+             groups: list[StudyUpdate] | None = None) -> PlanDocument:
     """Assemble a plan document from per-image-set entries and study groups (see the schema
     for their form). The summary counts image sets (each member of a group counts) and
     requests (a group sends one)."""
@@ -77,7 +78,7 @@ def new_plan(entries: list[dict[str, Any]], *, redacted: bool,
     return doc
 
 
-def note_not_reread(doc: dict[str, Any], count: int) -> dict[str, Any]:
+def note_not_reread(doc: PlanDocument, count: int) -> PlanDocument:
     """Say in the document (``not_reread``) how many image sets the plan did not read because
     the state verified them at the version SearchImageSets lists as latest, which may lag.
     Nothing is added when every image set was read."""
@@ -92,7 +93,7 @@ def note_not_reread(doc: dict[str, Any], count: int) -> dict[str, Any]:
     return doc
 
 
-def validate(doc: Any, source: str = "plan") -> dict[str, Any]:
+def validate(doc: Any, source: str = "plan") -> PlanDocument:
     """Schema, format version and checksum; raises :class:`PlanFileError` naming the problem."""
     if not isinstance(doc, dict):
         raise PlanFileError(f"{source}: not a reconciler plan (expected a JSON object)")
@@ -118,7 +119,7 @@ def validate(doc: Any, source: str = "plan") -> dict[str, Any]:
     return doc
 
 
-def save(doc: dict[str, Any], path: str | os.PathLike) -> None:
+def save(doc: PlanDocument, path: str | os.PathLike) -> None:
     """Atomic write (temp file, fsync, rename, directory fsync) with mode 0600: the file holds
     payloads."""
     target = Path(path)
@@ -127,7 +128,7 @@ def save(doc: dict[str, Any], path: str | os.PathLike) -> None:
     atomic_write(target, text.encode("utf-8"), mode=0o600)
 
 
-def load(path: str | os.PathLike) -> dict[str, Any]:
+def load(path: str | os.PathLike) -> PlanDocument:
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -142,7 +143,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     return validate(doc, source)
 
 
-def redact_values(doc: dict[str, Any], show) -> dict[str, Any]:
+def redact_values(doc: PlanDocument, show) -> PlanDocument:
     """A copy whose before/after values went through ``show(key, value, vr, private)`` (a
     :meth:`reconciler.dicom.redact.Redactor.show`), for printing an unredacted plan where redaction
     is now on."""
@@ -157,7 +158,7 @@ def redact_values(doc: dict[str, Any], show) -> dict[str, Any]:
     return view
 
 
-def public_view(doc: dict[str, Any]) -> dict[str, Any]:
+def public_view(doc: PlanDocument) -> PlanDocument:
     """What may be printed when redaction is on: payloads and before-digests hold values, so
     they are replaced by their size and hash. The result is still a valid plan document."""
     if not doc.get("redacted"):
@@ -176,14 +177,14 @@ def public_view(doc: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def is_applicable(doc: dict[str, Any]) -> bool:
+def is_applicable(doc: PlanDocument) -> bool:
     """A plan printed with redaction lacks its payloads and cannot be applied."""
     return not any(isinstance(r.get(k), dict)
                    for e in [*doc["image_sets"], *doc.get("groups", [])] for r in e["requests"]
                    for k in ("updatableAttributes", "removableAttributes"))
 
 
-def per_image_set(doc: dict[str, Any]) -> list[dict[str, Any]]:
+def per_image_set(doc: PlanDocument) -> list[PlanEntry]:
     """Every planned (spec, image set), as entries: those of ``image_sets`` (less those that
     follow a study update they are a member of: one item each), then each member of each
     study update with its changes (and the request on the leader's member only, listed

@@ -13,6 +13,15 @@ import json
 from typing import Any
 
 from . import plans
+from .types import (
+    DriftReport,
+    PlanChange,
+    PlanDocument,
+    PlanEntry,
+    Report,
+    StudyMember,
+    StudyUpdate,
+)
 
 SYMBOL = {"add": "+", "update": "~", "remove": "-", "remove-series": "-", "remove-instance": "-"}
 ANSI = {"+": "\x1b[32m", "~": "\x1b[33m", "-": "\x1b[31m"}   # green, yellow, red
@@ -23,7 +32,7 @@ def _plural(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def summary_line(doc: dict[str, Any]) -> str:
+def summary_line(doc: PlanDocument) -> str:
     s = doc["summary"]
     groups = len(doc.get("groups", []))
     grouped = (f" in {_plural(s['requests'], 'request', 'requests')} "
@@ -39,7 +48,7 @@ def format_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _group(change: dict[str, Any]) -> str:
+def _group(change: PlanChange) -> str:
     level = change["level"]
     if level in ("Patient", "Study"):
         return level
@@ -48,7 +57,7 @@ def _group(change: dict[str, Any]) -> str:
     return f"Instance {change['instance']} (series {change['series']})"
 
 
-def _change_line(change: dict[str, Any]) -> str:
+def _change_line(change: PlanChange) -> str:
     op = change["op"]
     if op == "remove-series":
         return f"- Series {change['series']} (the whole series)"
@@ -68,7 +77,7 @@ def _style(text: str, symbol: str, color: bool) -> str:
     return f"{ANSI[symbol]}{text}{RESET}"
 
 
-def render_entry(entry: dict[str, Any], color: bool = False) -> list[str]:
+def render_entry(entry: PlanEntry, color: bool = False) -> list[str]:
     where = f"image set {entry['image_set_id']}"
     if entry["action"] == plans.ACTION_ERROR:
         return [_style(f"  # {entry['spec']}: {where}: error: {entry['error']}", "-", color), ""]
@@ -90,12 +99,12 @@ def render_entry(entry: dict[str, Any], color: bool = False) -> list[str]:
     return lines
 
 
-def group_title(group: dict[str, Any]) -> str:
+def group_title(group: StudyUpdate) -> str:
     return (f"study update {group['study']} "
             f"({_plural(len(group['members']), 'primary image set', 'primary image sets')})")
 
 
-def _member_note(group: dict[str, Any], member: dict[str, Any]) -> str:
+def _member_note(group: StudyUpdate, member: StudyMember) -> str:
     if member["image_set_id"] == group["leader"]:
         return "leader, the request is sent here"
     if member.get("peer"):
@@ -103,7 +112,7 @@ def _member_note(group: dict[str, Any], member: dict[str, Any]) -> str:
     return "changed by the same request"
 
 
-def render_group(group: dict[str, Any], color: bool = False) -> list[str]:
+def render_group(group: StudyUpdate, color: bool = False) -> list[str]:
     """A study update as one item: its members, the changes the one request carries, and what
     it changes on every other primary image set of the study (before values may differ)."""
     requests = _plural(len(group["requests"]), "request", "requests")
@@ -127,7 +136,7 @@ def render_group(group: dict[str, Any], color: bool = False) -> list[str]:
     return lines
 
 
-def _change_lines(changes: list[dict[str, Any]], color: bool) -> list[str]:
+def _change_lines(changes: list[PlanChange], color: bool) -> list[str]:
     lines = []
     current = None
     for change in changes:
@@ -144,7 +153,7 @@ def _change_lines(changes: list[dict[str, Any]], color: bool) -> list[str]:
     return lines
 
 
-def render_plan(doc: dict[str, Any], color: bool = False) -> str:
+def render_plan(doc: PlanDocument, color: bool = False) -> str:
     entries = doc["image_sets"]
     changed = [e for e in entries if e["action"] != plans.ACTION_NOOP]
     lines: list[str] = []
@@ -175,7 +184,7 @@ def render_json(doc: dict[str, Any]) -> str:
 REPORT_ORDER = ("applied", "unchanged", "stale", "failed", "skipped", "missing")
 
 
-def render_report(doc: dict[str, Any]) -> str:
+def render_report(doc: Report) -> str:
     """One line per image set (status, spec, id, versions, reason), then the counts."""
     lines = []
     for item in doc["image_sets"]:
@@ -197,7 +206,7 @@ def render_report(doc: dict[str, Any]) -> str:
 
 
 # -- drift ---------------------------------------------------------------------------------------
-def render_drift(doc: dict[str, Any]) -> str:
+def render_drift(doc: DriftReport) -> str:
     lines = []
     for item in doc["image_sets"]:
         where = f"image set {item['image_set_id']}" if item["image_set_id"] else "(no image set)"

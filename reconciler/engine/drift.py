@@ -44,6 +44,7 @@ from ..core import errors
 from ..dicom.dictionary import is_private_tag
 from ..dicom.paths import parse
 from ..dicom.redact import Redactor
+from ..documents.types import DriftEntry, DriftReport
 from ..healthimaging.api import DELETED, HealthImaging
 from ..spec.types import Spec
 from ..states import DriftCheckpoint, ImageSetRecord, State
@@ -100,7 +101,7 @@ class DriftItem:
     reason: str = ""
     by_listing: bool = False         # in sync on the word of a listing (not in the report)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> DriftEntry:
         return {"spec": self.spec, "datastore_id": self.datastore_id,
                 "image_set_id": self.image_set_id, "status": self.status,
                 "recorded_version": self.recorded_version, "live_version": self.live_version,
@@ -205,7 +206,7 @@ def _plan(state: State, datastore_id: str, records: list[tuple[str, ImageSetReco
 
 def check(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgnored,
           redactor: Redactor, options: DriftOptions | None = None
-          ) -> tuple[dict[str, Any], dict[str, DriftCheckpoint]]:
+          ) -> tuple[DriftReport, dict[str, DriftCheckpoint]]:
     """The drift report document (``schemas/drift.v1.schema.json``) and the checkpoints this
     check establishes, per data store (to be saved with ``state.set_drift_checkpoints`` in the
     write that gets serial ``state.serial + 1``). The state itself is not changed."""
@@ -322,7 +323,7 @@ def detect(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgn
                  DriftOptions(parallelism=parallelism))[0]
 
 
-def describe_check(report: dict[str, Any]) -> str | None:
+def describe_check(report: DriftReport) -> str | None:
     """One line for people on how an incremental check was made and what it cannot see
     (None after a full check)."""
     section = report.get("check") or {}
@@ -334,5 +335,5 @@ def describe_check(report: dict[str, Any]) -> str | None:
             f"full check is older than drift.fullCheckAfterHours).")
 
 
-def has_drift(report: dict[str, Any]) -> bool:
+def has_drift(report: DriftReport) -> bool:
     return bool(report["summary"][DRIFTED] or report["summary"][MISSING])

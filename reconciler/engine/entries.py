@@ -10,6 +10,7 @@ from typing import Any
 from ..core.canonical import digest
 from ..dicom.redact import Redactor
 from ..documents import plans
+from ..documents.types import PlanChange, PlanEntry
 from .diff import Change
 from .payloads import SCHEMA_VERSION, build_requests
 from .reading import Assignment
@@ -19,7 +20,7 @@ def before_digest(changes: list[Change]) -> str:
     return digest([[c.path, c.before] for c in changes])
 
 
-def change_entry(change: Change, redactor: Redactor) -> dict[str, Any]:
+def change_entry(change: Change, redactor: Redactor) -> PlanChange:
     return {"op": change.op, "level": change.level, "key": change.key, "vr": change.vr,
             "series": change.series, "instance": change.instance, "private": change.private,
             "before": redactor.show(change.key, change.before, change.vr, change.private),
@@ -28,7 +29,7 @@ def change_entry(change: Change, redactor: Redactor) -> dict[str, Any]:
 
 def plan_entry(assignment: Assignment, version_id: str | None, changes: list[Change],
                redactor: Redactor, error: str | None = None,
-               schema_version: Any = SCHEMA_VERSION, primary: bool = False) -> dict[str, Any]:
+               schema_version: Any = SCHEMA_VERSION, primary: bool = False) -> PlanEntry:
     """``schema_version``: the SchemaVersion of the document the diff was made against, which
     the payloads repeat (see :mod:`reconciler.engine.payloads`). ``primary``: the image set is a
     primary one, whose Patient/Study changes a study update carries (:mod:`grouping`), so its

@@ -24,6 +24,7 @@ from .. import __version__
 from ..core import errors
 from ..dicom.redact import Redactor
 from ..documents import plans
+from ..documents.types import DriftReport, PlanDocument, Report, ReportItem
 from ..healthimaging import waits
 from ..healthimaging.api import DELETED, UPDATED, HealthImaging
 from ..spec.types import Spec
@@ -114,7 +115,7 @@ def known_versions(state: State) -> Callable[[str, str, str], str | None]:
     return known
 
 
-def stale_entries(plan: dict[str, Any], state: State,
+def stale_entries(plan: PlanDocument, state: State,
                   specs: dict[str, Spec]) -> dict[tuple[str, str], str]:
     """Entries ``(spec name, image set id)`` of a saved plan that must not be applied, with
     why (Terraform refuses a plan whose state moved; here it is per spec and image set, so
@@ -144,7 +145,7 @@ def _interrupted_attempt(record: ImageSetRecord | None, entry: dict[str, Any]) -
             and record.spec_digest == entry["spec_digest"])
 
 
-def check_plan_lineage(plan: dict[str, Any], state: State) -> None:
+def check_plan_lineage(plan: PlanDocument, state: State) -> None:
     lineage = plan["state"]["lineage"]
     if lineage is not None and lineage != state.lineage:
         raise errors.StalePlanError(
@@ -155,13 +156,13 @@ def check_plan_lineage(plan: dict[str, Any], state: State) -> None:
                                    "payloads; save one with plan --out")
 
 
-def report_item(o: Outcome) -> dict[str, Any]:
+def report_item(o: Outcome) -> ReportItem:
     return {"spec": o.spec, "datastore_id": o.datastore_id, "image_set_id": o.image_set_id,
             "status": o.status, "reason": o.reason or None, "version_before": o.version_before,
             "version_after": o.version_after, "writes": o.writes, "response": o.response or None}
 
 
-def report(outcomes: list[Outcome], operation: str) -> dict[str, Any]:
+def report(outcomes: list[Outcome], operation: str) -> Report:
     counts = {s: sum(1 for o in outcomes if o.status == s)
               for s in (APPLIED, UNCHANGED, STALE, FAILED, SKIPPED, MISSING)}
     return {
@@ -173,14 +174,14 @@ def report(outcomes: list[Outcome], operation: str) -> dict[str, Any]:
     }
 
 
-def report_failed(doc: dict[str, Any]) -> bool:
+def report_failed(doc: Report) -> bool:
     s = doc["summary"]
     return bool(s[FAILED] or s[STALE] or s[MISSING] or s[SKIPPED])
 
 
-def apply_plan(plan: dict[str, Any], specs: list[Spec], hi: HealthImaging, backend: StateBackend,
+def apply_plan(plan: PlanDocument, specs: list[Spec], hi: HealthImaging, backend: StateBackend,
                state: State, options: ApplyOptions, saved: bool,
-               on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+               on_result: Callable[[ReportItem], None] | None = None) -> Report:
     """Apply ``plan`` under a lock the caller holds; save the state after each image set, then
     tell ``on_result`` (its report item: progress, event streams)."""
     by_name = {s.name: s for s in specs}
@@ -274,7 +275,7 @@ class RollbackOptions:
 
 
 def rollback(name: str, hi: HealthImaging, backend: StateBackend, state: State,
-             options: RollbackOptions) -> dict[str, Any]:
+             options: RollbackOptions) -> Report:
     """Revert each image set of spec ``name`` to the version recorded before our last apply
     (or ``to_version``) with ``revertToVersionId``, wait, verify, record."""
     records = [r for _, r in state.records(name)
@@ -353,7 +354,7 @@ def rollback(name: str, hi: HealthImaging, backend: StateBackend, state: State,
 
 def run_drift(hi: HealthImaging, backend: StateBackend, specs: list[Spec],
               is_ignored: Callable[[str, str], bool], make_redactor: Callable[[State], Redactor],
-              options: DriftOptions, lock_timeout: float = 0.0) -> dict[str, Any]:
+              options: DriftOptions, lock_timeout: float = 0.0) -> DriftReport:
     """drift, around the state: the check and, when there is a state, the checkpoint it
     establishes saved like apply saves (under the state lock, atomically). A lock held by
     another run fails as for apply; a lock that cannot be taken at all (a read-only role or

@@ -28,6 +28,7 @@ from ..core import errors
 from ..dicom.redact import Redactor
 from ..documents import plans
 from ..documents.progress import Progress
+from ..documents.types import PlanDocument, PlanEntry, StudyUpdate
 from ..healthimaging.api import (
     DELETED,
     HealthImaging,
@@ -143,7 +144,7 @@ def _refusal_note(refusal: Any) -> str:
             f"Changing the spec plans anew; plan --retry-refused sends it again")
 
 
-def cannot_converge(entries: list[dict[str, Any]], groups: list[dict[str, Any]],
+def cannot_converge(entries: list[PlanEntry], groups: list[StudyUpdate],
                     refused: Refused) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Entries and study updates whose very request the service refused before become errors
     that say so, instead of proposing the doomed request again (a study update: an error for
@@ -212,7 +213,7 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
               lineage: str | None = None, serial: int | None = None,
               state_serial: StateSerial | None = None,
               known_version: KnownVersion | None = None,
-              refused: Refused | None = None) -> dict[str, Any]:
+              refused: Refused | None = None) -> PlanDocument:
     """The whole plan document. Raises :class:`errors.SpecError` when, after selectors are
     resolved, two specs manage the same attribute of one image set. ``known_version`` lets
     image sets the state shows unchanged skip their reads (:func:`unchanged_since_apply`);
@@ -233,7 +234,7 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
     settled = (unchanged_since_apply(hi, assignments, known_version)
                if known_version is not None and options.trust_state else {})
 
-    def one(assignment: Assignment) -> dict[str, Any]:
+    def one(assignment: Assignment) -> PlanEntry:
         version = settled.get((assignment.spec.name, assignment.image_set_id))
         known = (known_version(assignment.spec.name, assignment.image_set_id,
                                assignment.spec.digest)
