@@ -17,16 +17,8 @@ import click
 from .. import __version__
 from ..core import errors
 from .output import (
-    FORMATS,
-    _apply_watcher,
-    _chosen_format,
-    _confirm,
-    _format_options,
-    _plan_exit_code,
-    _print_report,
-    _redact_option,
-    _write_plan,
-)
+    FORMATS, _apply_watcher, _chosen_format, _confirm, _format_options, _plan_exit_code,
+    _print_report, _redact_option, _write_plan)
 
 log = logging.getLogger("reconciler")
 

@@ -31,14 +31,7 @@ from pydicom import config as pydicom_config
 from pydicom.valuerep import DA, DT, MAX_VALUE_LEN, validate_value
 
 from ..data import service_facts
-from .dictionary import (
-    dictionary_vr,
-    is_tag,
-    keyword_exists,
-    suggest_keyword,
-    vm_for,
-    vr_for,
-)
+from .dictionary import dictionary_vr, is_tag, keyword_exists, suggest_keyword, vm_for, vr_for
 from .paths import display_key
 
 STRING_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH",

@@ -41,29 +41,14 @@ from typing import Any, Callable
 from ..core import errors
 from ..core.canonical import canonical_text
 from ..healthimaging import waits
-from ..healthimaging.api import (
-    DELETED,
-    UPDATE_FAILED,
-    UPDATED,
-    HealthImaging,
-)
+from ..healthimaging.api import DELETED, UPDATE_FAILED, UPDATED, HealthImaging
 from ..spec.config import PrimaryPolicy
 from ..spec.types import Spec
 from . import study_updates
 from .diff import Change, ImageSetProblem, diff
 from .entries import before_digest
 from .outcomes import (
-    APPLIED,
-    FAILED,
-    MISSING,
-    SKIPPED,
-    STALE,
-    UNCHANGED,
-    Outcome,
-    Refused,
-    Stop,
-    response_elements,
-)
+    APPLIED, FAILED, MISSING, SKIPPED, STALE, UNCHANGED, Outcome, Refused, Stop, response_elements)
 from .payloads import Request, build_requests, schema_version_of
 from .reading import Waiting, read_pinned
 from .sending import RETRIED_AFTER_REREAD, BeforeWrite, retried, send_update

@@ -180,35 +180,41 @@ def diff(desired: DesiredAttributes, metadata: dict[str, Any],
     changes.extend(_diff_attrs(desired.patient, _dicom(metadata.get("Patient")), PATIENT))
     study = metadata.get("Study") if isinstance(metadata.get("Study"), dict) else {}
     changes.extend(_diff_attrs(desired.study, _dicom(study), STUDY))
-    live_series = study.get("Series") if isinstance(study.get("Series"), dict) else {}
     for suid, series_spec in desired.series.items():
-        live = live_series.get(suid)
-        if series_spec.absent:
-            if live is not None:
-                changes.append(Change(op=REMOVE_SERIES, level=SERIES, key="", vr=None,
-                                      series=suid))
-            continue
+        live = _present(study, "Series", suid, series_spec.absent, changes,
+                        Change(op=REMOVE_SERIES, level=SERIES, key="", vr=None, series=suid),
+                        f"series {suid} is not in image set {image_set_id}; an update cannot "
+                        f"add a series")
         if live is None:
-            raise ImageSetProblem(
-                f"series {suid} is not in image set {image_set_id}; an update cannot add a "
-                f"series (declare it null if it must be absent)")
+            continue
         changes.extend(_diff_attrs(series_spec.attributes, _dicom(live), SERIES, series=suid))
-        live_instances = live.get("Instances") if isinstance(live.get("Instances"), dict) else {}
         for sop, inst_spec in series_spec.instances.items():
-            linst = live_instances.get(sop)
-            if inst_spec.absent:
-                if linst is not None:
-                    changes.append(Change(op=REMOVE_INSTANCE, level=INSTANCE, key="", vr=None,
-                                          series=suid, instance=sop))
-                continue
-            if linst is None:
-                raise ImageSetProblem(
-                    f"instance {sop} of series {suid} is not in image set {image_set_id}; an "
-                    f"update cannot add an instance (declare it null if it must be absent)")
-            changes.extend(_diff_attrs(inst_spec.attributes, _dicom(linst), INSTANCE,
-                                       series=suid, instance=sop,
-                                       live_vrs=linst.get("DICOMVRs") or {}))
+            linst = _present(live, "Instances", sop, inst_spec.absent, changes,
+                             Change(op=REMOVE_INSTANCE, level=INSTANCE, key="", vr=None,
+                                    series=suid, instance=sop),
+                             f"instance {sop} of series {suid} is not in image set "
+                             f"{image_set_id}; an update cannot add an instance")
+            if linst is not None:
+                changes.extend(_diff_attrs(inst_spec.attributes, _dicom(linst), INSTANCE,
+                                           series=suid, instance=sop,
+                                           live_vrs=linst.get("DICOMVRs") or {}))
     return changes
+
+
+def _present(parent: dict[str, Any], kind: str, uid: str, absent: bool, changes: list[Change],
+             removal: Change, missing: str) -> dict[str, Any] | None:
+    """The live series or instance ``uid`` of ``parent[kind]`` whose attributes to diff, or
+    None. One the spec wants absent is a ``removal`` when present (appended to ``changes``);
+    one the spec declares must be there (an update cannot add it): ImageSetProblem."""
+    node = parent.get(kind)
+    live = node.get(uid) if isinstance(node, dict) else None
+    if absent:
+        if live is not None:
+            changes.append(removal)
+        return None
+    if live is None:
+        raise ImageSetProblem(f"{missing} (declare it null if it must be absent)")
+    return live
 
 
 # -- the managed essence as comparable values (state hashes and drift) ----------------------

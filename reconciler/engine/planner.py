@@ -29,10 +29,7 @@ from ..dicom.redact import Redactor
 from ..documents import plans
 from ..documents.progress import Progress
 from ..documents.types import PlanDocument, PlanEntry, StudyUpdate
-from ..healthimaging.api import (
-    DELETED,
-    HealthImaging,
-)
+from ..healthimaging.api import DELETED, HealthImaging
 from ..spec.config import PrimaryPolicy
 from ..spec.types import Spec
 from . import study_updates
@@ -40,13 +37,7 @@ from .diff import Change, ImageSetProblem, diff
 from .entries import plan_entry
 from .payloads import PayloadTooLarge, Request, schema_version_of
 from .reading import (
-    Assignment,
-    Waiting,
-    list_versions,
-    moved_since_listed,
-    read_listed,
-    resolve_targets,
-)
+    Assignment, Waiting, list_versions, moved_since_listed, read_listed, resolve_targets)
 
 log = logging.getLogger(__name__)
 

@@ -25,13 +25,7 @@ from typing import Any, Callable
 
 from ..core import errors
 from ..healthimaging import waits
-from ..healthimaging.api import (
-    ACTIVE,
-    DELETED,
-    HealthImaging,
-    ImageSet,
-    ImageSetSummary,
-)
+from ..healthimaging.api import ACTIVE, DELETED, HealthImaging, ImageSet, ImageSetSummary
 from ..spec.types import Spec
 
 # Selector keys in the order we prefer to send them to SearchImageSets (the API takes at most

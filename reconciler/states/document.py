@@ -40,14 +40,7 @@ import jsonschema
 from .. import __version__
 from ..core.canonical import digest
 from ..core.errors import StateError
-from .records import (
-    OP_APPLY,
-    OP_ROLLBACK,
-    DriftCheckpoint,
-    ImageSetRecord,
-    Refusal,
-    utc_now,
-)
+from .records import OP_APPLY, OP_ROLLBACK, DriftCheckpoint, ImageSetRecord, Refusal, utc_now
 
 FORMAT_VERSION = "1"
 SCHEMA_FILE = "state.v1.schema.json"

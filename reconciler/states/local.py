@@ -22,13 +22,7 @@ from pathlib import Path
 
 from ..core.errors import LockError, StateConflictError, StateError
 from . import files
-from .backend import (
-    LockInfo,
-    StateBackend,
-    check_expected,
-    unlock_refused,
-    write_failed,
-)
+from .backend import LockInfo, StateBackend, check_expected, unlock_refused, write_failed
 from .document import State
 from .locking import LockFile
 

@@ -32,13 +32,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from ..core.errors import ConfigError, LockError, StateConflictError, StateError
-from .backend import (
-    LockInfo,
-    StateBackend,
-    check_expected,
-    unlock_refused,
-    write_failed,
-)
+from .backend import LockInfo, StateBackend, check_expected, unlock_refused, write_failed
 from .document import State
 
 ERRORED_FILE = "errored.state.json"
