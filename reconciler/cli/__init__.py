@@ -18,14 +18,14 @@ from .. import __version__
 from ..core import errors
 from .output import (
     FORMATS,
-    _apply_watcher,
-    _chosen_format,
-    _confirm,
-    _format_options,
-    _plan_exit_code,
-    _print_report,
-    _redact_option,
-    _write_plan,
+    ApplyWatcher,
+    chosen_format,
+    confirm,
+    format_options,
+    plan_exit_code,
+    print_report,
+    redact_option,
+    write_plan,
 )
 
 log = logging.getLogger("reconciler")
@@ -257,8 +257,8 @@ _retry_refused = click.option(
                    "search index lists as latest (the index may lag; without this flag a plain "
                    "plan says how many it skipped). plan --out and apply always read all.")
 @_retry_refused
-@_format_options
-@_redact_option
+@format_options
+@redact_option
 @click.pass_obj
 def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, excludes,
          parallelism, read_all, retry_refused, fmt, json_stream, redact_here):
@@ -269,7 +269,7 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
       reconciler plan specs/ --out plan.json --detailed-exitcode
       reconciler plan --out plan.json --format markdown > plan.md   # a PR comment
     """
-    output = _chosen_format(as_json, fmt, json_stream)
+    output = chosen_format(as_json, fmt, json_stream)
     from ..documents.plans import save
     from ..spec.config import load_config
     from ..spec.loader import load_specs
@@ -282,10 +282,10 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
                      targets, excludes, parallelism, read_all or bool(out), retry_refused)
     if out:
         save(doc, out)
-    _write_plan(doc, output, opts)
+    write_plan(doc, output, opts)
     if out and output == "text" and opts.verbosity >= 0:
         click.echo(f"Saved the plan to {out}. Apply exactly it with: reconciler apply {out}")
-    return _plan_exit_code(doc, detailed_exitcode)
+    return plan_exit_code(doc, detailed_exitcode)
 
 
 @cli.command()
@@ -293,7 +293,7 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
 @click.option("--json", "as_json", is_flag=True, help="Print the plan document as JSON.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Output format (default: text).")
-@_redact_option
+@redact_option
 @click.pass_obj
 def show(opts: GlobalOptions, planfile, as_json, fmt, redact_here):
     """Render a saved plan exactly as `plan` printed it.
@@ -305,7 +305,7 @@ def show(opts: GlobalOptions, planfile, as_json, fmt, redact_here):
       reconciler show plan.json
       reconciler show plan.json --format markdown
     """
-    output = _chosen_format(as_json, fmt)
+    output = chosen_format(as_json, fmt)
     from ..documents.plans import load, redact_values
     from ..spec.config import load_config
 
@@ -313,7 +313,7 @@ def show(opts: GlobalOptions, planfile, as_json, fmt, redact_here):
     redactor = _redactor(opts, load_config(opts.config_path), redact_here)
     if redactor.enabled and not doc["redacted"]:
         doc = redact_values(doc, redactor.show)
-    _write_plan(doc, output, opts)
+    write_plan(doc, output, opts)
     return errors.EXIT_ERROR if doc["summary"]["error"] else errors.EXIT_OK
 
 
@@ -344,7 +344,7 @@ def _is_plan_file(paths) -> bool:
 @click.option("--json-stream", "json_stream", is_flag=True,
               help="Print NDJSON events, one per line (see the README).")
 @_retry_refused
-@_redact_option
+@redact_option
 @click.pass_obj
 def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_in_flight,
           wait_timeout, lock_timeout, as_json, json_stream, retry_refused, redact_here):
@@ -368,7 +368,7 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
 
     config = load_config(opts.config_path)
     saved = _is_plan_file(paths)
-    output = _chosen_format(as_json, None, json_stream)
+    output = chosen_format(as_json, None, json_stream)
     if output == "stream" and not (saved or auto_approve):
         raise errors.UsageError("--json-stream cannot ask for confirmation: apply a saved plan "
                                 "or pass --auto-approve")
@@ -383,18 +383,18 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
             plan_doc = _make_plan(hi, config, specs, state, redactor, parallelism=parallelism,
                                   read_all=True, retry_refused=retry_refused)
             if output != "json":
-                _write_plan(plan_doc, output, opts)
+                write_plan(plan_doc, output, opts)
             if plan_doc["summary"]["error"]:
                 # Nothing is applied when any image set cannot be planned; in JSON mode the
                 # plan document (payloads hidden when redacted) says which and why.
                 if output == "json":
-                    _write_plan(plan_doc, "json", opts)
+                    write_plan(plan_doc, "json", opts)
                 raise errors.ReconcilerError(
                     f"{plan_doc['summary']['error']} image set(s) could not be planned; "
                     f"nothing was applied")
             if plan_doc["summary"]["update"] and not auto_approve:
-                _confirm("Do you want to perform these actions?")
-        on_result = _apply_watcher(plan_doc, output == "stream", hi)
+                confirm("Do you want to perform these actions?")
+        on_result = ApplyWatcher(plan_doc, output == "stream", hi)
         doc = apply_plan(plan_doc, specs, hi, backend, state,
                          ApplyOptions(fail_fast=fail_fast, parallelism=parallelism,
                                       in_flight=max_in_flight, wait_timeout=wait_timeout,
@@ -405,7 +405,7 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
         from ..documents.events import apply_summary_events, write
         write(apply_summary_events(doc), click.echo)
     else:
-        _print_report(doc, as_json, opts)
+        print_report(doc, as_json, opts)
     return errors.EXIT_ERROR if report_failed(doc) else errors.EXIT_OK
 
 
@@ -424,8 +424,8 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
                    "Implies --full.")
 @click.option("--lock-timeout", type=float, default=0.0, show_default=True, metavar="SECONDS",
               help="How long to wait for the state lock held by another run.")
-@_format_options
-@_redact_option
+@format_options
+@redact_option
 @click.pass_obj
 def drift(opts: GlobalOptions, paths, as_json, parallelism, full, read_all, lock_timeout, fmt,
           json_stream, redact_here):
@@ -445,7 +445,7 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, full, read_all, lock
       reconciler drift --format markdown >> "$GITHUB_STEP_SUMMARY"
       reconciler drift --full
     """
-    output = _chosen_format(as_json, fmt, json_stream)
+    output = chosen_format(as_json, fmt, json_stream)
     import json
     from datetime import timedelta
 
@@ -516,11 +516,11 @@ def rollback(opts: GlobalOptions, name, to_version, image_set_id, auto_approve, 
             for r in records:
                 click.echo(f"  image set {r.image_set_id}: revert to version "
                            f"{to_version or r.version_before}")
-            _confirm(f"Roll back spec {name}?")
+            confirm(f"Roll back spec {name}?")
         doc = do_rollback(name, _service(opts, config), backend, state,
                           RollbackOptions(to_version=to_version, image_set_id=image_set_id,
                                           wait_timeout=wait_timeout))
-    _print_report(doc, as_json, opts)
+    print_report(doc, as_json, opts)
     return errors.EXIT_ERROR if report_failed(doc) else errors.EXIT_OK
 
 
