@@ -8,14 +8,20 @@ errors exit 1, so that 2 always means "there are changes" / "drift found".
 
 from __future__ import annotations
 
-import logging
 import sys
-from dataclasses import dataclass, field
 
 import click
 
-from .. import __version__
 from ..core import errors
+from .base import (
+    GlobalOptions,
+    cli,
+    make_backend,
+    make_plan,
+    make_redactor,
+    make_service,
+    retry_refused_option,
+)
 from .output import (
     FORMATS,
     ApplyWatcher,
@@ -27,103 +33,6 @@ from .output import (
     redact_option,
     write_plan,
 )
-
-log = logging.getLogger("reconciler")
-
-
-@dataclass
-class GlobalOptions:
-    region: str | None = None
-    profile: str | None = None
-    endpoint_url: str | None = None
-    config_path: str | None = None
-    color: bool = True
-    verbosity: int = 0          # -1 quiet, 0 normal, 1 verbose
-    redact: bool | None = None  # None: decided by config / CI
-    extra: dict = field(default_factory=dict)
-
-
-def _setup_logging(verbosity: int) -> None:
-    level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity == 0 else logging.ERROR
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("reconciler")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # botocore's own debug logs print request bodies (metadata values): never let them through.
-    logging.getLogger("botocore").setLevel(logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
-
-
-class ReconcilerGroup(click.Group):
-    """The top-level group: the one place where errors become exit codes, so that the console
-    script, ``python -m reconciler`` and ``CliRunner`` in tests all behave alike."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        code = self._mapped(lambda: super(ReconcilerGroup, self).main(
-            args, prog_name, complete_var, standalone_mode=False, **extra))
-        if standalone_mode:
-            sys.exit(code)
-        return code
-
-    @staticmethod
-    def _mapped(call) -> int:
-        try:
-            # Commands return their exit code (0, or 2 for "changes" / "drift").
-            result = call()
-        except click.exceptions.Exit as exc:
-            return exc.exit_code
-        except click.Abort:
-            click.echo("Aborted.", err=True)
-            return errors.EXIT_ERROR
-        except click.ClickException as exc:  # usage errors: 1, not click's 2
-            exc.show()
-            return errors.EXIT_ERROR
-        except errors.SpecError as exc:
-            for diagnostic in exc.diagnostics:
-                click.echo(str(diagnostic), err=True)
-            click.echo(f"Error: {exc}", err=True)
-            return exc.exit_code
-        except errors.ReconcilerError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            return errors.exit_code_for(exc)
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            return 130
-        return result if isinstance(result, int) else errors.EXIT_OK
-
-
-@click.group(cls=ReconcilerGroup,
-             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="reconciler")
-@click.option("--region", envvar=None, help="AWS region (default: the standard AWS chain).")
-@click.option("--profile", help="AWS shared-config profile.")
-@click.option("--endpoint-url", help="HealthImaging endpoint, e.g. the local emulator "
-              "(AWS_ENDPOINT_URL_MEDICAL_IMAGING and AWS_ENDPOINT_URL are honoured too).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="Project config (default: reconciler.yaml in the working directory, if any).")
-@click.option("--no-color", is_flag=True, help="Plain output without ANSI colours.")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logs on stderr (never metadata values).")
-@click.option("--redact/--no-redact", default=None,
-              help="Hide PHI values in output (default: on when CI is set).")
-@click.pass_context
-def cli(ctx: click.Context, region, profile, endpoint_url, config_path, no_color, quiet, verbose,
-        redact):
-    """Declarative reconciler for AWS HealthImaging image-set metadata.
-
-    \b
-    Example:
-      reconciler validate && reconciler plan --out plan.json && reconciler apply plan.json
-    \b
-    Shell completion (bash; zsh and fish alike with zsh_source / fish_source):
-      eval "$(_RECONCILER_COMPLETE=bash_source reconciler)"
-    """
-    verbosity = 1 if verbose else -1 if quiet else 0
-    _setup_logging(verbosity)
-    ctx.obj = GlobalOptions(region=region, profile=profile, endpoint_url=endpoint_url,
-                            config_path=config_path, color=not no_color, verbosity=verbosity,
-                            redact=redact)
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,57 +96,6 @@ def fmt_(opts: GlobalOptions, paths, check):
 # --------------------------------------------------------------------------------------------
 # plan / show
 # --------------------------------------------------------------------------------------------
-def _service(opts: GlobalOptions, config):
-    from ..healthimaging.aws import BotoHealthImaging, ClientSettings
-    from ..healthimaging.pacing import Pacer
-
-    settings = ClientSettings(region=opts.region or config.region, profile=opts.profile,
-                              endpoint_url=opts.endpoint_url)
-    headroom = {} if config.quota_headroom is None else {"headroom": config.quota_headroom}
-    return BotoHealthImaging(settings=settings, pacer=Pacer(config.quotas, **headroom))
-
-
-def _redactor(opts: GlobalOptions, config, redact_here: bool | None, state=None):
-    """Redaction as the flags, config and CI say; hashes salted with the state's salt when
-    there is a state, so plan and drift show equal values alike."""
-    from ..dicom.redact import Redactor, redaction_enabled
-
-    flag = redact_here if redact_here is not None else opts.redact
-    return Redactor(redaction_enabled(flag, config.redact),
-                    salt=state.salt_bytes if state is not None else None)
-
-
-def _backend(config):
-    from ..states import open_backend
-
-    return open_backend(config.state, config.root)
-
-
-def _make_plan(hi, config, specs, state, redactor, targets=(), excludes=(),
-               parallelism: int = 10, read_all: bool = False, retry_refused: bool = False):
-    from ..engine.operations import known_versions, refusals, state_serials
-    from ..engine.planner import PlanOptions, make_plan
-    from ..spec.loader import check_overlaps
-
-    return make_plan(specs, hi, redactor,
-                     default_datastore=config.datastore_id, check_overlaps=check_overlaps,
-                     options=PlanOptions(targets=list(targets), excludes=list(excludes),
-                                         parallelism=parallelism,
-                                         primary=config.primary,
-                                         trust_state=not read_all),
-                     lineage=state.lineage if state is not None else None,
-                     serial=state.serial if state is not None else None,
-                     state_serial=state_serials(state) if state is not None else None,
-                     known_version=known_versions(state) if state is not None else None,
-                     refused=refusals(state) if state is not None and not retry_refused else None)
-
-
-_retry_refused = click.option(
-    "--retry-refused", is_flag=True,
-    help="Plan again a request HealthImaging refused before (UPDATE_FAILED or a 400), which "
-         "the state remembers; without it such an image set is an error saying it cannot "
-         "converge.")
-
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
@@ -256,7 +114,7 @@ _retry_refused = click.option(
               help="Read every image set, also those the state verified at the version the "
                    "search index lists as latest (the index may lag; without this flag a plain "
                    "plan says how many it skipped). plan --out and apply always read all.")
-@_retry_refused
+@retry_refused_option
 @format_options
 @redact_option
 @click.pass_obj
@@ -276,9 +134,9 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
 
     config = load_config(opts.config_path)
     specs = load_specs(list(paths), config)
-    state = _backend(config).read()
-    doc = _make_plan(_service(opts, config), config, specs, state,
-                     _redactor(opts, config, redact_here, state),
+    state = make_backend(config).read()
+    doc = make_plan(make_service(opts, config), config, specs, state,
+                     make_redactor(opts, config, redact_here, state),
                      targets, excludes, parallelism, read_all or bool(out), retry_refused)
     if out:
         save(doc, out)
@@ -310,7 +168,7 @@ def show(opts: GlobalOptions, planfile, as_json, fmt, redact_here):
     from ..spec.config import load_config
 
     doc = load(planfile)
-    redactor = _redactor(opts, load_config(opts.config_path), redact_here)
+    redactor = make_redactor(opts, load_config(opts.config_path), redact_here)
     if redactor.enabled and not doc["redacted"]:
         doc = redact_values(doc, redactor.show)
     write_plan(doc, output, opts)
@@ -343,7 +201,7 @@ def _is_plan_file(paths) -> bool:
 @click.option("--json", "as_json", is_flag=True, help="Print the apply report as JSON.")
 @click.option("--json-stream", "json_stream", is_flag=True,
               help="Print NDJSON events, one per line (see the README).")
-@_retry_refused
+@retry_refused_option
 @redact_option
 @click.pass_obj
 def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_in_flight,
@@ -374,13 +232,13 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
                                 "or pass --auto-approve")
     plan_doc = load(paths[0]) if saved else None
     specs = load_specs([] if saved else list(paths), config)
-    backend = _backend(config)
-    hi = _service(opts, config)   # one client and one pacer for the plan and the writes
+    backend = make_backend(config)
+    hi = make_service(opts, config)   # one client and one pacer for the plan and the writes
     with locked_state(backend, "apply", lock_timeout) as state:
-        redactor = _redactor(opts, config, redact_here, state)
+        redactor = make_redactor(opts, config, redact_here, state)
         if not saved:
             # A plan that leads to writes never trusts a listing for "nothing changed".
-            plan_doc = _make_plan(hi, config, specs, state, redactor, parallelism=parallelism,
+            plan_doc = make_plan(hi, config, specs, state, redactor, parallelism=parallelism,
                                   read_all=True, retry_refused=retry_refused)
             if output != "json":
                 write_plan(plan_doc, output, opts)
@@ -461,8 +319,8 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, full, read_all, lock
                            overlap=timedelta(seconds=config.drift.overlap_seconds),
                            full_after=timedelta(hours=config.drift.full_check_after_hours),
                            parallelism=parallelism)
-    report = run_drift(_service(opts, config), _backend(config), specs, config.is_ignored,
-                       lambda state: _redactor(opts, config, redact_here, state), options,
+    report = run_drift(make_service(opts, config), make_backend(config), specs, config.is_ignored,
+                       lambda state: make_redactor(opts, config, redact_here, state), options,
                        lock_timeout)
     note = describe_check(report)
     if output == "json":
@@ -508,7 +366,7 @@ def rollback(opts: GlobalOptions, name, to_version, image_set_id, auto_approve, 
     from ..spec.config import load_config
 
     config = load_config(opts.config_path)
-    backend = _backend(config)
+    backend = make_backend(config)
     with locked_state(backend, "rollback", lock_timeout) as state:
         records = [r for _, r in state.records(name)
                    if image_set_id in (None, r.image_set_id)]
@@ -517,7 +375,7 @@ def rollback(opts: GlobalOptions, name, to_version, image_set_id, auto_approve, 
                 click.echo(f"  image set {r.image_set_id}: revert to version "
                            f"{to_version or r.version_before}")
             confirm(f"Roll back spec {name}?")
-        doc = do_rollback(name, _service(opts, config), backend, state,
+        doc = do_rollback(name, make_service(opts, config), backend, state,
                           RollbackOptions(to_version=to_version, image_set_id=image_set_id,
                                           wait_timeout=wait_timeout))
     print_report(doc, as_json, opts)
@@ -548,7 +406,7 @@ def state_list(opts: GlobalOptions):
     """
     from ..spec.config import load_config
 
-    backend = _backend(load_config(opts.config_path))
+    backend = make_backend(load_config(opts.config_path))
     current = backend.read()
     if current is None:
         click.echo(f"No state at {backend.describe()}.")
@@ -575,7 +433,7 @@ def state_show(opts: GlobalOptions, name):
 
     from ..spec.config import load_config
 
-    current = _backend(load_config(opts.config_path)).read()
+    current = make_backend(load_config(opts.config_path)).read()
     records = current.records(name) if current else []
     if not records:
         raise errors.StateError(f"no spec named {name} in the state")
@@ -596,7 +454,7 @@ def state_unlock(opts: GlobalOptions, force):
     """
     from ..spec.config import load_config
 
-    backend = _backend(load_config(opts.config_path))
+    backend = make_backend(load_config(opts.config_path))
     holder = backend.unlock(force=force)
     click.echo(f"Unlocked {backend.describe()}" + (f" (was held by {holder.describe()})"
                                                     if holder else " (it was not locked)"))
@@ -633,7 +491,7 @@ def import_(opts: GlobalOptions, datastore_id, image_set_ids, selectors, levels,
         raise errors.UsageError("--datastore-id is required (reconciler.yaml sets none)")
     if bool(image_set_ids) == bool(selectors):
         raise errors.UsageError("give --image-set-id or --selector (one of the two)")
-    hi = _service(opts, config)
+    hi = make_service(opts, config)
     ids = list(image_set_ids)
     if selectors:
         filters = []

@@ -12,7 +12,7 @@ import click
 from ..core import errors
 
 if TYPE_CHECKING:
-    from . import GlobalOptions
+    from .base import GlobalOptions
 
 
 def redact_option(f):
