@@ -12,10 +12,10 @@ import click
 from ..core import errors
 
 if TYPE_CHECKING:
-    from . import GlobalOptions
+    from .base import GlobalOptions
 
 
-def _redact_option(f):
+def redact_option(f):
     """Output options are accepted after the subcommand too (docs/commands.md, global options)."""
     return click.option("--redact/--no-redact", "redact_here", default=None,
                         help="Hide PHI values (default: on when CI is set).")(f)
@@ -33,7 +33,7 @@ def _print_plan(doc, as_json: bool, opts: GlobalOptions) -> None:
 FORMATS = ("text", "markdown", "json")
 
 
-def _format_options(f):
+def format_options(f):
     """--format text|markdown|json (``--json`` is ``--format json``) and --json-stream."""
     f = click.option("--json-stream", "json_stream", is_flag=True,
                      help="Print NDJSON events, one per line (fields: docs/gitops.md).")(f)
@@ -41,7 +41,7 @@ def _format_options(f):
                         help="Output format (default: text).")(f)
 
 
-def _chosen_format(as_json: bool, fmt: str | None, json_stream: bool = False) -> str:
+def chosen_format(as_json: bool, fmt: str | None, json_stream: bool = False) -> str:
     chosen = {"json"} if as_json else set()
     chosen |= {fmt} if fmt else set()
     chosen |= {"stream"} if json_stream else set()
@@ -50,7 +50,7 @@ def _chosen_format(as_json: bool, fmt: str | None, json_stream: bool = False) ->
     return chosen.pop() if chosen else "text"
 
 
-def _write_plan(doc, output: str, opts: GlobalOptions) -> None:
+def write_plan(doc, output: str, opts: GlobalOptions) -> None:
     """The plan in the chosen output (text and json as _print_plan prints them)."""
     if output == "markdown":
         from ..documents.markdown import render_plan_markdown
@@ -62,7 +62,7 @@ def _write_plan(doc, output: str, opts: GlobalOptions) -> None:
         _print_plan(doc, output == "json", opts)
 
 
-def _plan_exit_code(doc, detailed: bool) -> int:
+def plan_exit_code(doc, detailed: bool) -> int:
     if doc["summary"]["error"]:
         return errors.EXIT_ERROR
     if detailed and doc["summary"]["update"]:
@@ -70,7 +70,7 @@ def _plan_exit_code(doc, detailed: bool) -> int:
     return errors.EXIT_OK
 
 
-def _confirm(question: str) -> None:
+def confirm(question: str) -> None:
     if not sys.stdin.isatty():
         raise errors.UsageError("refusing to apply without a terminal to confirm: pass "
                                 "--auto-approve, or apply a reviewed plan file; nothing was written")
@@ -79,7 +79,7 @@ def _confirm(question: str) -> None:
         raise errors.ReconcilerError("apply cancelled; nothing was written")
 
 
-class _ApplyWatcher:
+class ApplyWatcher:
     """Called once per finished image set: NDJSON events as they happen (--json-stream), and
     progress on stderr when a person watches."""
 
@@ -107,10 +107,7 @@ class _ApplyWatcher:
         self.progress.close()
 
 
-_apply_watcher = _ApplyWatcher
-
-
-def _print_report(doc, as_json: bool, opts: GlobalOptions) -> None:
+def print_report(doc, as_json: bool, opts: GlobalOptions) -> None:
     from ..documents.render import render_report
 
     if as_json:
