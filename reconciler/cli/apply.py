@@ -128,8 +128,9 @@ def rollback(opts: GlobalOptions, name, to_version, image_set_id, auto_approve, 
     Example:
       reconciler rollback ct-small --auto-approve
     """
-    from ..engine.operations import RollbackOptions, locked_state, report_failed
-    from ..engine.operations import rollback as do_rollback
+    from ..engine.operations import locked_state, report_failed
+    from ..engine.rollback import RollbackOptions
+    from ..engine.rollback import rollback as do_rollback
     from ..spec.config import load_config
 
     config = load_config(opts.config_path)

@@ -4,18 +4,17 @@ its lock.
 :func:`locked_state` is the one place the state lock is taken: apply and rollback run inside
 it from the CLI (which plans, shows and asks for confirmation while holding it, as Terraform
 does), and :func:`run_drift` inside it on its own. Under it, :func:`apply_plan` and
-:func:`rollback` save the state after **every** image set (atomically, by the backend), so a
-failure half way loses nothing already done and a re-run converges. Each returns a report
-document; rendering is the caller's.
+:func:`reconciler.engine.rollback.rollback` save the state after **every** image set
+(atomically, by the backend), so a failure half way loses nothing already done and a re-run
+converges. Each returns a report document; rendering is the caller's.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -25,16 +24,14 @@ from ..core import errors
 from ..dicom.redact import Redactor
 from ..documents import plans
 from ..documents.types import DriftReport, PlanDocument, Report, ReportItem
-from ..healthimaging import waits
-from ..healthimaging.api import DELETED, UPDATED, HealthImaging
+from ..healthimaging.api import HealthImaging
 from ..spec.types import Spec
-from ..states import OP_APPLY, OP_ROLLBACK, ImageSetRecord, Refusal, State, StateBackend
+from ..states import OP_APPLY, ImageSetRecord, Refusal, State, StateBackend
 from .applier import Applier, ApplyOptions
-from .diff import desired_values, live_values
+from .diff import desired_values
 from .drift import DriftOptions
 from .drift import check as drift_check
 from .outcomes import APPLIED, FAILED, MISSING, SKIPPED, STALE, UNCHANGED, Outcome
-from .sending import send_update
 
 REPORT_FORMAT = "1"
 
@@ -263,93 +260,6 @@ def apply_plan(plan: PlanDocument, specs: list[Spec], hi: HealthImaging, backend
     outcomes = Applier(hi, options).apply(plan, by_name, on_result=save, skip=skip,
                                           before_write=pending)
     return report(outcomes, "apply")
-
-
-@dataclass
-class RollbackOptions:
-    to_version: str | None = None
-    image_set_id: str | None = None
-    wait_timeout: float = 600.0
-    poll_interval: float = 0.2
-    sleep: Callable[[float], None] = time.sleep
-
-
-def rollback(name: str, hi: HealthImaging, backend: StateBackend, state: State,
-             options: RollbackOptions) -> Report:
-    """Revert each image set of spec ``name`` to the version recorded before our last apply
-    (or ``to_version``) with ``revertToVersionId``, wait, verify, record."""
-    records = [r for _, r in state.records(name)
-               if options.image_set_id in (None, r.image_set_id)]
-    if not records:
-        raise errors.StateError(f"no image set of spec {name} is recorded in the state"
-                                + (f" with id {options.image_set_id}" if options.image_set_id else ""))
-    outcomes = []
-    for record in records:
-        target = options.to_version or record.version_before
-        outcome = Outcome(name, record.datastore_id, record.image_set_id, FAILED)
-        try:
-            live = hi.get_image_set(record.datastore_id, record.image_set_id)
-            outcome.version_before = live.version_id
-            if live.state == DELETED:
-                raise errors.NotFoundError(f"image set {record.image_set_id} is DELETED")
-            if waits.busy(live):
-                raise errors.ConflictError(f"image set {record.image_set_id} is "
-                                           f"{live.state}/{live.workflow_status}: busy")
-            if record.version_after is None and live.version_id == target:
-                # A pending record whose write never landed: there is nothing to undo.
-                outcome.status, outcome.version_after = UNCHANGED, live.version_id
-                outcome.reason = (f"the interrupted write never landed: still at version "
-                                  f"{target}")
-                outcomes.append(outcome)
-                continue
-            try:   # the image set is there; a version that is not is a failure, not "missing"
-                hi.get_image_set(record.datastore_id, record.image_set_id, target)
-            except errors.NotFoundError:
-                raise errors.ServiceError(f"image set {record.image_set_id} has no version "
-                                          f"{target} to revert to") from None
-            result = send_update(hi, record.datastore_id, record.image_set_id,
-                                 live.version_id, revert_to_version_id=target)
-            outcome.writes = 1
-            image_set = waits.settle(
-                hi, record.datastore_id, record.image_set_id, result.latest_version_id,
-                deadline=time.monotonic() + options.wait_timeout,
-                interval=options.poll_interval, sleep=options.sleep)
-            if image_set is None:
-                raise errors.ServiceError(f"version {result.latest_version_id} stayed LOCKED "
-                                          f"for more than {options.wait_timeout:g}s")
-            outcome.response = {"latestVersionId": result.latest_version_id,
-                                "imageSetState": image_set.state,
-                                "imageSetWorkflowStatus": image_set.workflow_status,
-                                "message": image_set.message}
-            if image_set.workflow_status != UPDATED:
-                raise errors.ServiceError(
-                    f"revert ended {image_set.state}/{image_set.workflow_status}: "
-                    f"{image_set.message or 'no message'}")
-            reverted = hi.get_metadata(record.datastore_id, record.image_set_id,
-                                       result.latest_version_id)
-            wanted = hi.get_metadata(record.datastore_id, record.image_set_id, target)
-            for doc in (reverted, wanted):
-                for key in ("DatastoreID", "ImageSetID", "SchemaVersion"):
-                    doc.pop(key, None)
-            if reverted != wanted:
-                raise errors.ServiceError(f"verification failed: version "
-                                          f"{result.latest_version_id} does not equal version "
-                                          f"{target}")
-            live_now = live_values(record.hashes, reverted)
-            state.put(name, ImageSetRecord(
-                datastore_id=record.datastore_id, image_set_id=record.image_set_id,
-                version_before=live.version_id, version_after=result.latest_version_id,
-                spec_digest=record.spec_digest, hashes=state.hash_values(live_now),
-                last_operation=OP_ROLLBACK))
-            backend.write(state)
-            outcome.status, outcome.version_after = APPLIED, result.latest_version_id
-            outcome.reason = f"reverted to the content of version {target}"
-        except errors.NotFoundError as exc:
-            outcome.status, outcome.reason = MISSING, str(exc)
-        except errors.ServiceError as exc:
-            outcome.reason = str(exc)
-        outcomes.append(outcome)
-    return report(outcomes, "rollback")
 
 
 def run_drift(hi: HealthImaging, backend: StateBackend, specs: list[Spec],

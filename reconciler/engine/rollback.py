@@ -1,0 +1,111 @@
+"""rollback: revert a spec's image sets to the version recorded before our last apply.
+
+Under the state lock (:func:`~reconciler.engine.operations.locked_state`, taken by the
+caller): for each recorded image set, one UpdateImageSetMetadata with ``revertToVersionId``
+(a new version with the old content), through the one write (:func:`.sending.send_update`);
+then the new version is waited for, its metadata compared with the version reverted to, and
+the outcome recorded and saved at once, as apply does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from ..core import errors
+from ..documents.types import Report
+from ..healthimaging import waits
+from ..healthimaging.api import DELETED, UPDATED, HealthImaging
+from ..states import OP_ROLLBACK, ImageSetRecord, State, StateBackend
+from .diff import live_values
+from .operations import report
+from .outcomes import APPLIED, FAILED, MISSING, UNCHANGED, Outcome
+from .sending import send_update
+
+
+@dataclass
+class RollbackOptions:
+    to_version: str | None = None
+    image_set_id: str | None = None
+    wait_timeout: float = 600.0
+    poll_interval: float = 0.2
+    sleep: Callable[[float], None] = time.sleep
+
+
+def rollback(name: str, hi: HealthImaging, backend: StateBackend, state: State,
+             options: RollbackOptions) -> Report:
+    """Revert each image set of spec ``name`` to the version recorded before our last apply
+    (or ``to_version``) with ``revertToVersionId``, wait, verify, record."""
+    records = [r for _, r in state.records(name)
+               if options.image_set_id in (None, r.image_set_id)]
+    if not records:
+        raise errors.StateError(f"no image set of spec {name} is recorded in the state"
+                                + (f" with id {options.image_set_id}" if options.image_set_id else ""))
+    outcomes = []
+    for record in records:
+        target = options.to_version or record.version_before
+        outcome = Outcome(name, record.datastore_id, record.image_set_id, FAILED)
+        try:
+            live = hi.get_image_set(record.datastore_id, record.image_set_id)
+            outcome.version_before = live.version_id
+            if live.state == DELETED:
+                raise errors.NotFoundError(f"image set {record.image_set_id} is DELETED")
+            if waits.busy(live):
+                raise errors.ConflictError(f"image set {record.image_set_id} is "
+                                           f"{live.state}/{live.workflow_status}: busy")
+            if record.version_after is None and live.version_id == target:
+                # A pending record whose write never landed: there is nothing to undo.
+                outcome.status, outcome.version_after = UNCHANGED, live.version_id
+                outcome.reason = (f"the interrupted write never landed: still at version "
+                                  f"{target}")
+                outcomes.append(outcome)
+                continue
+            try:   # the image set is there; a version that is not is a failure, not "missing"
+                hi.get_image_set(record.datastore_id, record.image_set_id, target)
+            except errors.NotFoundError:
+                raise errors.ServiceError(f"image set {record.image_set_id} has no version "
+                                          f"{target} to revert to") from None
+            result = send_update(hi, record.datastore_id, record.image_set_id,
+                                 live.version_id, revert_to_version_id=target)
+            outcome.writes = 1
+            image_set = waits.settle(
+                hi, record.datastore_id, record.image_set_id, result.latest_version_id,
+                deadline=time.monotonic() + options.wait_timeout,
+                interval=options.poll_interval, sleep=options.sleep)
+            if image_set is None:
+                raise errors.ServiceError(f"version {result.latest_version_id} stayed LOCKED "
+                                          f"for more than {options.wait_timeout:g}s")
+            outcome.response = {"latestVersionId": result.latest_version_id,
+                                "imageSetState": image_set.state,
+                                "imageSetWorkflowStatus": image_set.workflow_status,
+                                "message": image_set.message}
+            if image_set.workflow_status != UPDATED:
+                raise errors.ServiceError(
+                    f"revert ended {image_set.state}/{image_set.workflow_status}: "
+                    f"{image_set.message or 'no message'}")
+            reverted = hi.get_metadata(record.datastore_id, record.image_set_id,
+                                       result.latest_version_id)
+            wanted = hi.get_metadata(record.datastore_id, record.image_set_id, target)
+            for doc in (reverted, wanted):
+                for key in ("DatastoreID", "ImageSetID", "SchemaVersion"):
+                    doc.pop(key, None)
+            if reverted != wanted:
+                raise errors.ServiceError(f"verification failed: version "
+                                          f"{result.latest_version_id} does not equal version "
+                                          f"{target}")
+            live_now = live_values(record.hashes, reverted)
+            state.put(name, ImageSetRecord(
+                datastore_id=record.datastore_id, image_set_id=record.image_set_id,
+                version_before=live.version_id, version_after=result.latest_version_id,
+                spec_digest=record.spec_digest, hashes=state.hash_values(live_now),
+                last_operation=OP_ROLLBACK))
+            backend.write(state)
+            outcome.status, outcome.version_after = APPLIED, result.latest_version_id
+            outcome.reason = f"reverted to the content of version {target}"
+        except errors.NotFoundError as exc:
+            outcome.status, outcome.reason = MISSING, str(exc)
+        except errors.ServiceError as exc:
+            outcome.reason = str(exc)
+        outcomes.append(outcome)
+    return report(outcomes, "rollback")
