@@ -8,9 +8,9 @@ docs/gitops.md (NDJSON events). Events are built from the same documents the oth
 document, the apply report, the drift report — so the values they carry are exactly the ones
 ``plan`` would print: redacted markers when redaction is on, and never a request payload.
 
-apply: ``runs.apply_plan`` offers no per-image-set hook yet, so ``apply_start`` is emitted for
-every image set to update before the run, and ``apply_progress`` / ``apply_complete`` /
-``apply_errored`` from the report once the run has ended (in the order of the report).
+apply: ``apply_start`` is emitted for every image set to update before the run; then, as each
+image set finishes (``engine.operations.apply_plan`` hands its report item to ``on_result``),
+its ``apply_progress`` and ``apply_complete`` / ``apply_errored``; the summary at the end.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def plan_events(doc: PlanDocument) -> Iterator[dict[str, Any]]:
         grouped = {"group": entry["group"]} if "group" in entry else {}
         yield event("planned_change",
                     f"{where}: update ({len(entry['changes'])} attribute changes"
-                    + (f", study group {entry['group']})" if grouped else ")"),
+                    + (f", study update {entry['group']})" if grouped else ")"),
                     action="update", spec=entry["spec"], datastore_id=entry["datastore_id"],
                     image_set_id=entry["image_set_id"], version_id=entry["version_id"],
                     requests=len(entry["requests"]), **grouped,

@@ -3,7 +3,7 @@ job summaries and issues (``--format markdown``).
 
 Like :mod:`reconciler.documents.render`, they read only the serialised documents, so ``plan`` and
 ``show PLANFILE`` render the same Markdown. The summary comes first (a reviewer sees at once
-whether anything changes), then a table of the image sets concerned (a study group is one
+whether anything changes), then a table of the image sets concerned (a study update is one
 row), then one collapsible ``<details>`` block per image set or group holding the very lines
 the text renderer prints, in a ``diff`` code block with the change symbols in the first
 column so that GitHub colours them (``+`` add, ``-`` remove, ``!`` update: ``~`` is not a diff symbol). Values are printed as the

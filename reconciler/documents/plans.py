@@ -45,7 +45,7 @@ def checksum(doc: PlanDocument) -> str:
 def new_plan(entries: list[PlanEntry], *, redacted: bool,
              lineage: str | None = None, serial: int | None = None,
              groups: list[StudyUpdate] | None = None) -> PlanDocument:
-    """Assemble a plan document from per-image-set entries and study groups (see the schema
+    """Assemble a plan document from per-image-set entries and study updates (see the schema
     for their form). The summary counts image sets (each member of a group counts) and
     requests (a group sends one)."""
     updates = [e for e in entries if e["action"] == ACTION_UPDATE]

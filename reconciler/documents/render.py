@@ -2,8 +2,8 @@
 
 The human form follows Terraform: one block per image set, ``~`` update, ``-`` remove,
 ``+`` add, old -> new values, grouped by level, and a last line
-``Plan: N image sets to update, M unchanged, K attributes changed.``. A study group is one
-block naming its members, with ``in R requests (G study groups)`` added to the last line.
+``Plan: N image sets to update, M unchanged, K attributes changed.``. A study update is one
+block naming its members, with ``in R requests (G study updates)`` added to the last line.
 Values are printed as the plan document holds them: redacted markers stay as they are.
 """
 

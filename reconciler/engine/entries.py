@@ -32,7 +32,7 @@ def plan_entry(assignment: Assignment, version_id: str | None, changes: list[Cha
                schema_version: Any = SCHEMA_VERSION, primary: bool = False) -> PlanEntry:
     """``schema_version``: the SchemaVersion of the document the diff was made against, which
     the payloads repeat (see :mod:`reconciler.engine.payloads`). ``primary``: the image set is a
-    primary one, whose Patient/Study changes a study update carries (:mod:`grouping`), so its
+    primary one, whose Patient/Study changes a study update carries (:mod:`.study_updates`), so its
     own requests never go study-wide."""
     spec = assignment.spec
     requests = [] if error else build_requests(

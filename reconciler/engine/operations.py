@@ -116,7 +116,7 @@ def stale_entries(plan: PlanDocument, state: State,
                   specs: dict[str, Spec]) -> dict[tuple[str, str], str]:
     """Entries ``(spec name, image set id)`` of a saved plan that must not be applied, with
     why (Terraform refuses a plan whose state moved; here it is per spec and image set, so
-    unrelated applies do not block a plan). Every member of a study group is checked too."""
+    unrelated applies do not block a plan). Every member of a study update is checked too."""
     stale: dict[tuple[str, str], str] = {}
     for entry in plans.per_image_set(plan):
         image_set_id, name = entry["image_set_id"], entry["spec"]

@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE.parent))
 from matrix import readings  # noqa: E402
 
 # The end-to-end subset, chosen for what a reading can change: plan, apply, plan after apply,
-# drift (full and incremental), rollback, import, study groups on primary image sets, stale
+# drift (full and incremental), rollback, import, study updates on primary image sets, stale
 # saved plans, conflicts and faults, concurrent applies, and the pull-request flow. Not here:
 # tests/emulator (they test the emulator's default behaviours themselves), unit tests with no
 # emulator, and the slow fault-injection sweeps of tests/hardening (timing, not readings).
