@@ -8,14 +8,7 @@ import click
 
 from ..core import errors
 from .base import (
-    GlobalOptions,
-    cli,
-    make_backend,
-    make_plan,
-    make_redactor,
-    make_service,
-    retry_refused_option,
-)
+    GlobalOptions, cli, make_backend, make_plan, make_redactor, make_service, retry_refused_option)
 from .output import ApplyWatcher, chosen_format, confirm, print_report, redact_option, write_plan
 
 

@@ -7,22 +7,9 @@ import click
 
 from ..core import errors
 from .base import (
-    GlobalOptions,
-    cli,
-    make_backend,
-    make_plan,
-    make_redactor,
-    make_service,
-    retry_refused_option,
-)
+    GlobalOptions, cli, make_backend, make_plan, make_redactor, make_service, retry_refused_option)
 from .output import (
-    FORMATS,
-    chosen_format,
-    format_options,
-    plan_exit_code,
-    redact_option,
-    write_plan,
-)
+    FORMATS, chosen_format, format_options, plan_exit_code, redact_option, write_plan)
 
 
 @cli.command()

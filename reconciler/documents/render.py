@@ -14,14 +14,7 @@ from typing import Any
 
 from . import plans
 from .types import (
-    DriftReport,
-    PlanChange,
-    PlanDocument,
-    PlanEntry,
-    Report,
-    StudyMember,
-    StudyUpdate,
-)
+    DriftReport, PlanChange, PlanDocument, PlanEntry, Report, StudyMember, StudyUpdate)
 
 SYMBOL = {"add": "+", "update": "~", "remove": "-", "remove-series": "-", "remove-instance": "-"}
 ANSI = {"+": "\x1b[32m", "~": "\x1b[33m", "-": "\x1b[31m"}   # green, yellow, red

@@ -20,14 +20,7 @@ from __future__ import annotations
 
 from .control import ControlMixin
 from .core import (
-    DEFAULT_DATASTORE_NAME,
-    BackendCore,
-    Call,
-    Settings,
-    conflict,
-    not_found,
-    stable_id,
-)
+    DEFAULT_DATASTORE_NAME, BackendCore, Call, Settings, conflict, not_found, stable_id)
 from .entities import ACCOUNT_ID
 from .imports import ImportsMixin
 from .reads import ReadsMixin

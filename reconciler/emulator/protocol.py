@@ -25,17 +25,8 @@ import botocore.session
 from botocore.model import OperationModel, ServiceModel
 
 from .shapes import (
-    Errors,
-    OutputError,
-    ServiceError,
-    check,
-    from_json,
-    from_text,
-    raise_if,
-    to_json,
-    unknown_members,
-    validation,
-)
+    Errors, OutputError, ServiceError, check, from_json, from_text, raise_if, to_json,
+    unknown_members, validation)
 
 __all__ = ["ServiceError", "OutputError", "validation", "service_model", "routes",
            "match_route", "parse_request", "serialise_response", "serialise_error",

@@ -30,15 +30,8 @@ from werkzeug.wrappers import Request, Response
 from .faults import FaultError, Faults, malform
 from .models import Call, HealthImagingBackend
 from .protocol import (
-    OutputError,
-    ServiceError,
-    match_route,
-    operation_errors,
-    parse_request,
-    region_from_authorization,
-    serialise_error,
-    serialise_response,
-)
+    OutputError, ServiceError, match_route, operation_errors, parse_request,
+    region_from_authorization, serialise_error, serialise_response)
 from .quotas import Quotas
 
 log = logging.getLogger("reconciler.emulator")

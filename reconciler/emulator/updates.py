@@ -25,17 +25,8 @@ from reconciler.data import service_facts
 
 from .behaviours import Behaviours
 from .rules import (
-    PRIVATE_KEY,
-    UIDS,
-    Op,
-    exceeds_length_limit,
-    extract_ops,
-    is_multi_valued,
-    is_private_key,
-    is_sequence,
-    vr_of,
-    vr_problem,
-)
+    PRIVATE_KEY, UIDS, Op, exceeds_length_limit, extract_ops, is_multi_valued, is_private_key,
+    is_sequence, vr_of, vr_problem)
 
 RESTRICTED = {"patient_series": (service_facts.PATIENT, service_facts.SERIES),
               "patient_study": (service_facts.PATIENT, service_facts.STUDY)}

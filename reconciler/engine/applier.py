@@ -48,17 +48,7 @@ from . import study_updates
 from .diff import Change, ImageSetProblem, diff
 from .entries import before_digest
 from .outcomes import (
-    APPLIED,
-    FAILED,
-    MISSING,
-    SKIPPED,
-    STALE,
-    UNCHANGED,
-    Outcome,
-    Refused,
-    Stop,
-    response_elements,
-)
+    APPLIED, FAILED, MISSING, SKIPPED, STALE, UNCHANGED, Outcome, Refused, Stop, response_elements)
 from .payloads import Request, build_requests, schema_version_of
 from .reading import Waiting, read_pinned
 from .sending import RETRIED_AFTER_REREAD, BeforeWrite, retried, send_update

@@ -37,13 +37,7 @@ from .diff import Change, ImageSetProblem, diff
 from .entries import plan_entry
 from .payloads import PayloadTooLarge, Request, schema_version_of
 from .reading import (
-    Assignment,
-    Waiting,
-    list_versions,
-    moved_since_listed,
-    read_listed,
-    resolve_targets,
-)
+    Assignment, Waiting, list_versions, moved_since_listed, read_listed, resolve_targets)
 
 log = logging.getLogger(__name__)
 

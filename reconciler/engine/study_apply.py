@@ -22,16 +22,7 @@ from . import study_updates
 from .diff import ImageSetProblem
 from .entries import before_digest
 from .outcomes import (
-    APPLIED,
-    FAILED,
-    SKIPPED,
-    STALE,
-    UNCHANGED,
-    Outcome,
-    Refused,
-    Stop,
-    response_elements,
-)
+    APPLIED, FAILED, SKIPPED, STALE, UNCHANGED, Outcome, Refused, Stop, response_elements)
 from .payloads import Request
 from .reading import study_key
 from .sending import RETRIED_AFTER_REREAD

@@ -22,7 +22,8 @@ UPDATING_FOR_STUDY_CONSISTENCY = "UPDATING_FOR_STUDY_CONSISTENCY"
 
 @dataclass(frozen=True)
 class ImageSet:
-    """GetImageSet: one version's properties (the latest when no version was asked)."""
+    """GetImageSet: one version's properties (the latest when no version was asked); also an
+    item of ListImageSetVersions."""
 
     datastore_id: str
     image_set_id: str
@@ -52,21 +53,6 @@ class UpdateResult:
     message: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class ImageSetVersion:
-    """One item of ListImageSetVersions."""
-
-    image_set_id: str
-    version_id: str
-    state: str
-    workflow_status: str | None = None
-    message: str | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-    forced: bool = False
-    is_primary: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +86,7 @@ class HealthImaging(Protocol):
         """``updatable`` / ``removable`` are the exact JSON texts to send (the plan stores them);
         ``revert_to_version_id`` excludes both."""
 
-    def list_versions(self, datastore_id: str, image_set_id: str) -> list[ImageSetVersion]:
+    def list_versions(self, datastore_id: str, image_set_id: str) -> list[ImageSet]:
         """Every version, all pages, sorted by version number ascending."""
 
     def search_image_sets(self, datastore_id: str, filters: list[dict[str, Any]] | None = None,

@@ -30,7 +30,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from ..core import errors
-from .api import ImageSet, ImageSetSummary, ImageSetVersion, UpdateResult
+from .api import ImageSet, ImageSetSummary, UpdateResult
 from .pacing import Pacer
 
 log = logging.getLogger(__name__)
@@ -251,8 +251,8 @@ class BotoHealthImaging:
             workflow_status=r.get("imageSetWorkflowStatus"), message=r.get("message"),
             created_at=r.get("createdAt"), updated_at=r.get("updatedAt"))
 
-    def list_versions(self, datastore_id: str, image_set_id: str) -> list[ImageSetVersion]:
-        versions: list[ImageSetVersion] = []
+    def list_versions(self, datastore_id: str, image_set_id: str) -> list[ImageSet]:
+        versions: list[ImageSet] = []
         token: str | None = None
         while True:
             params: dict[str, Any] = dict(datastoreId=datastore_id, imageSetId=image_set_id,
@@ -261,9 +261,9 @@ class BotoHealthImaging:
                 params["nextToken"] = token
             r = self._call("ListImageSetVersions", "list_image_set_versions", **params)
             for item in r.get("imageSetPropertiesList", []):
-                versions.append(ImageSetVersion(
-                    image_set_id=item["imageSetId"], version_id=_version_str(item["versionId"]),
-                    state=item["imageSetState"], workflow_status=item.get("ImageSetWorkflowStatus"),
+                versions.append(ImageSet(
+                    datastore_id=datastore_id, image_set_id=item["imageSetId"],
+                    version_id=_version_str(item["versionId"]), state=item["imageSetState"], workflow_status=item.get("ImageSetWorkflowStatus"),
                     message=item.get("message"), created_at=item.get("createdAt"),
                     updated_at=item.get("updatedAt"),
                     forced=bool((item.get("overrides") or {}).get("forced")),

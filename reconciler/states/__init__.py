@@ -15,14 +15,7 @@ from .backend import DEFAULT_LOCAL_PATH, DEFAULT_S3_KEY, LockInfo, StateBackend
 from .document import FORMAT_VERSION, State
 from .factory import open_backend
 from .records import (
-    OP_APPLY,
-    OP_ROLLBACK,
-    DriftCheckpoint,
-    ImageSetRecord,
-    Refusal,
-    utc_now,
-    utc_time,
-)
+    OP_APPLY, OP_ROLLBACK, DriftCheckpoint, ImageSetRecord, Refusal, utc_now, utc_time)
 
 __all__ = ["DEFAULT_LOCAL_PATH", "DEFAULT_S3_KEY", "FORMAT_VERSION", "OP_APPLY", "OP_ROLLBACK",
            "DriftCheckpoint", "ImageSetRecord", "LockInfo", "Refusal", "State", "StateBackend",
