@@ -25,6 +25,7 @@ from ..dicom.paths import attribute_path, containers, instance_path, series_path
 from . import schemacheck
 from .attributes import build_attributes
 from .config import Config
+from .tables import TABLE_KIND, build_table
 from .types import Attribute, Position, Spec, Target
 from .yamlload import Document, load_file, render_path
 
@@ -93,6 +94,13 @@ def load_specs(paths: list[str], config: Config, *,
         documents, file_problems = load_file(file, str(file))
         problems += file_problems
         for doc in documents:
+            if isinstance(doc.data, dict) and doc.data.get("kind") == TABLE_KIND:
+                rows, errors, doc_warnings = build_table(
+                    doc, lambda row: _checked_build(row, config))
+                problems += errors
+                found_warnings += doc_warnings
+                specs += rows
+                continue
             spec, errors, doc_warnings = _checked_build(doc, config)
             problems += errors
             found_warnings += doc_warnings

@@ -43,6 +43,7 @@ SUBSET = [
     "tests/apply/test_drift_incremental.py",
     "tests/apply/test_rollback_e2e.py",
     "tests/apply/test_grouping_apply.py",
+    "tests/apply/test_table_e2e.py",
     "tests/apply/test_saved_plan_staleness.py",
     "tests/apply/test_conflicts_and_faults.py",
     # (not its lock-waiting test: 20-60 s of holding a lock, the same under every reading)

@@ -1,0 +1,142 @@
+"""Table specs (reconciler/spec/tables.py): a kind ImageSetMetadataTable document and its CSV
+file load as one spec per row, checked by the YAML spec's own code, every problem reported at
+FILE.csv:ROW:COLUMN before anything is sent."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from reconciler.core.canonical import digest
+from reconciler.core.errors import SpecError
+from reconciler.spec.config import load_config
+from reconciler.spec.loader import load_specs
+
+DS = "d" * 32
+STUDY_A, STUDY_B = "1.2.840.1.1", "1.2.840.1.2"
+
+
+def table(tmp_path, csv: str, *, attributes: str = "  Study.AccessionNumber: accession\n",
+          match: str = "  DICOMStudyInstanceUID: study_uid\n", extra: str = "",
+          csv_bytes: bytes | None = None):
+    (tmp_path / "fixes.yaml").write_text(textwrap.dedent(f"""\
+        apiVersion: reconciler/v1
+        kind: ImageSetMetadataTable
+        metadata: {{name: fixes, labels: {{team: ris}}}}
+        target: {{datastoreId: {DS}}}
+        source: fixes.csv
+        """) + "match:\n" + match + "attributes:\n" + attributes + extra)
+    (tmp_path / "fixes.csv").write_bytes(csv_bytes if csv_bytes is not None
+                                         else csv.encode("utf-8"))
+    return tmp_path / "fixes.yaml"
+
+
+def load(path):
+    return load_specs([path.name], load_config(None))   # run from its directory: short names
+
+
+def problems(path) -> list[str]:
+    with pytest.raises(SpecError) as caught:
+        load(path)
+    return [str(d) for d in caught.value.diagnostics]
+
+
+def test_each_row_is_a_spec_named_by_a_hash_of_its_match_values(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = table(tmp_path, "study_uid,accession,description\n"
+                           f"{STUDY_A},0042,Knee\n{STUDY_B},A7,\n",
+                 attributes="  Study.AccessionNumber: accession\n"
+                            "  Study.StudyDescription: description\n")
+    first, second = load(path)
+    assert first.name == f"fixes.{digest({'DICOMStudyInstanceUID': STUDY_A})[:12]}"
+    assert second.name == f"fixes.{digest({'DICOMStudyInstanceUID': STUDY_B})[:12]}"
+    assert first.target.selector == {"DICOMStudyInstanceUID": STUDY_A}
+    assert first.target.datastore_id == DS
+    # A number-looking cell keeps its text for a string VR, as in a YAML spec.
+    assert first.attributes.study["AccessionNumber"].value == "0042"
+    assert first.attributes.study["StudyDescription"].value == "Knee"
+    # An empty cell: not managed by that row.
+    assert set(second.attributes.study) == {"AccessionNumber"}
+    assert first.labels == {"team": "ris", "table": "fixes"}
+    assert (first.position.file, first.position.line) == ("fixes.csv", 2)
+    # Names never carry a value of the row.
+    assert STUDY_A not in first.name and "0042" not in first.name
+
+
+def test_a_row_name_is_stable_when_other_columns_or_the_order_change(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = {s.name: s.digest for s in load(table(
+        tmp_path, f"study_uid,accession\n{STUDY_A},A1\n{STUDY_B},B1\n"))}
+    after = {s.name: s.digest for s in load(table(
+        tmp_path, f"study_uid,accession\n{STUDY_B},B1\n{STUDY_A},A2\n"))}
+    assert set(before) == set(after)
+    changed = [name for name in before if before[name] != after[name]]
+    assert changed == [f"fixes.{digest({'DICOMStudyInstanceUID': STUDY_A})[:12]}"]
+
+
+def test_the_null_marker_declares_an_attribute_absent(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec, = load(table(tmp_path, f"study_uid,accession\n{STUDY_A},<null>\n"))
+    assert spec.attributes.study["AccessionNumber"].absent
+
+
+def test_every_cell_problem_is_reported_at_its_row_and_column(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = table(tmp_path,
+                 "study_uid,accession,dob,sid\n"
+                 f"{STUDY_A},A1,20240231,\n"
+                 "not a uid,THIS-ACCESSION-IS-TOO-LONG,,\n"
+                 f"{STUDY_A},A3,,\n"
+                 f"{STUDY_B},,,17\n",
+                 attributes="  Study.AccessionNumber: accession\n"
+                            "  Patient.PatientBirthDate: dob\n  Study.StudyID: sid\n")
+    found = problems(path)
+    assert found == [
+        "fixes.csv:2:3: Patient.PatientBirthDate (column dob): is not a calendar date",
+        "fixes.csv:3:1: DICOMStudyInstanceUID (column study_uid): must be a DICOM UID: digits "
+        "and dots, no leading zeros in a component, at most 64 characters",
+        "fixes.csv:3:2: Study.AccessionNumber (column accession): is 26 characters long; VR SH "
+        "allows at most 16",
+        "fixes.csv:4:1: row: the same match values as row 2: each row must select its own "
+        "image sets",
+        "fixes.csv:5:4: Study.StudyID (column sid): changing StudyID needs force: true in the "
+        "spec (HealthImaging refuses it otherwise)",
+    ]
+    # Messages name rows, columns and rules, never a value of the file.
+    assert not any(v in " ".join(found) for v in ("20240231", "THIS-ACCESSION", "not a uid"))
+
+
+@pytest.mark.parametrize("csv, expected", [
+    ("", "fixes.csv:1:1: a header row naming the columns is required"),
+    ("study_uid,study_uid\n", "fixes.csv:1:2: column 'study_uid' is named twice"),
+    ("uid,accession\n1.2,A\n", "fixes.yaml:7:26: match.DICOMStudyInstanceUID: column "
+                               "'study_uid' is not in the header of fixes.csv"),
+])
+def test_a_file_that_cannot_be_a_table_is_refused(tmp_path, monkeypatch, csv, expected):
+    monkeypatch.chdir(tmp_path)
+    assert problems(table(tmp_path, csv)) == [expected]
+
+
+def test_series_level_attributes_are_for_yaml_specs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    found = problems(table(tmp_path, f"study_uid,x\n{STUDY_A},A\n",
+                           attributes="  Series[1.2.3].SeriesDescription: x\n"))
+    assert len(found) == 1 and "must be Patient.KEY or Study.KEY" in found[0]
+
+
+def test_a_byte_order_mark_and_quoted_cells_are_read_as_csv(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec, = load(table(tmp_path, "", csv_bytes=(
+        "\ufeffstudy_uid,accession,description\n"
+        f'{STUDY_A},A1,"Knee, left"\n').encode("utf-8"),
+        attributes="  Study.AccessionNumber: accession\n  Study.StudyDescription: description\n"))
+    assert spec.attributes.study["StudyDescription"].value == "Knee, left"
+
+
+def test_a_missing_csv_file_is_reported_at_source(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = table(tmp_path, "")
+    (tmp_path / "fixes.csv").unlink()
+    found = problems(path)
+    assert len(found) == 1 and found[0].startswith("fixes.yaml:5:9: source: cannot read fixes.csv")
