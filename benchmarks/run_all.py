@@ -401,6 +401,8 @@ def main() -> int:
         rr = bench_read_rate(tmp)
         lg = bench_large(tmp)
         rss = bench_rss(tmp)
+        import table as tablemod   # (imports this module's helpers)
+        tb = tablemod.bench_table(tmp)
     quota = service_facts.quotas()[UPDATE]["rate"] * SCALE
     base = a["baseline"]
     planned = a["n"]
@@ -489,6 +491,8 @@ def main() -> int:
         print(f"  rss:   baseline plan over {p['n']} image sets: {p['rss_mb']:.0f} MB peak")
     print(f"  seeding: {a['n']} documents loaded in {a['seed_load_s']:.1f}s; "
           f"{max(RSS_SIZES)} in {rss['seed_load_s']:.1f}s; the large set in {lg['seed_load_s']:.1f}s")
+    for line in tablemod.report(tb):
+        print(f"  {line}")
     print(f"  total {time.monotonic() - started:.0f}s")
     print()
     print(json.dumps({**rec_metrics, "baseline": base_metrics}))

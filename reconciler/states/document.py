@@ -59,6 +59,16 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema())
 
 
+def _key(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _record_text(record: ImageSetRecord) -> str:
+    """A record's JSON as it stands at depth 4 of the state document (indent 2)."""
+    text = json.dumps(record.to_dict(), sort_keys=True, indent=2, ensure_ascii=False)
+    return text.replace("\n", "\n" + " " * 8)
+
+
 class State:
     """The state model. Create with :meth:`new` (or read one from a backend); change with
     :meth:`put` / :meth:`remove`; persist with ``backend.write(state)``."""
@@ -88,6 +98,8 @@ class State:
         # so a save validates only what changed: one apply saves after every image set, and
         # validating every record each time made a 500-record save take half a second.
         self._checked: dict[int, ImageSetRecord] = {}
+        # Each record's JSON text, made once (by identity, with the record kept alive).
+        self._texts: dict[int, tuple[ImageSetRecord, str]] = {}
 
     @classmethod
     def new(cls) -> State:
@@ -227,42 +239,68 @@ class State:
             return sum(len(records) for records in self._specs.values())
 
     # -- persistence -----------------------------------------------------------------------
+    def _head(self, serial: int | None) -> dict[str, Any]:
+        """The document without its records (held under the lock by the caller)."""
+        doc: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "lineage": self._lineage,
+            "serial": self._serial if serial is None else serial,
+            "salt": self._salt,
+            "reconciler_version": __version__,
+            "last_checked_at": self.last_checked_at,
+        }
+        if self._drift:      # optional: a state never checked incrementally has none
+            doc["drift_checkpoints"] = {ds: cp.to_dict() for ds, cp in sorted(self._drift.items())}
+        if self._refusals:   # optional: only where the service refused a request
+            doc["refusals"] = {name: {isid: r.to_dict() for isid, r in sorted(by_id.items())}
+                               for name, by_id in sorted(self._refusals.items())}
+        return doc
+
     def to_dict(self, serial: int | None = None) -> dict[str, Any]:
         with self._lock:
-            doc = {
-                "format_version": FORMAT_VERSION,
-                "lineage": self._lineage,
-                "serial": self._serial if serial is None else serial,
-                "salt": self._salt,
-                "reconciler_version": __version__,
-                "last_checked_at": self.last_checked_at,
-                "specs": {name: {"image_sets": {isid: rec.to_dict() for isid, rec in records.items()}}
-                          for name, records in self._specs.items()},
-            }
-            if self._drift:      # optional: a state never checked incrementally has none
-                doc["drift_checkpoints"] = {ds: cp.to_dict() for ds, cp in sorted(self._drift.items())}
-            if self._refusals:   # optional: only where the service refused a request
-                doc["refusals"] = {name: {isid: r.to_dict() for isid, r in sorted(by_id.items())}
-                                   for name, by_id in sorted(self._refusals.items())}
-            return doc
+            return {**self._head(serial), "specs": {
+                name: {"image_sets": {isid: rec.to_dict() for isid, rec in records.items()}}
+                for name, records in self._specs.items()}}
 
     def to_json(self, serial: int | None = None) -> str:
         """Deterministic JSON (sorted keys, indent 2), validated against the schema first: a
         document that would not validate (a value where a hash belongs) is never written.
-        Records validated before (read, or written earlier) are not validated again."""
+
+        A save happens after every image set, so its cost must not be the whole state's:
+        records validated before (read, or written earlier) are not validated again, and each
+        record's text is made once and kept (records are immutable), the document around
+        them assembled from those texts, byte for byte what ``json.dumps(to_dict(), indent=2,
+        sort_keys=True)`` writes."""
         with self._lock:
-            doc = self.to_dict(serial)
+            head = self._head(serial)
             current = {(name, isid): rec for name, records in self._specs.items()
                        for isid, rec in records.items()}
-            fresh = {key for key, rec in current.items() if id(rec) not in self._checked}
-            validate({**doc, "specs": {
-                name: {"image_sets": {isid: body["image_sets"][isid]
-                                      for isid in body["image_sets"] if (name, isid) in fresh}}
-                for name, body in doc["specs"].items()
-                if any((name, isid) in fresh for isid in body["image_sets"])}},
-                "state to be written")
+            fresh: dict[str, dict[str, Any]] = {}
+            for (name, isid), rec in current.items():
+                if id(rec) not in self._checked:
+                    fresh.setdefault(name, {"image_sets": {}})["image_sets"][isid] = rec.to_dict()
+            validate({**head, "specs": fresh}, "state to be written")
             self._checked = {id(rec): rec for rec in current.values()}
-            return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+            texts = {id(rec): (rec, self._texts[id(rec)][1]) if id(rec) in self._texts
+                     and self._texts[id(rec)][0] is rec else (rec, _record_text(rec))
+                     for rec in current.values()}
+            self._texts = texts
+            marker = "@@reconciler-specs@@"
+            text = json.dumps({**head, "specs": marker}, sort_keys=True, indent=2,
+                              ensure_ascii=False)
+            return text.replace(json.dumps(marker), self._specs_text(texts), 1) + "\n"
+
+    def _specs_text(self, texts: dict[int, tuple[ImageSetRecord, str]]) -> str:
+        """The ``specs`` object as json.dumps(indent=2, sort_keys=True) writes it at depth 1."""
+        if not self._specs:
+            return "{}"
+        specs = []
+        for name in sorted(self._specs):
+            records = self._specs[name]
+            body = ",\n".join(f"        {_key(isid)}: {texts[id(records[isid])][1]}"
+                               for isid in sorted(records))
+            specs.append(f'    {_key(name)}: {{\n      "image_sets": {{\n{body}\n      }}\n    }}')
+        return "{\n" + ",\n".join(specs) + "\n  }"
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = "state") -> State:

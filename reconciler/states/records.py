@@ -6,7 +6,7 @@ serialises them."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -43,7 +43,7 @@ class ImageSetRecord:
     serial: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
+        doc = {f.name: getattr(self, f.name) for f in fields(self)}
         doc["hashes"] = dict(self.hashes)
         return doc
 

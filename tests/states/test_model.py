@@ -175,12 +175,7 @@ def test_not_json_is_reported_with_its_position():
 
 def test_every_managed_path_form_is_accepted():
     from reconciler.spec.types import (
-        Attribute,
-        DesiredAttributes,
-        InstanceSpec,
-        Position,
-        SeriesSpec,
-    )
+        Attribute, DesiredAttributes, InstanceSpec, Position, SeriesSpec)
     pos = Position("f", 1, 1)
     desired = DesiredAttributes(
         patient={"PatientName": Attribute("PatientName", "X", "PN", pos)},
@@ -268,3 +263,34 @@ def test_mark_checked_keeps_the_record_serial():
     with pytest.raises(KeyError):
         state.mark_checked(spec="s", image_set_id=IS2)
     assert State.from_json(state.to_json(serial=1)).get("s", IS1).last_checked_at.startswith("2025-02-02")
+
+
+def test_to_json_writes_exactly_what_json_dumps_of_the_document_writes():
+    """to_json assembles the document from each record's kept text (a save must not cost the
+    whole state): the bytes are those of json.dumps(to_dict(), sort_keys, indent=2), in every
+    shape a state takes, before and after records change."""
+    from reconciler.states import DriftCheckpoint, Refusal
+
+    def plain(state: State, serial: int = 1) -> str:
+        doc = state.to_dict(serial)
+        return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+    state = State.new()
+    assert state.to_json(1) == plain(state)                       # no records at all
+    state.put("ct-small", record(state))
+    state.put("ct-small", record(state, IS2, version_after=None))
+    state.put("fixes.0123456789ab", record(state, hashes={}))
+    state.put("a-first", record(state, last_operation=OP_ROLLBACK,
+                                last_checked_at="2026-01-02T03:04:05+00:00"))
+    assert state.to_json(1) == plain(state)
+    state.refuse("ct-small", IS1, Refusal(request="b" * 64, version="4", kind="UPDATE_FAILED"))
+    state.set_drift_checkpoints({DS: DriftCheckpoint(
+        through="2026-01-02T03:04:05.000001+00:00", records_serial=1,
+        checked_at="2026-01-02T03:04:06+00:00", full_check_at="2026-01-02T03:04:06+00:00",
+        unsettled=(IS2,))})
+    state.mark_checked()
+    assert state.to_json(7) == plain(state, 7)
+    state.put("ct-small", record(state, version_after="5"))      # a record replaced
+    state.remove("a-first")
+    assert state.to_json(1) == plain(state)
+    assert State.from_json(state.to_json(2)).to_json(2) == state.to_json(2)
