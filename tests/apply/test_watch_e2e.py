@@ -1,0 +1,239 @@
+"""reconciler watch, end to end: real processes against the emulator and moto's server.
+
+The emulator publishes its EventBridge events with PutEvents to moto's default event bus, where
+a rule (source aws.medical-imaging) sends them to an SQS queue, as a rule with an SQS target
+does in AWS; ``reconciler watch`` runs as the installed console script and reaches SQS through
+``AWS_ENDPOINT_URL_SQS``. Out-of-band writers use plain boto3. Messages that no emulator would
+send (duplicates, old versions, garbage) are put on the queue with SendMessage, in the very
+envelope EventBridge delivers.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import uuid
+
+import boto3
+import pytest
+from apply_support import EXAMPLES_DICOM, Project, wait_for
+
+from reconciler.emulator.server import ThreadedEmulator
+
+@pytest.fixture(scope="module")
+def moto_url():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+class Queue:
+    """One test's SQS queue (with a dead-letter queue) and EventBridge rule on moto."""
+
+    def __init__(self, url: str, visibility: int = 30, max_receives: int = 5):
+        self.sqs = boto3.client("sqs", endpoint_url=url, region_name="us-east-1")
+        self.bus = boto3.client("events", endpoint_url=url, region_name="us-east-1")
+        self.name = f"w{uuid.uuid4().hex[:12]}"
+        self.dlq_url = self.sqs.create_queue(QueueName=self.name + "-dlq")["QueueUrl"]
+        dlq_arn = self._arn(self.dlq_url)
+        self.url = self.sqs.create_queue(QueueName=self.name, Attributes={
+            "VisibilityTimeout": str(visibility),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                         "maxReceiveCount": str(max_receives)})})["QueueUrl"]
+        self.bus.put_rule(Name=self.name,
+                          EventPattern=json.dumps({"source": ["aws.medical-imaging"]}))
+        self.bus.put_targets(Rule=self.name, Targets=[{"Id": "q", "Arn": self._arn(self.url)}])
+
+    def _arn(self, url: str) -> str:
+        return self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+
+    def close(self) -> None:
+        self.bus.remove_targets(Rule=self.name, Ids=["q"])
+        self.bus.delete_rule(Name=self.name)
+
+    def send(self, body: str) -> None:
+        self.sqs.send_message(QueueUrl=self.url, MessageBody=body)
+
+    def count(self, url: str | None = None) -> int:
+        attrs = self.sqs.get_queue_attributes(QueueUrl=url or self.url, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        return (int(attrs["ApproximateNumberOfMessages"])
+                + int(attrs["ApproximateNumberOfMessagesNotVisible"]))
+
+    def drain(self) -> None:
+        self.sqs.purge_queue(QueueUrl=self.url)
+
+
+def envelope(detail_type: str, ds: str, image_set_id: str, version: int) -> str:
+    """An Image Set event as EventBridge puts it in an SQS message."""
+    return json.dumps({
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": detail_type,
+        "source": "aws.medical-imaging", "account": "123456789012",
+        "time": "2026-01-01T00:00:00Z", "region": "us-east-1", "resources": [],
+        "detail": {"imagingVersion": "1.0", "isPrimary": True,
+                   "imageSetVersion": str(version), "datastoreId": ds, "imagesetId": image_set_id,
+                   "imageSetState": "ACTIVE", "imageSetWorkflowStatus": "UPDATED"}})
+
+
+@pytest.fixture
+def emu(moto_url):
+    with ThreadedEmulator(seeds=[str(EXAMPLES_DICOM)], update_delay=0.02,
+                          events_endpoint=moto_url) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def queue(moto_url):
+    q = Queue(moto_url)
+    yield q
+    q.close()
+
+
+def settle(project: Project) -> None:
+    """Every event of what was done so far is in the queue."""
+    project.emu.events.flush()
+
+
+def watch(project: Project, moto_url: str, queue: Queue, *args: str) -> subprocess.Popen:
+    import os
+    os.environ["AWS_ENDPOINT_URL_SQS"] = moto_url      # inherited by project.popen's process
+    try:
+        return project.popen("watch", "--queue-url", queue.url, "--json-stream", *args)
+    finally:
+        del os.environ["AWS_ENDPOINT_URL_SQS"]
+
+
+def finish(process: subprocess.Popen, timeout: float = 60) -> tuple[int, list[dict], str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, [json.loads(line) for line in out.splitlines()], err
+
+
+def counters(project: Project, *image_set_ids: str) -> dict:
+    """Fault rules that only count: GetImageSet and metadata reads of each image set."""
+    return {(op, i): project.emu.faults.add(op, "latency", seconds=0, imageSetId=i)
+            for op in ("GetImageSet", "GetImageSetMetadata") for i in image_set_ids}
+
+
+def of_type(events: list[dict], kind: str) -> list[dict]:
+    return [e for e in events if e["type"] == kind]
+
+
+def test_out_of_band_edit_is_detected_and_our_own_writes_cost_no_read(
+        project, applied, moto_url, queue):
+    # The queue holds the events of our own apply (Updating/Updated for the versions the
+    # state records): the watcher must not read anything for them.
+    ct, nm = applied["ct-small"], applied["nm-bone"]
+    project.write_oob(ct, updatable={"Patient": {"DICOM": {"PatientName": "INTRUDER^EVE"}}})
+    settle(project)
+    assert queue.count() >= 7      # our apply's Updating/Updated of three, and the edit's
+    count = counters(project, *applied.values())
+    code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "2"))
+    assert code == 2, err
+    [found] = of_type(events, "drift_detected")
+    assert (found["spec"], found["image_set_id"], found["status"]) == ("ct-small", ct, "drifted")
+    assert [a["path"] for a in found["attributes"]] == ["Patient.PatientName"]
+    assert "INTRUDER" not in err                      # logs never hold a value
+    assert count[("GetImageSet", ct)].fired == 1
+    assert count[("GetImageSetMetadata", ct)].fired == 1
+    for other in (nm, applied["sc-deid"]):          # only their own versions' events
+        assert count[("GetImageSet", other)].fired == 0
+        assert count[("GetImageSetMetadata", other)].fired == 0
+    assert queue.count() == 0                         # every message handled and deleted
+    assert not of_type(events, "apply_start")         # self-heal is off by default
+
+
+def test_self_heal_converges(project, applied, moto_url, queue):
+    ct = applied["ct-small"]
+    desired = project.metadata(ct)["Patient"]["DICOM"]["PatientName"]
+    project.write_oob(ct, updatable={"Patient": {"DICOM": {"PatientName": "INTRUDER^EVE"}}})
+    settle(project)
+    code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "2",
+                                     "--self-heal"))
+    assert code == 0, err
+    assert of_type(events, "drift_detected")[0]["image_set_id"] == ct
+    [done] = [e for e in of_type(events, "apply_complete") if e["image_set_id"] == ct]
+    assert done["status"] == "applied"
+    assert project.metadata(ct)["Patient"]["DICOM"]["PatientName"] == desired
+    record = project.record("ct-small", ct)
+    assert record["version_after"] == project.latest(ct)["versionId"] == done["version_after"]
+    # The events of the healing write itself reach the queue afterwards: a second watcher
+    # finds nothing to do, and reads nothing for them.
+    settle(project)
+    count = counters(project, ct)
+    code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "2"))
+    assert code == 0, err
+    assert not of_type(events, "drift_detected")
+    assert count[("GetImageSet", ct)].fired == 0
+
+
+def test_duplicate_and_out_of_order_events_cost_one_check(project, applied, moto_url, queue):
+    ct = applied["ct-small"]
+    settle(project)
+    queue.drain()
+    version = int(project.write_oob(
+        ct, updatable={"Study": {"DICOM": {"StudyDescription": "ELSEWHERE"}}}))
+    settle(project)
+    ds = project.datastore_id
+    for v in (version, version, version - 1, version - 2):   # a duplicate, then older ones
+        queue.send(envelope("Image Set Updated", ds, ct, v))
+    count = counters(project, ct)
+    code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "2"))
+    assert code == 2, err
+    assert len(of_type(events, "drift_detected")) == 1
+    assert count[("GetImageSet", ct)].fired == 1
+    assert count[("GetImageSetMetadata", ct)].fired == 1
+    assert queue.count() == 0
+
+
+def test_a_foreign_message_is_deleted_unread_and_a_failing_one_goes_to_the_dlq(
+        project, applied, moto_url):
+    q = Queue(moto_url, visibility=1, max_receives=1)
+    try:
+        settle(project)
+        q.drain()
+        ct = applied["ct-small"]
+        q.send("PatientName=DOE^SECRET not an event")
+        q.send(json.dumps({"source": "aws.s3", "detail-type": "Object Created",
+                           "detail": {"key": "DOE^SECRET"}}))
+        project.write_oob(ct, updatable={"Study": {"DICOM": {"StudyDescription": "ELSEWHERE"}}})
+        settle(project)
+        project.emu.faults.add("GetImageSet", "error", code="InternalServerException",
+                               imageSetId=ct)
+        code, events, err = finish(watch(project, moto_url, q, "--once", "--wait", "4"))
+        assert code == 1, err
+        assert "SECRET" not in err and "SECRET" not in json.dumps(events)
+        assert err.count("is not a HealthImaging event") == 2
+        assert "left in the queue" in err
+        # The failing message was received again after its visibility timeout and moved to the
+        # dead-letter queue by the redrive policy; nothing is left in the main queue.
+        wait_for(lambda: q.count(q.dlq_url) >= 1, timeout=10, what="the dead-letter queue")
+        body = q.sqs.receive_message(QueueUrl=q.dlq_url)["Messages"][0]["Body"]
+        assert json.loads(body)["detail"]["imagesetId"] == ct
+    finally:
+        q.close()
+
+
+def test_sigterm_mid_apply_finishes_the_image_set_and_saves(project, applied, moto_url, queue):
+    ct = applied["ct-small"]
+    project.write_oob(ct, updatable={"Patient": {"DICOM": {"PatientName": "INTRUDER^EVE"}}})
+    settle(project)
+    # The healing write stays LOCKED for a second: SIGTERM arrives while it is in hand.
+    held = project.emu.faults.add("UpdateImageSetMetadata", "lock", seconds=1.0,
+                                  imageSetId=ct, times=1)
+    process = watch(project, moto_url, queue, "--self-heal")
+    wait_for(lambda: held.fired, timeout=30, what="the healing write")
+    process.send_signal(signal.SIGTERM)
+    code, events, err = finish(process)
+    assert code == 0, err
+    [done] = [e for e in of_type(events, "apply_complete") if e["image_set_id"] == ct]
+    assert done["status"] == "applied"
+    assert project.record("ct-small", ct)["version_after"] == done["version_after"] \
+        == project.latest(ct)["versionId"]
