@@ -163,11 +163,11 @@ class Watcher:
                                           redactor))
         self.output.drift(report_of(items, redactor, datetime.now(timezone.utc)))
         self._note(items)
-        for item in items:
-            self._saw(ev.image_set_id, _number(item.live_version))
         to_heal = [i.spec for i in items if i.status in (DRIFTED, NOT_APPLIED)]
         if self.options.self_heal and to_heal:
-            self.heal(to_heal, ev.datastore_id, ev.image_set_id)
+            self.heal(to_heal, ev.datastore_id, ev.image_set_id)   # raises: seen nothing
+        for item in items:
+            self._saw(ev.image_set_id, _number(item.live_version))
 
     def _note(self, items: list[DriftItem]) -> None:
         for item in items:
@@ -190,14 +190,20 @@ class Watcher:
             return
         state = self.backend.read() or State.new()
         new: dict[str, list[str]] = {}
+        listed: dict[str, int | None] = {}
         for a in resolve_targets(selectors, self.hi, default):
+            if wanted is None and a.image_set_id in self.checked:
+                continue         # its own event was handled (an import also sends Created)
             if (wanted is None or a.image_set_id in wanted) \
                     and state.get(a.spec.name, a.image_set_id) is None:
                 new.setdefault(a.image_set_id, []).append(a.spec.name)
+                listed[a.image_set_id] = _number(a.listed.version) if a.listed else None
         for image_set_id, names in sorted(new.items()):
             if self.options.self_heal:
                 self.heal(names, datastore_id, image_set_id)
+                self._saw(image_set_id, listed[image_set_id])
                 continue
+            self._saw(image_set_id, listed[image_set_id])
             narrowed = self._narrowed(names, datastore_id, image_set_id)
             redactor = self.make_redactor(state)
             self.output.planned(self.make_plan(narrowed, state, redactor))

@@ -237,3 +237,78 @@ def test_sigterm_mid_apply_finishes_the_image_set_and_saves(project, applied, mo
     assert done["status"] == "applied"
     assert project.record("ct-small", ct)["version_after"] == done["version_after"] \
         == project.latest(ct)["versionId"]
+
+
+NM_STUDY = "1.3.6.1.4.1.5962.1.2.8.20040826185059.5457"
+ROLE = "arn:aws:iam::123456789012:role/ImportRole"
+
+
+def test_a_new_import_a_selector_covers_is_applied(tmp_path, moto_url, queue, monkeypatch):
+    with ThreadedEmulator(seeds=[str(EXAMPLES_DICOM / "CT_small.dcm")], update_delay=0.02,
+                          events_endpoint=moto_url, s3_endpoint=moto_url) as emu:
+        project = Project(tmp_path / "project", emu, example_specs=False)
+        monkeypatch.chdir(project.root)
+        project.write_spec("nm", {"Study": {"StudyDescription": "NM WHOLE BODY BONE"}},
+                           selector={"DICOMStudyInstanceUID": NM_STUDY})
+        # allowEmpty: the study is not there yet
+        spec = project.specs_dir / "nm.yaml"
+        spec.write_text(spec.read_text().replace("  selector:", "  allowEmpty: true\n  selector:"))
+        s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
+        bucket = queue.name
+        s3.create_bucket(Bucket=bucket)
+        for name in ("JPEG2000.dcm", "JPEG-lossy.dcm"):
+            s3.put_object(Bucket=bucket, Key=f"in/{name}",
+                          Body=(EXAMPLES_DICOM / name).read_bytes())
+        job = project.client.start_dicom_import_job(
+            datastoreId=project.datastore_id, dataAccessRoleArn=ROLE,
+            inputS3Uri=f"s3://{bucket}/in/", outputS3Uri=f"s3://{bucket}/out/")["jobId"]
+        wait_for(lambda: project.client.get_dicom_import_job(
+            datastoreId=project.datastore_id, jobId=job)["jobProperties"]["jobStatus"]
+            == "COMPLETED", timeout=30, what="the import")
+        emu.events.flush()
+        nm = project.image_set_of(NM_STUDY)
+
+        # Without --self-heal: planned and reported not-applied, exit 2, nothing written.
+        code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "2"))
+        assert code == 2, err
+        [planned] = of_type(events, "planned_change")
+        assert (planned["spec"], planned["image_set_id"]) == ("nm", nm)
+        assert any(e["type"] == "change_summary" and e["operation"] == "drift"
+                   and e["not-applied"] == 1 for e in events)
+        assert project.record("nm", nm) is None
+
+        # The same events again, with --self-heal: applied, recorded, converged.
+        for record in emu.events.records():
+            if record["event"]["detail-type"] in ("Image Set Created", "Import Job Completed"):
+                queue.send(json.dumps(record["event"]))
+        code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "2",
+                                         "--self-heal"))
+        assert code == 0, err
+        [done] = [e for e in of_type(events, "apply_complete") if e["image_set_id"] == nm]
+        assert done["status"] == "applied"
+        assert project.metadata(nm)["Study"]["DICOM"]["StudyDescription"] == \
+            "NM WHOLE BODY BONE"
+        assert project.record("nm", nm)["version_after"] == project.latest(nm)["versionId"]
+
+
+def test_two_watchers_on_one_state_lose_nothing(project, applied, moto_url, queue):
+    ct, nm = applied["ct-small"], applied["nm-bone"]
+    wanted = {i: project.metadata(i)["Study"]["DICOM"]["StudyDescription"] for i in (ct, nm)}
+    for image_set_id in (ct, nm):
+        project.write_oob(image_set_id,
+                          updatable={"Study": {"DICOM": {"StudyDescription": "ELSEWHERE"}}})
+    settle(project)
+    first = watch(project, moto_url, queue, "--once", "--wait", "3", "--self-heal")
+    second = watch(project, moto_url, queue, "--once", "--wait", "3", "--self-heal")
+    results = [finish(first), finish(second)]
+    assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
+    healed = {e["image_set_id"] for _, events, _ in results
+              for e in of_type(events, "apply_complete") if e["status"] == "applied"}
+    assert healed == {ct, nm}
+    for image_set_id, spec in ((ct, "ct-small"), (nm, "nm-bone")):
+        assert project.metadata(image_set_id)["Study"]["DICOM"]["StudyDescription"] == \
+            wanted[image_set_id]
+        assert project.record(spec, image_set_id)["version_after"] == \
+            project.latest(image_set_id)["versionId"]
+    project.check_state_schema()
+    assert project.run("drift").exit_code == 0
