@@ -96,7 +96,8 @@ class Watcher:
         self.deleted: set[str] = set()
         self.jobs: set[str] = set()
         self.open: dict[tuple[str, str], str] = {}   # (spec, image set) → drifted/missing/...
-        self.errors = 0
+        self.errors = 0                              # failures not tied to a message
+        self.failed: set[str] = set()                # messages whose last handling failed
         self._heal_lock = threading.Lock()
 
     # -- events ---------------------------------------------------------------------------
@@ -276,7 +277,7 @@ class Watcher:
                     log.error("resync: spec %s: %s", entry["spec"], exc)
 
     def exit_code(self) -> int:
-        if self.errors:
+        if self.errors or self.failed:
             return errors.EXIT_ERROR
         return errors.EXIT_CHANGES if self.open else errors.EXIT_OK
 
@@ -292,12 +293,13 @@ def process(watcher: Watcher, queue: Queue, message: Any) -> bool:
     try:
         watcher.handle(ev)
     except errors.ReconcilerError as exc:
-        watcher.errors += 1
+        watcher.failed.add(message.message_id)
         log.error("message %s, %s: %s; left in the queue (received %d times; its redrive "
                   "policy moves it to the dead-letter queue)", message.message_id,
                   ev.describe(), exc, getattr(message, "receive_count", 1))
         return False
     queue.delete(message)
+    watcher.failed.discard(message.message_id)     # a retry that succeeded is no error
     return True
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import uuid
 
 import boto3
@@ -135,9 +136,9 @@ def of_type(events: list[dict], kind: str) -> list[dict]:
 
 
 def test_out_of_band_edit_is_detected_and_our_own_writes_cost_no_read(
-        project, applied, moto_url, queue):
-    # The queue holds the events of our own apply (Updating/Updated for the versions the
-    # state records): the watcher must not read anything for them.
+        moto_url, queue, project, applied):
+    # The queue (made before the apply) holds the events of our own apply (Updating/Updated
+    # for the versions the state records): the watcher must not read anything for them.
     ct, nm = applied["ct-small"], applied["nm-bone"]
     project.write_oob(ct, updatable={"Patient": {"DICOM": {"PatientName": "INTRUDER^EVE"}}})
     settle(project)
@@ -358,3 +359,37 @@ def test_the_lambda_handler_reports_failed_records(project, applied, monkeypatch
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     [found] = of_type(lines, "drift_detected")
     assert (found["image_set_id"], found["status"]) == (ct, "drifted")
+
+
+def test_a_heal_blocked_by_the_lock_is_retried_from_the_queue(project, applied, moto_url):
+    from reconciler.cli.base import make_backend
+    from reconciler.spec.config import load_config
+
+    q = Queue(moto_url, visibility=1, max_receives=10)
+    try:
+        ct = applied["ct-small"]
+        settle(project)
+        q.drain()
+        project.write_oob(ct, updatable={"Patient": {"DICOM": {"PatientName": "INTRUDER^EVE"}}})
+        settle(project)
+        backend = make_backend(load_config(str(project.config_path)))
+        with backend.lock("another run"):          # e.g. a CI apply, holding the state lock
+            process = watch(project, moto_url, q, "--once", "--wait", "4", "--self-heal",
+                            "--lock-timeout", "0")
+            stderr: list[str] = []
+            reader = threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True)
+            reader.start()
+            wait_for(lambda: any("left in the queue" in line for line in stderr), timeout=60,
+                     what="a heal refused by the lock")
+        out = process.stdout.read()
+        process.wait(timeout=60)
+        reader.join(timeout=10)
+        code, err = process.returncode, "".join(stderr)
+        events = [json.loads(line) for line in out.splitlines()]
+        assert "left in the queue" in err           # it failed at least once, then:
+        assert code == 0, err                       # handled on a later receive: no error
+        [done] = [e for e in of_type(events, "apply_complete") if e["image_set_id"] == ct]
+        assert done["status"] == "applied"
+        assert project.record("ct-small", ct)["version_after"] == project.latest(ct)["versionId"]
+    finally:
+        q.close()
