@@ -292,11 +292,13 @@ def process(watcher: Watcher, queue: Queue, message: Any) -> bool:
         return True
     try:
         watcher.handle(ev)
-    except errors.ReconcilerError as exc:
+    except Exception as exc:  # noqa: BLE001 - one bad event must not stop the watcher
         watcher.failed.add(message.message_id)
+        # A domain error's text names ids and codes only; anything else is named by its type.
+        why = exc if isinstance(exc, errors.ReconcilerError) else type(exc).__name__
         log.error("message %s, %s: %s; left in the queue (received %d times; its redrive "
                   "policy moves it to the dead-letter queue)", message.message_id,
-                  ev.describe(), exc, getattr(message, "receive_count", 1))
+                  ev.describe(), why, getattr(message, "receive_count", 1))
         return False
     queue.delete(message)
     watcher.failed.discard(message.message_id)     # a retry that succeeded is no error
@@ -325,7 +327,8 @@ def run(watcher: Watcher, queue: Queue, options: LoopOptions, stop: threading.Ev
                 watcher.errors += 1
                 log.error("resync: %s", exc)
             next_resync = clock() + (options.resync_every or 0)
-        poll = MAX_POLL
+        poll = MAX_POLL if next_resync is None else max(0.0, min(MAX_POLL,
+                                                                  next_resync - clock()))
         if options.once:
             remaining = options.wait - (clock() - last_seen)
             if remaining <= 0:

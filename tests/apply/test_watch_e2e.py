@@ -144,7 +144,7 @@ def test_out_of_band_edit_is_detected_and_our_own_writes_cost_no_read(
     settle(project)
     assert queue.count() >= 7      # our apply's Updating/Updated of three, and the edit's
     count = counters(project, *applied.values())
-    code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "2"))
+    code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "1"))
     assert code == 2, err
     [found] = of_type(events, "drift_detected")
     assert (found["spec"], found["image_set_id"], found["status"]) == ("ct-small", ct, "drifted")
@@ -164,7 +164,7 @@ def test_self_heal_converges(project, applied, moto_url, queue):
     desired = project.metadata(ct)["Patient"]["DICOM"]["PatientName"]
     project.write_oob(ct, updatable={"Patient": {"DICOM": {"PatientName": "INTRUDER^EVE"}}})
     settle(project)
-    code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "2",
+    code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "1",
                                      "--self-heal"))
     assert code == 0, err
     assert of_type(events, "drift_detected")[0]["image_set_id"] == ct
@@ -177,7 +177,7 @@ def test_self_heal_converges(project, applied, moto_url, queue):
     # finds nothing to do, and reads nothing for them.
     settle(project)
     count = counters(project, ct)
-    code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "2"))
+    code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "1"))
     assert code == 0, err
     assert not of_type(events, "drift_detected")
     assert count[("GetImageSet", ct)].fired == 0
@@ -194,7 +194,7 @@ def test_duplicate_and_out_of_order_events_cost_one_check(project, applied, moto
     for v in (version, version, version - 1, version - 2):   # a duplicate, then older ones
         queue.send(envelope("Image Set Updated", ds, ct, v))
     count = counters(project, ct)
-    code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "2"))
+    code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "1"))
     assert code == 2, err
     assert len(of_type(events, "drift_detected")) == 1
     assert count[("GetImageSet", ct)].fired == 1
@@ -278,7 +278,7 @@ def test_a_new_import_a_selector_covers_is_applied(tmp_path, moto_url, queue, mo
         nm = project.image_set_of(NM_STUDY)
 
         # Without --self-heal: planned and reported not-applied, exit 2, nothing written.
-        code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "2"))
+        code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "1"))
         assert code == 2, err
         [planned] = of_type(events, "planned_change")
         assert (planned["spec"], planned["image_set_id"]) == ("nm", nm)
@@ -290,7 +290,7 @@ def test_a_new_import_a_selector_covers_is_applied(tmp_path, moto_url, queue, mo
         for record in emu.events.records():
             if record["event"]["detail-type"] in ("Image Set Created", "Import Job Completed"):
                 queue.send(json.dumps(record["event"]))
-        code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "2",
+        code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "1",
                                          "--self-heal"))
         assert code == 0, err
         [done] = [e for e in of_type(events, "apply_complete") if e["image_set_id"] == nm]
