@@ -393,3 +393,19 @@ def test_a_heal_blocked_by_the_lock_is_retried_from_the_queue(project, applied, 
         assert project.record("ct-small", ct)["version_after"] == project.latest(ct)["versionId"]
     finally:
         q.close()
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown"])
+def test_text_and_markdown_print_what_drift_and_apply_print(
+        fmt, moto_url, queue, project, applied, monkeypatch):
+    ct = applied["ct-small"]
+    project.write_oob(ct, updatable={"Patient": {"DICOM": {"PatientName": "INTRUDER^EVE"}}})
+    settle(project)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_url)
+    result = project.run("watch", "--queue-url", queue.url, "--once", "--wait", "1",
+                         "--self-heal", "--format", fmt, ci=True)
+    assert result.exit_code == 0, result.stderr
+    assert "Drift: 1 drifted, 0 missing" in result.stdout
+    assert f"applied   ct-small: image set {ct}" in result.stdout
+    assert "Apply complete: 1 applied." in result.stdout
+    assert "INTRUDER" not in result.stdout + result.stderr      # CI: redacted
