@@ -323,7 +323,8 @@ def test_two_watchers_on_one_state_lose_nothing(project, applied, moto_url, queu
     assert project.run("drift").exit_code == 0
 
 
-def test_resync_finds_drift_whose_events_were_lost(project, applied, moto_url, queue):
+@pytest.mark.parametrize("heal", [False, True])
+def test_resync_finds_drift_whose_events_were_lost(heal, project, applied, moto_url, queue):
     ct = applied["ct-small"]
     settle(project)
     queue.drain()                      # every event lost, the out-of-band edit's too
@@ -331,10 +332,12 @@ def test_resync_finds_drift_whose_events_were_lost(project, applied, moto_url, q
     settle(project)
     queue.drain()
     code, events, err = finish(watch(project, moto_url, queue, "--once", "--wait", "3",
-                                     "--resync-every", "1s"))
-    assert code == 2, err
+                                     "--resync-every", "1s", *(["--self-heal"] if heal else [])))
+    assert code == (0 if heal else 2), err
     [found] = of_type(events, "drift_detected")
     assert (found["image_set_id"], found["status"]) == (ct, "drifted")
+    healed = [e for e in of_type(events, "apply_complete") if e["status"] == "applied"]
+    assert [e["image_set_id"] for e in healed] == ([ct] if heal else [])
     # The resync is drift itself: it saved its checkpoint in the state.
     assert project.state()["drift_checkpoints"]
 
