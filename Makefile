@@ -32,9 +32,11 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 # The performance targets (docs/performance.md) measured against the emulator (quotas on,
-# time-scaled): prints ratios.
+# time-scaled): prints ratios. Then watch's time to detection and calls per event (moto's
+# EventBridge and SQS, docs/watch.md).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/watch.py
 
 # The reference site, into site/: every page, link and anchor must resolve (--strict turns
 # each warning into a failure; --quiet would hide them from the count, so it is not used).

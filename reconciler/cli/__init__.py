@@ -13,6 +13,7 @@ means "there are changes" / "drift found".
 * :mod:`.apply`: ``apply``, ``rollback``;
 * :mod:`.drift`: ``drift``;
 * :mod:`.state`: ``state list | show | unlock``;
+* :mod:`.watch`: ``watch`` (and its Lambda handler);
 * :mod:`.emulator`: ``emulator serve``.
 
 This module imports the command modules, which register their commands on ``cli``, and holds
@@ -25,7 +26,7 @@ from __future__ import annotations
 import sys
 
 # Each command module registers its commands on ``cli`` when imported.
-from . import apply, authoring, drift, emulator, plan, state  # noqa: F401
+from . import apply, authoring, drift, emulator, plan, state, watch  # noqa: F401
 from .base import cli
 
 __all__ = ["cli", "main", "run"]

@@ -252,14 +252,23 @@ def check(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgno
             items.append(DriftItem(spec.name, spec.target.datastore_id,
                                    spec.target.image_set_id, NOT_APPLIED,
                                    reason="no apply recorded in the state"))
+    return report_of(items, redactor, now, _check_section(plans, items)), checkpoints
+
+
+def report_of(items: list[DriftItem], redactor: Redactor, now: datetime,
+              check_section: dict[str, Any] | None = None) -> DriftReport:
+    """The drift report document of ``items`` (``check`` only when a section is given: a
+    targeted check of one image set, as ``watch`` makes, has none)."""
     counts = {status: sum(1 for i in items if i.status == status)
               for status in (IN_SYNC, DRIFTED, CHANGED_ELSEWHERE, MISSING, NOT_APPLIED)}
-    report = {"format_version": FORMAT_VERSION, "reconciler_version": __version__,
-              "checked_at": now.astimezone(timezone.utc).isoformat(timespec="seconds"),
-              "redacted": redactor.enabled, "summary": counts,
-              "check": _check_section(plans, items),
-              "image_sets": [i.to_json() for i in items]}
-    return report, checkpoints
+    report: dict[str, Any] = {
+        "format_version": FORMAT_VERSION, "reconciler_version": __version__,
+        "checked_at": now.astimezone(timezone.utc).isoformat(timespec="seconds"),
+        "redacted": redactor.enabled, "summary": counts}
+    if check_section is not None:
+        report["check"] = check_section
+    report["image_sets"] = [i.to_json() for i in items]
+    return report  # type: ignore[return-value]
 
 
 def _checkpoints(state: State, plans: list[_DatastoreCheck], items: list[DriftItem],
