@@ -19,8 +19,8 @@ from datetime import datetime, timedelta, timezone
 import jsonschema
 import pytest
 
-from apply_support import (EXAMPLES_DICOM, REPO_ROOT, Project, sample_documents,
-                           seed_documents)
+from apply_support import (CT_MANAGED, EXAMPLES_DICOM, REPO_ROOT, Project, dicom_update,
+                           sample_documents, seed_documents)
 from reconciler.diff import live_values
 from reconciler.emulator.server import ThreadedEmulator
 from reconciler.states import ImageSetRecord, State, open_backend
@@ -139,13 +139,13 @@ def test_an_out_of_band_change_is_found_and_stays_reported_until_apply_fixes_it(
     other = unmanaged(project, applied)[0]
     drift_json(project)                                     # the checkpoint
     clock.advance(3600)
-    project.write_oob(ct, updatable={"Patient": {"DICOM": {"PatientName": "INTRUDER^EVE"}}})
+    project.write_oob(ct, updatable=dicom_update((CT_MANAGED, "INTRUDER^EVE")))
 
     count = counters(project.emu)
     code, doc, items = drift_json(project)
     assert code == 2 and doc["check"]["incremental"] is True
     assert items[ct]["status"] == "drifted"
-    assert [a["path"] for a in items[ct]["attributes"]] == ["Patient.PatientName"]
+    assert [a["path"] for a in items[ct]["attributes"]] == [CT_MANAGED.path]
     assert {items[i]["status"] for i in (applied["nm-bone"], applied["sc-deid"])} == {"in-sync"}
     # Metadata read for the changed image set only.
     assert fired(count) == {"SearchImageSets": 1, "GetImageSet": 1, "GetImageSetMetadata": 1}
@@ -250,8 +250,7 @@ def test_the_overlap_margin_catches_an_update_that_lands_behind_the_checkpoint(
     ct, other = applied["ct-small"], unmanaged(project, applied)[0]
     drift_json(project)
     project.emu.faults.add("UpdateImageSetMetadata", "lock", imageSetId=ct, polls=1, times=1)
-    project.write_oob(ct, updatable={"Patient": {"DICOM": {"PatientName": "LATE^LARRY"}}},
-                      wait=False)
+    project.write_oob(ct, updatable=dicom_update((CT_MANAGED, "LATE^LARRY")), wait=False)
     clock.advance(60)
     project.write_oob(other, updatable={"Study": {"DICOM": {"StudyDescription": "ELSEWHERE"}}})
     code, doc, items = drift_json(project)               # ct's update is still LOCKED
@@ -361,7 +360,7 @@ def test_without_the_right_to_lock_the_state_drift_checks_and_saves_nothing(
         raise LockError(f"cannot lock state {self.describe()}: AccessDenied")
 
     monkeypatch.setattr(LocalBackend, "_try_lock", denied)
-    project.write_oob(applied["ct-small"], updatable={"Patient": {"DICOM": {"PatientName": "X^Y"}}})
+    project.write_oob(applied["ct-small"], updatable=dicom_update((CT_MANAGED, "X^Y")))
     result = project.run("drift", "--json")
     assert result.exit_code == 2
     assert "drift checked without saving its checkpoint" in result.stderr
