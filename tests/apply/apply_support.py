@@ -58,6 +58,8 @@ INSTANCE_REMOVAL_REFUSED = readings.refuses_instance_removal(READING)
 # (primary) seed: the example specs are written without their Patient blocks
 # (readings.spec_for_reading), and a second writer changes something else.
 PATIENT_CHANGES_REFUSED = readings.refuses_patient_changes(READING)
+# Seconds a completed version takes to show in SearchImageSets (search_index_lag; 0 by default).
+INDEX_LAG = READING.behaviour("search_index_lag")
 
 
 @dataclass(frozen=True)
