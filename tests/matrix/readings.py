@@ -217,19 +217,13 @@ def matrix() -> list[Reading]:
     return [Reading(), *alternatives(), Reading(validation="sync")]
 
 
-# Readings whose e2e subset is not reading-aware yet: the product's outcome under them is
-# asserted by tests of their own (tests/matrix/test_readings.py, and the refusal tests in
-# tests/apply), but most e2e tests still expect the example specs to apply. `make matrix`
-# lists them as pending with the reason, and runs them with --all; CI runs the rest.
-PENDING = {
-    "primary_restricted_levels=patient_series,primary_restriction_include_study=refused":
-        "the example specs' Patient changes can never apply to primary seeds under this "
-        "reading (refused even study-wide); the e2e tests still expect them to",
-    "search_index_lag=5":
-        "e2e tests count reads right after an apply, when the product (rightly) reads a "
-        "lagging index's image sets again, and drift right after an edit relies on the "
-        "listing (documented: drift --read-all)",
-}
+# Readings whose e2e subset is not reading-aware yet, label → why: the product's outcome under
+# them is asserted by tests of their own (tests/matrix/test_readings.py, the refusal tests in
+# tests/apply), but e2e tests still expect what the reading makes impossible. `make matrix`
+# lists them as pending with the reason, and runs them with --all; CI runs the rest. None now:
+# the example specs are written for the reading (spec_for_reading), and what the tests count
+# or compare follows from it.
+PENDING: dict[str, str] = {}
 
 
 # The readings `make test` runs its compact lifecycle under (tests/matrix/test_readings.py):
