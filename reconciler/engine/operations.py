@@ -101,12 +101,19 @@ def refusals(state: State) -> Callable[[str, str, str], Refusal | None]:
     return refused
 
 
-def known_versions(state: State) -> Callable[[str, str, str], str | None]:
+def known_versions(state: State) -> Callable[[str, str, str | None], str | None]:
     """For plan: the version on which the state verified a spec *with this digest* (apply or
-    import), or None (no record, another spec digest, or a rollback undid it)."""
-    def known(spec: str, image_set_id: str, digest: str) -> str | None:
+    import), or None (no record, another spec digest, or a rollback undid it). With digest
+    None: the newest version the spec's record names whatever its digest and last operation
+    (a rollback's, an apply of an earlier spec), a version that exists for sure, so a listing
+    that shows an older one lags."""
+    def known(spec: str, image_set_id: str, digest: str | None) -> str | None:
         record = state.get(spec, image_set_id)
-        if record is None or record.last_operation != OP_APPLY or record.spec_digest != digest:
+        if record is None:
+            return None
+        if digest is None:
+            return record.version_after or record.version_before
+        if record.last_operation != OP_APPLY or record.spec_digest != digest:
             return None
         return record.version_after
     return known

@@ -162,9 +162,10 @@ def cannot_converge(entries: list[PlanEntry], groups: list[StudyUpdate],
     return entries, kept
 
 
-KnownVersion = Callable[[str, str, str], "str | None"]
+KnownVersion = Callable[[str, str, "str | None"], "str | None"]
 """(spec name, image set id, spec digest) → the version the state recorded as verified for
-this spec *as it is now*, or None."""
+this spec *as it is now*, or None; with digest None, the newest version the spec's record
+names whatever the digest (to tell a lagging listing)."""
 
 
 def unchanged_since_apply(hi: HealthImaging, assignments: list[Assignment],
@@ -227,12 +228,12 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
 
     def one(assignment: Assignment) -> PlanEntry:
         version = settled.get((assignment.spec.name, assignment.image_set_id))
-        known = (known_version(assignment.spec.name, assignment.image_set_id,
-                               assignment.spec.digest)
+        known = (known_version(assignment.spec.name, assignment.image_set_id, None)
                  if known_version is not None and assignment.listed is not None else None)
         if known is not None and int(known) > int(assignment.listed.version):
-            # The state verified a newer version than the search lists: the index lags, so
-            # the listed version is not the one to plan on.
+            # The state recorded a newer version than the search lists (an apply of this or
+            # an earlier form of the spec, a rollback): the index lags, so the listed version
+            # is not the one to plan on.
             assignment = replace(assignment, listed=None)
         if version is not None:
             entry = plan_entry(assignment, version, [], redactor)

@@ -53,6 +53,55 @@ SCHEMA_VERSION = readings.schema_version(READING)
 # Under remove_instance_needs_force=true the example specs are written without nm-bone's
 # instance removal (readings.spec_for_reading): the service refuses it on a primary image set.
 INSTANCE_REMOVAL_REFUSED = readings.refuses_instance_removal(READING)
+# Under primary_restriction_include_study=refused no writer can change a Patient element of a
+# (primary) seed: the example specs are written without their Patient blocks
+# (readings.spec_for_reading), and a second writer changes something else.
+PATIENT_CHANGES_REFUSED = readings.refuses_patient_changes(READING)
+# Seconds a completed version takes to show in SearchImageSets (search_index_lag; 0 by default).
+INDEX_LAG = READING.behaviour("search_index_lag")
+
+
+@dataclass(frozen=True)
+class Element:
+    """A Patient- or Study-level DICOM element of a metadata document."""
+    level: str
+    key: str
+    vr: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.level}.{self.key}"
+
+    def of(self, document: dict) -> Any:
+        return document[self.level]["DICOM"].get(self.key)
+
+
+def dicom_update(*pairs: tuple[Element, Any]) -> dict:
+    """The DICOM part of an update document setting each element to its value."""
+    doc: dict[str, Any] = {}
+    for element, value in pairs:
+        doc.setdefault(element.level, {"DICOM": {}})["DICOM"][element.key] = value
+    return doc
+
+
+def spec_attributes(*pairs: tuple[Element, Any]) -> dict:
+    """A spec's ``attributes`` setting each element to its value."""
+    doc: dict[str, Any] = {}
+    for element, value in pairs:
+        doc.setdefault(element.level, {})[element.key] = value
+    return doc
+
+
+# The element of ct-small that tests change behind its back (a second writer), with the value
+# the spec wants, and an element of the same level that ct-small does not manage. Where no
+# writer can change a Patient element of a primary seed (PATIENT_CHANGES_REFUSED, ct-small
+# written without its Patient block), Study elements stand in.
+if PATIENT_CHANGES_REFUSED:
+    CT_MANAGED, CT_WANTED = Element("Study", "AccessionNumber", "SH"), "ACC-0042"
+    CT_UNMANAGED = Element("Study", "AdditionalPatientHistory", "LT")
+else:
+    CT_MANAGED, CT_WANTED = Element("Patient", "PatientName", "PN"), "DOE^JANE"
+    CT_UNMANAGED = Element("Patient", "PatientSex", "CS")
 
 
 @dataclass

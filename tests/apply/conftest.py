@@ -2,6 +2,8 @@
 
 * ``emu``: an emulator seeded with examples/dicom (five image sets, three of them targeted by
   examples/specs), updates staying LOCKED for 20 ms: short, but a real asynchronous window.
+  Its ``clock`` is this machine's; ``index_caught_up()`` moves it past a lagging search
+  index (the search_index_lag reading) where a test's point is the steady state.
 * ``project``: a project directory wired to ``emu`` with the example specs.
 * ``fast_timing`` (autouse): only the *timing* knobs are turned down, so the suite runs in
   seconds — botocore's retry backoff for throttling (1 s base) and the engine's poll and
@@ -15,12 +17,13 @@ from dataclasses import dataclass
 
 import botocore.session
 import pytest
-from apply_support import EXAMPLE_STUDIES, EXAMPLES_DICOM, Project
 from botocore import loaders
 from botocore.retries import standard
 
-from reconciler.emulator.server import ThreadedEmulator
+from apply_support import EXAMPLE_STUDIES, EXAMPLES_DICOM, Project
+from index_clock import Clock, catch_up_index
 from reconciler.engine import applier, planner
+from reconciler.emulator.server import ThreadedEmulator
 
 
 @dataclass
@@ -52,9 +55,23 @@ def fast_timing(monkeypatch):
 
 
 @pytest.fixture
-def emu():  # under the session reading (tests/conftest.py)
-    with ThreadedEmulator(seeds=[str(EXAMPLES_DICOM)], update_delay=0.02) as emulator:
+def clock() -> Clock:
+    """``emu``'s clock: this machine's, moved forward only by ``index_caught_up``."""
+    return Clock()
+
+
+@pytest.fixture
+def emu(clock):  # under the session reading (tests/conftest.py)
+    with ThreadedEmulator(seeds=[str(EXAMPLES_DICOM)], update_delay=0.02,
+                          clock=clock) as emulator:
         yield emulator
+
+
+@pytest.fixture
+def index_caught_up(clock):
+    """Call it to let the search index catch up with every completed version (under
+    search_index_lag the emulator's clock moves past the lag; nothing to do without a lag)."""
+    return lambda: catch_up_index(clock)
 
 
 @pytest.fixture

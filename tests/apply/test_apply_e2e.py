@@ -7,14 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from apply_support import (
-    EXAMPLE_SPECS,
-    INSTANCE_REMOVAL_REFUSED,
-    READING,
-    Project,
-    check_report,
-    without_paths,
-)
+
+from apply_support import (EXAMPLE_SPECS, INSTANCE_REMOVAL_REFUSED, PATIENT_CHANGES_REFUSED,
+                           READING, Project, check_report, without_paths)
+from matrix import readings
 
 CT_SERIES = "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322"
 CT_INSTANCE = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
@@ -38,21 +34,29 @@ REPORT_KEYS = {"format_version", "reconciler_version", "operation", "finished_at
 ITEM_KEYS = {"spec", "datastore_id", "image_set_id", "status", "reason", "version_before",
              "version_after", "writes", "response"}
 # The example plan's size: one attribute fewer where the reading refuses nm-bone's instance
-# removal and the example specs are written without it (readings.spec_for_reading); on
-# primary seeds each spec is a study update, on non-primary ones (seed_primary=false) a plain
-# per-image-set request.
+# removal, four fewer (ct-small's and sc-deid's Patient elements) where it refuses every
+# Patient change, and the example specs are written without them (readings.spec_for_reading);
+# on primary seeds each spec is a study update, on non-primary ones (seed_primary=false) a
+# plain per-image-set request.
+EXAMPLE_ATTRIBUTES = 10 - (1 if INSTANCE_REMOVAL_REFUSED else 0) - (
+    4 if PATIENT_CHANGES_REFUSED else 0)
 EXAMPLE_PLAN = ("Plan: 3 image sets to update"
                 + (" in 3 requests (3 study updates)"
                    if READING.behaviour("seed_primary") == "true" else "")
-                + f", 0 unchanged, {9 if INSTANCE_REMOVAL_REFUSED else 10} attributes changed.")
+                + f", 0 unchanged, {EXAMPLE_ATTRIBUTES} attributes changed.")
 RESPONSE_KEYS = {"latestVersionId", "imageSetState", "imageSetWorkflowStatus", "message",
                  "createdAt", "updatedAt"}
 
 
 def check_desired(project, ids):
     ct = project.metadata(ids["ct-small"])
-    assert ct["Patient"]["DICOM"]["PatientName"] == "DOE^JANE"
-    assert ct["Patient"]["DICOM"]["PatientBirthDate"] == "19700101"
+    if PATIENT_CHANGES_REFUSED:    # (not in the specs then: the Patient level as imported)
+        for image_set_id in (ids["ct-small"], ids["sc-deid"]):
+            assert (project.metadata(image_set_id)["Patient"]
+                    == project.metadata(image_set_id, 1)["Patient"])
+    else:
+        assert ct["Patient"]["DICOM"]["PatientName"] == "DOE^JANE"
+        assert ct["Patient"]["DICOM"]["PatientBirthDate"] == "19700101"
     assert ct["Study"]["DICOM"]["StudyDescription"] == "CT CHEST"
     assert ct["Study"]["DICOM"]["AccessionNumber"] == "ACC-0042"
     series = ct["Study"]["Series"][CT_SERIES]
@@ -64,8 +68,9 @@ def check_desired(project, ids):
         INSTANCE_REMOVAL_REFUSED)
     assert nm["Study"]["Series"][NM_SERIES]["Instances"]      # the other instance stays
     sc = project.metadata(ids["sc-deid"])
-    assert sc["Patient"]["DICOM"]["PatientName"] == "ANON^0001"
-    assert sc["Patient"]["DICOM"]["PatientID"] == "ANON0001"
+    if not PATIENT_CHANGES_REFUSED:
+        assert sc["Patient"]["DICOM"]["PatientName"] == "ANON^0001"
+        assert sc["Patient"]["DICOM"]["PatientID"] == "ANON0001"
     assert "ReferringPhysicianName" not in sc["Study"]["DICOM"]
 
 
@@ -296,14 +301,6 @@ def test_the_example_instance_removal_under_each_reading(tmp_path, emu, monkeypa
     assert planned["spec"] == "nm-bone" and planned["action"] != "no-op"
 
 
-def _patient_refused_study_wide(reading) -> bool:
-    """The reading under which no Patient-level change can reach a (primary) seed at all:
-    the level is restricted and includeStudyImageSets does not lift it."""
-    return (reading.behaviour("primary_restricted_levels") != "off"
-            and reading.behaviour("primary_restriction_include_study") == "refused"
-            and reading.behaviour("seed_primary") == "true")
-
-
 @pytest.mark.parametrize("told", [False, True], ids=["config-default", "config-says-refused"])
 def test_patient_changes_to_primary_image_sets_under_each_reading(tmp_path, emu, monkeypatch,
                                                                   reading, told):
@@ -311,20 +308,22 @@ def test_patient_changes_to_primary_image_sets_under_each_reading(tmp_path, emu,
     refuses them even study-wide, the product sends the study update and reports the
     service's refusal (nothing changed), or, when reconciler.yaml says so
     (primaryImageSets.studyWideUpdates: refused), refuses at plan before any write.
-    Elsewhere they apply."""
-    project = Project(tmp_path / "project", emu)
+    Elsewhere they apply. (The specs as shipped: the e2e tests' Project leaves their Patient
+    blocks out under such a reading, readings.spec_for_reading.)"""
+    refused = readings.refuses_patient_changes(reading)
+    project = Project(tmp_path / "project", emu, example_specs=False)
     monkeypatch.chdir(project.root)
-    (project.specs_dir / "nm-bone.yaml").unlink()
+    for name in ("ct-small.yaml", "sc-deid.yaml"):
+        (project.specs_dir / name).write_text((EXAMPLE_SPECS / name).read_text())
     if told:
         project.write_config({**project.config, "primaryImageSets": {
-            "studyWideUpdates": "refused" if _patient_refused_study_wide(reading)
-            else "allowed"}})
+            "studyWideUpdates": "refused" if refused else "allowed"}})
     ids = {name: project.image_set_of(study) for name, study in (
         ("ct-small", "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"),
         ("sc-deid", "1.2.826.0.1.3680043.8.498.12406831542731051035295345080039845114"))}
     before = {i: project.metadata(i) for i in ids.values()}
     result = project.run("apply", "--auto-approve")
-    if not _patient_refused_study_wide(reading):
+    if not refused:
         assert result.exit_code == 0, result.stdout + result.stderr
         assert result.stdout.rstrip().endswith("Apply complete: 2 applied.")
         return

@@ -7,7 +7,9 @@ The emulator runs on a clock of its own, shifted from this machine's and moved f
 tests (``ShiftedClock``): its updatedAt times are then days away from the local clock, which
 shows that the checkpoint is the service's time, and updates an hour apart are an hour apart
 without anybody waiting. Calls are counted as the emulator answered them (fault rules that only
-count)."""
+count). Under a lagging search index (the search_index_lag reading) these tests, about the
+steady state, move that clock past the lag after each write (``index_caught_up``): the
+listing's blind spot right after a write is tests/apply/test_search_index_lag.py's."""
 
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ from datetime import datetime, timedelta, timezone
 
 import jsonschema
 import pytest
-from apply_support import EXAMPLES_DICOM, REPO_ROOT, Project, sample_documents, seed_documents
 
-from reconciler.emulator.server import ThreadedEmulator
+from apply_support import (CT_MANAGED, EXAMPLES_DICOM, REPO_ROOT, Project, dicom_update,
+                           sample_documents, seed_documents)
+from index_clock import catch_up_index
 from reconciler.engine.diff import live_values
+from reconciler.emulator.server import ThreadedEmulator
 from reconciler.states import ImageSetRecord, State, open_backend
 
 DRIFT_SCHEMA = json.loads((REPO_ROOT / "schemas" / "drift.v1.schema.json").read_text())
@@ -100,7 +104,8 @@ def unmanaged(project, ids) -> list[str]:
 
 # -- the checkpoint ------------------------------------------------------------------------------
 def test_drift_records_a_service_time_checkpoint_and_the_next_check_costs_one_call(
-        project, applied):
+        project, applied, index_caught_up):
+    index_caught_up()
     before = project.state()
     assert "drift_checkpoints" not in before          # apply alone records none
     code, doc, items = drift_json(project)
@@ -133,18 +138,19 @@ def test_drift_records_a_service_time_checkpoint_and_the_next_check_costs_one_ca
 
 
 def test_an_out_of_band_change_is_found_and_stays_reported_until_apply_fixes_it(
-        project, applied, clock):
+        project, applied, clock, index_caught_up):
     ct = applied["ct-small"]
     other = unmanaged(project, applied)[0]
     drift_json(project)                                     # the checkpoint
     clock.advance(3600)
-    project.write_oob(ct, updatable={"Patient": {"DICOM": {"PatientName": "INTRUDER^EVE"}}})
+    project.write_oob(ct, updatable=dicom_update((CT_MANAGED, "INTRUDER^EVE")))
+    index_caught_up()
 
     count = counters(project.emu)
     code, doc, items = drift_json(project)
     assert code == 2 and doc["check"]["incremental"] is True
     assert items[ct]["status"] == "drifted"
-    assert [a["path"] for a in items[ct]["attributes"]] == ["Patient.PatientName"]
+    assert [a["path"] for a in items[ct]["attributes"]] == [CT_MANAGED.path]
     assert {items[i]["status"] for i in (applied["nm-bone"], applied["sc-deid"])} == {"in-sync"}
     # Metadata read for the changed image set only.
     assert fired(count) == {"SearchImageSets": 1, "GetImageSet": 1, "GetImageSetMetadata": 1}
@@ -154,6 +160,7 @@ def test_an_out_of_band_change_is_found_and_stays_reported_until_apply_fixes_it(
     # drifted one, which the listing no longer reaches. It is checked anyway: unsettled.
     clock.advance(3600)
     project.write_oob(other, updatable={"Study": {"DICOM": {"StudyDescription": "ELSEWHERE"}}})
+    index_caught_up()
     assert drift_json(project)[0] == 2                    # the checkpoint moves past ct's update
     count = counters(project.emu)
     code, doc, items = drift_json(project)
@@ -164,6 +171,7 @@ def test_an_out_of_band_change_is_found_and_stays_reported_until_apply_fixes_it(
 
     repaired = project.run("apply", "--auto-approve")
     assert repaired.exit_code == 0, repaired.stderr
+    index_caught_up()
     code, doc, items = drift_json(project)
     assert code == 0 and items[ct]["status"] == "in-sync"
     assert items[ct]["live_version"] == "4"            # listed at the version apply made
@@ -240,7 +248,7 @@ def test_a_record_written_after_the_checkpoint_is_checked_on_its_own(project, ap
 
 @pytest.mark.parametrize("overlap, found", [(None, True), (0, False)])
 def test_the_overlap_margin_catches_an_update_that_lands_behind_the_checkpoint(
-        project, applied, clock, overlap, found):
+        project, applied, clock, index_caught_up, overlap, found):
     """An update that stays LOCKED across a drift check and then completes with an updatedAt
     older than the newest one that check listed (an update in flight, a lagging index, clock
     skew): the default margin (300 s) lists it; with none it is missed until a full check."""
@@ -249,10 +257,10 @@ def test_the_overlap_margin_catches_an_update_that_lands_behind_the_checkpoint(
     ct, other = applied["ct-small"], unmanaged(project, applied)[0]
     drift_json(project)
     project.emu.faults.add("UpdateImageSetMetadata", "lock", imageSetId=ct, polls=1, times=1)
-    project.write_oob(ct, updatable={"Patient": {"DICOM": {"PatientName": "LATE^LARRY"}}},
-                      wait=False)
+    project.write_oob(ct, updatable=dicom_update((CT_MANAGED, "LATE^LARRY")), wait=False)
     clock.advance(60)
     project.write_oob(other, updatable={"Study": {"DICOM": {"StudyDescription": "ELSEWHERE"}}})
+    index_caught_up()
     code, doc, items = drift_json(project)               # ct's update is still LOCKED
     assert items[ct]["status"] == "in-sync"
     done = project.wait_unlocked(ct)                     # now it lands, stamped a minute back
@@ -302,6 +310,7 @@ def test_an_untouched_fleet_after_the_checkpoint_costs_one_call(tmp_path):
         clock.advance(600)
         touched = emu.image_set_ids[7]
         project.write_oob(touched, updatable={"Study": {"DICOM": {"StudyDescription": "X"}}})
+        catch_up_index(clock)
         count = counters(emu)
         code, doc, items = drift_json(project)
         assert code == 2 and doc["summary"]["drifted"] == 1
@@ -360,7 +369,7 @@ def test_without_the_right_to_lock_the_state_drift_checks_and_saves_nothing(
         raise LockError(f"cannot lock state {self.describe()}: AccessDenied")
 
     monkeypatch.setattr(LocalBackend, "_try_lock", denied)
-    project.write_oob(applied["ct-small"], updatable={"Patient": {"DICOM": {"PatientName": "X^Y"}}})
+    project.write_oob(applied["ct-small"], updatable=dicom_update((CT_MANAGED, "X^Y")))
     result = project.run("drift", "--json")
     assert result.exit_code == 2
     assert "drift checked without saving its checkpoint" in result.stderr
@@ -371,7 +380,7 @@ def test_without_the_right_to_lock_the_state_drift_checks_and_saves_nothing(
     assert project.state_path.read_bytes() == before
 
 
-def test_the_checkpoint_survives_the_s3_backend(project):
+def test_the_checkpoint_survives_the_s3_backend(project, index_caught_up):
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -387,6 +396,7 @@ def test_the_checkpoint_survives_the_s3_backend(project):
             "region": "us-east-1", "endpointUrl": url}})
         done = project.run("apply", "--auto-approve")
         assert done.exit_code == 0, done.stderr
+        index_caught_up()
         state = json.loads(s3.get_object(Bucket="drift-state", Key="team/state.json")["Body"].read())
         assert "drift_checkpoints" not in state
         drift_json(project)

@@ -14,11 +14,25 @@ import hashlib
 import json
 
 import pytest
-from apply_support import CT_STUDY, Project, check_report
 
-PATIENT_NAME = "DOE^GROUPED"
+from apply_support import (CT_STUDY, PATIENT_CHANGES_REFUSED, Element, Project, check_report,
+                           dicom_update, spec_attributes)
+
+# The study-wide change the specs ask for: a Patient and a Study element. Where the reading
+# refuses every Patient change to a primary image set, even study-wide
+# (PATIENT_CHANGES_REFUSED; that refusal is asserted below, on this study by
+# test_a_patient_change_to_the_study_under_each_reading, and in tests/apply/test_apply_e2e.py
+# and tests/matrix/test_readings.py), a second Study element stands in for the Patient one:
+# the same study update, two elements of each member.
+if PATIENT_CHANGES_REFUSED:
+    NAMED, NAME = Element("Study", "NameOfPhysiciansReadingStudy", "PN"), "DOE^GROUPED"
+else:
+    NAMED, NAME = Element("Patient", "PatientName", "PN"), "DOE^GROUPED"
 DESCRIPTION = "GROUPED STUDY"
-ATTRIBUTES = {"Patient": {"PatientName": PATIENT_NAME}, "Study": {"StudyDescription": DESCRIPTION}}
+DESCRIBED = Element("Study", "StudyDescription", "LO")
+ATTRIBUTES = spec_attributes((NAMED, NAME), (DESCRIBED, DESCRIPTION))
+PATIENT_ATTRIBUTES = {"Patient": {"PatientName": NAME},
+                      "Study": {"StudyDescription": DESCRIPTION}}
 
 
 def _peer_id(n: int) -> str:
@@ -100,7 +114,7 @@ def test_a_study_needing_one_change_is_one_request_applied_verified_recorded(stu
             ("applied", "1", "2")
         assert study.version_count(image_set_id) == 2
         live = study.metadata(image_set_id)
-        assert live["Patient"]["DICOM"]["PatientName"] == PATIENT_NAME
+        assert NAMED.of(live) == NAME
         assert live["Study"]["DICOM"]["StudyDescription"] == DESCRIPTION
         record = study.record("ct-study", image_set_id)
         assert (record["version_before"], record["version_after"]) == ("1", "2")
@@ -131,18 +145,18 @@ def test_a_primary_image_set_no_spec_targets_is_a_peer_changed_shown_and_recorde
     peer = study.ids[2]
     assert [(m["image_set_id"], m["spec"], m["peer"]) for m in group["members"]] == [
         (study.ids[0], "part-0", False), (study.ids[1], "part-1", False), (peer, "part-0", True)]
-    assert {c["key"] for c in group["members"][2]["changes"]} == {"PatientName",
+    assert {c["key"] for c in group["members"][2]["changes"]} == {NAMED.key,
                                                                  "StudyDescription"}
     assert "no spec targets it: changed for study consistency" in result.stdout
     updates = _updates(emu)
     applied = study.run("apply", "plan.json", "--json")
     assert applied.exit_code == 0, applied.stdout
     assert updates.fired == 1
-    assert study.metadata(peer)["Patient"]["DICOM"]["PatientName"] == PATIENT_NAME
+    assert NAMED.of(study.metadata(peer)) == NAME
     record = study.record("part-0", peer)            # drift and rollback see the peer
     assert (record["version_before"], record["version_after"]) == ("1", "2")
-    assert sorted(record["hashes"]) == ["Patient.PatientName", "Study.StudyDescription"]
-    study.write_oob(peer, updatable={"Patient": {"DICOM": {"PatientName": "SOMEONE^ELSE"}}})
+    assert sorted(record["hashes"]) == sorted([NAMED.path, "Study.StudyDescription"])
+    study.write_oob(peer, updatable=dicom_update((NAMED, "SOMEONE^ELSE")))
     drift = study.run("drift", "--json")
     assert drift.exit_code == 2
     drifted = {(i["spec"], i["image_set_id"]) for i in drift.json["image_sets"]
@@ -184,6 +198,9 @@ def test_a_series_level_change_to_a_primary_image_set_is_refused_before_any_writ
 
 def test_an_account_whose_service_allows_series_changes_says_so(study, emu):
     emu.backend.settings.behaviours.set("primary_restricted_levels", "patient_study")
+    # (and, as the config below says by leaving studyWideUpdates at its default, allows
+    # Patient/Study changes study-wide, whatever the session's reading says)
+    emu.backend.settings.behaviours.set("primary_restriction_include_study", "allowed")
     study.write_config({**study.config,
                         "primaryImageSets": {"restrictedLevels": ["Patient", "Study"]}})
     series_uid = _series_specs(study)
@@ -213,7 +230,8 @@ def test_per_image_set_requests_where_the_account_allows_them(study, emu):
 
 def test_study_consistency_off_where_the_service_restricts_patient_changes_is_refused(study):
     study.write_config({**study.config, "groupStudies": False})    # the older key
-    _study_spec(study)
+    # (a Patient change under every reading: refused at plan before any write)
+    study.write_spec("ct-study", PATIENT_ATTRIBUTES, selector={"DICOMStudyInstanceUID": CT_STUDY})
     result = study.run("plan")
     assert result.exit_code == 1
     assert "Patient-level elements cannot be updated on a primary image set" in result.stdout
@@ -236,7 +254,7 @@ def test_a_managed_change_to_a_member_after_the_plan_makes_the_update_stale(stud
     _study_spec(study)
     _plan(study)
     member = study.ids[1]
-    study.write_oob(member, updatable={"Patient": {"DICOM": {"PatientName": "SMITH^JOHN"}}})
+    study.write_oob(member, updatable=dicom_update((NAMED, "SMITH^JOHN")))
     updates = _updates(emu)
     result = study.run("apply", "plan.json", "--json")
     assert result.exit_code == 1
@@ -284,14 +302,65 @@ def test_a_fault_on_the_leaders_write_ends_with_one_version_per_member(study, em
 
 def test_a_redacted_plan_shows_no_values(study):
     _study_spec(study)
-    original_name = study.original[study.ids[0]]["Patient"]["DICOM"]["PatientName"]
+    # (the stand-in Study element of PATIENT_CHANGES_REFUSED is absent from the seed: no
+    # original value to leak there)
+    originals = [v for v in (NAMED.of(study.original[study.ids[0]]),) if v is not None]
+    assert originals or PATIENT_CHANGES_REFUSED
     for args in (["--json"], [], ["--format", "markdown"]):
         result = study.run("plan", *args, ci=True)
         assert result.exit_code == 0, result.stderr
-        for value in (PATIENT_NAME, original_name, CT_STUDY):
+        for value in (NAME, *originals, CT_STUDY):
             assert value not in result.stdout, (args, value)
         assert "study update" in result.stdout or "groups" in result.stdout
     doc = study.run("plan", "--json", ci=True).json
     (group,) = doc["groups"]
     assert group["requests"][0]["updatableAttributes"]["redacted"] is True
     assert all(m["before_digest"] is None for m in group["members"])
+
+
+@pytest.mark.parametrize("told", [False, True], ids=["config-default", "config-says-refused"])
+def test_a_patient_change_to_the_study_under_each_reading(study, emu, reading, told):
+    """A spec on each of the three primary image sets asks one Patient change (and one Study
+    change). Where the session's reading refuses Patient changes to primary image sets even
+    study-wide: told so by reconciler.yaml (primaryImageSets.studyWideUpdates: refused), the
+    plan refuses it before any write, for each spec; not told, the one study-wide request is
+    refused by the service (atomically: no member changes), and the next plan says it cannot
+    converge, for each spec. Elsewhere the one request changes all three."""
+    refused = (reading.behaviour("primary_restricted_levels") != "off"
+               and reading.behaviour("primary_restriction_include_study") == "refused")
+    if told:
+        study.write_config({**study.config, "primaryImageSets": {
+            "studyWideUpdates": "refused" if refused else "allowed"}})
+    for n, image_set_id in enumerate(study.ids):
+        study.write_spec(f"part-{n}", PATIENT_ATTRIBUTES, image_set_id=image_set_id)
+    updates = _updates(emu)
+    result = study.run("apply", "--auto-approve")
+    if not refused:
+        assert result.exit_code == 0, result.stdout + result.stderr
+        assert updates.fired == 1
+        assert {study.metadata(i)["Patient"]["DICOM"]["PatientName"] for i in study.ids} \
+            == {NAME}
+        return
+    assert result.exit_code == 1, result.stdout + result.stderr
+    if told:
+        assert updates.fired == 0 and "nothing was applied" in result.stderr
+        for n, image_set_id in enumerate(study.ids):
+            assert (f"# part-{n}: image set {image_set_id}: error: image set {image_set_id} "
+                    "is a primary image set") in result.stdout
+        assert result.stdout.count("cannot be updated on a primary image set even in a "
+                                   "study-wide update") == 3
+        assert "CopyImageSet" in result.stdout           # the way out is named
+    else:
+        assert updates.fired == 1                        # the one study-wide request
+        assert "Patient-level attributes cannot be updated on a primary image set" \
+            in result.stdout
+        again = study.run("plan", "--json")
+        assert again.exit_code == 1, again.stdout + again.stderr
+        assert again.json["groups"] == []
+        errors = {(e["spec"], e["image_set_id"]): e["error"] for e in again.json["image_sets"]}
+        assert set(errors) == {(f"part-{n}", i) for n, i in enumerate(study.ids)}
+        assert all("cannot converge" in error for error in errors.values())
+    for image_set_id in study.ids:                       # nothing changed, on any member
+        assert study.metadata(image_set_id)["Patient"] == study.original[image_set_id]["Patient"]
+        assert (study.metadata(image_set_id)["Study"]["DICOM"]
+                == study.original[image_set_id]["Study"]["DICOM"])

@@ -9,8 +9,8 @@ import json
 import shutil
 
 import pytest
-from apply_support import READING, check_report
 
+from apply_support import CT_WANTED, READING, check_report
 from reconciler.documents import plans
 
 
@@ -133,7 +133,7 @@ def test_plan_printed_with_redaction_is_refused(project, ids):
     assert doc["redacted"] is True
     request = _study_update_of(doc, "ct-small")["requests"][0]
     assert request["updatableAttributes"]["redacted"] is True           # no payload in it
-    assert "DOE^JANE" not in printed.stdout
+    assert CT_WANTED not in printed.stdout
     (project.root / "printed.json").write_text(printed.stdout)
 
     result, _ = apply_saved(project, str(project.root / "printed.json"))
@@ -159,8 +159,9 @@ def test_plan_edited_by_hand_is_refused(project, ids):
     plan = plan_to(project)
     doc = json.loads(open(plan).read())
     entry = _study_update_of(doc, "ct-small")
+    assert CT_WANTED in entry["requests"][0]["updatableAttributes"]
     entry["requests"][0]["updatableAttributes"] = entry["requests"][0][
-        "updatableAttributes"].replace("DOE^JANE", "EVIL^EDIT")
+        "updatableAttributes"].replace(CT_WANTED, "EVIL^EDIT")
     open(plan, "w").write(json.dumps(doc))
     result, _ = apply_saved(project, plan)
     assert result.exit_code == 1

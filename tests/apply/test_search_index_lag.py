@@ -1,7 +1,9 @@
 """A search index that lags completed versions (the emulator's ``search_index_lag=5``) on a
 clock of the emulator's own, moved forward by the tests instead of waiting: a plan that leads
 to writes never takes "nothing changed" from a listing; a plain plan and drift say how many
-image sets they judged from the listing, and ``--read-all`` reads them."""
+image sets they judged from the listing, and ``--read-all`` reads them; a plan made right
+after our own apply or rollback (the spec edited since or not) diffs against the version the
+state recorded, not the older one the index still lists."""
 
 from __future__ import annotations
 
@@ -117,3 +119,53 @@ def test_drift_says_what_it_judged_from_the_listing_and_read_all_finds_it(projec
     assert items["ct-small"]["status"] == "drifted"
     assert items["ct-small"]["live_version"] == "3"
     assert doc["check"]["from_listing"] == 0 and doc["check"]["index_lag"] is None
+
+
+@pytest.fixture
+def just_applied(project):
+    """The example specs applied (version 2 each); the index still lists the seeded version 1."""
+    result = project.run("apply", "--auto-approve")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    ct = project.image_set_of(CT)
+    listed = project.client.search_image_sets(datastoreId=project.datastore_id,
+                                              searchCriteria={})["imageSetsMetadataSummaries"]
+    assert {s["imageSetId"]: s["version"] for s in listed}[ct] == 1     # the index lags
+    return ct
+
+
+def test_a_spec_edited_right_after_its_apply_is_planned_on_the_version_the_state_recorded(
+        project, just_applied):
+    """The edited spec's digest is not the one the state verified, but the state still says
+    version 2 exists: the listing's version 1 is not the one to diff against (it would show
+    every change of the first apply again, and a saved plan of it would be stale)."""
+    spec = project.specs_dir / "ct-small.yaml"
+    spec.write_text(spec.read_text().replace("CT CHEST", "CT THORAX"))
+    result = project.run("plan", "--out", "plan.json", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads((project.root / "plan.json").read_text())
+    [entry] = [e for e in doc["image_sets"] if e["action"] == "update"]
+    assert (entry["spec"], entry["version_id"]) == ("ct-small", "2")
+    assert [(c["key"], c["after"]) for c in entry["changes"]] == [("StudyDescription",
+                                                                   "CT THORAX")]
+    applied = project.run("apply", "plan.json", "--json")
+    assert applied.exit_code == 0, applied.stdout
+    items = {i["spec"]: i for i in check_report(applied.json)["image_sets"]}
+    assert (items["ct-small"]["status"], items["ct-small"]["version_before"]) == ("applied", "2")
+    assert project.metadata(just_applied)["Study"]["DICOM"]["StudyDescription"] == "CT THORAX"
+
+
+def test_a_labels_only_edit_right_after_an_apply_plans_no_changes(project, just_applied):
+    """Labels are part of the spec digest, not of the metadata: nothing to change."""
+    spec = project.specs_dir / "ct-small.yaml"
+    spec.write_text(spec.read_text().replace("team: radiology", "team: imaging"))
+    result = project.run("plan", "--detailed-exitcode")
+    assert result.exit_code == 0, result.stdout
+    assert "Plan: 0 image sets to update, 3 unchanged, 0 attributes changed." in result.stdout
+
+
+def test_a_plan_right_after_a_rollback_is_made_on_the_rollback_version(project, just_applied):
+    result = project.run("rollback", "ct-small", "--auto-approve")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    doc = project.run("plan", "--json").json
+    [entry] = [e for e in doc["image_sets"] if e["action"] == "update"]
+    assert (entry["spec"], entry["version_id"]) == ("ct-small", "3")

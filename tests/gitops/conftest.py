@@ -1,7 +1,9 @@
 """Fixtures for the GitOps tests (helpers in gitops_support.py).
 
 * ``emu``: the emulator seeded with examples/dicom, the data the example specs target; its
-  default data store has the id that examples/gitops/reconciler.yaml names.
+  default data store has the id that examples/gitops/reconciler.yaml names. Its clock is this
+  machine's; ``index_caught_up()`` moves it past a lagging search index (the
+  search_index_lag reading), as the hours between an edit and a scheduled run would.
 * ``s3_url``: one moto server per test process, with the example's state bucket.
 * ``metadata_repo``: examples/gitops in a temporary git repository wired to both.
 * ``CI`` is set by each test explicitly (it decides redaction).
@@ -18,14 +20,28 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from gitops_support import BUCKET, EXAMPLES_DICOM, MetadataRepo  # noqa: E402
+from index_clock import Clock, catch_up_index  # noqa: E402
 
 
 @pytest.fixture
-def emu():  # under the session reading (tests/conftest.py)
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def emu(clock):  # under the session reading (tests/conftest.py)
     from reconciler.emulator.server import ThreadedEmulator
 
-    with ThreadedEmulator(seeds=[str(EXAMPLES_DICOM)], update_delay=0.02) as emulator:
+    with ThreadedEmulator(seeds=[str(EXAMPLES_DICOM)], update_delay=0.02,
+                          clock=clock) as emulator:
         yield emulator
+
+
+@pytest.fixture
+def index_caught_up(clock):
+    """Call it to let the search index catch up with every completed version (nothing to do
+    without a lag)."""
+    return lambda: catch_up_index(clock)
 
 
 @pytest.fixture(scope="session")

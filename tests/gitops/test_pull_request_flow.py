@@ -34,7 +34,8 @@ def _download_artifact(repo, saved) -> None:
     shutil.copy2(saved, repo.root / "plan.json")
 
 
-def test_pull_request_plan_merge_apply_then_scheduled_drift(metadata_repo, tmp_path):
+def test_pull_request_plan_merge_apply_then_scheduled_drift(metadata_repo, tmp_path,
+                                                             index_caught_up):
     repo = metadata_repo
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
@@ -84,12 +85,15 @@ def test_pull_request_plan_merge_apply_then_scheduled_drift(metadata_repo, tmp_p
         "### reconciler plan\n\n**No changes.** The live metadata matches the specs. "
         "Plan: 0 image sets to update, 3 unchanged, 0 attributes changed.")
 
-    # Scheduled drift on main: quiet, then someone edits the study at the console.
+    # Scheduled drift on main: quiet, then someone edits the study at the console. (A
+    # schedule runs long after the edits: a lagging search index has caught up by then.)
     repo.merge("labels")
+    index_caught_up()
     drift = repo.runner.run(DRIFT)["Drift"]
     assert drift.exit_code == 0 and drift.outputs["exitcode"] == "0", drift.stderr
     assert "**No drift.** Drift: 0 drifted, 0 missing, 0 changed elsewhere, 3 in sync" in drift.stdout
     repo.write_oob(repo.image_set_of(CT_STUDY), {"StudyDescription": "EDITED AT THE CONSOLE"})
+    index_caught_up()
     drift = repo.runner.run(DRIFT)["Drift"]
     assert drift.exit_code == 0, drift.stderr         # the step records; a later step fails the job
     assert drift.outputs["exitcode"] == "2"          # → issue reconciler:drift, job fails

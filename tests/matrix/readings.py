@@ -132,17 +132,55 @@ def refuses_instance_removal(reading: Reading) -> bool:
             and reading.behaviour("seed_primary") == "true")
 
 
+def refuses_patient_changes(reading: Reading) -> bool:
+    """Whether no Patient-level change can ever reach a seeded image set: the seeds are
+    primary (seed_primary), the level is restricted on primary image sets
+    (primary_restricted_levels is not off) and even a study-wide update does not lift it
+    (primary_restriction_include_study=refused). Every writer is refused, reconciler and a
+    second writer alike."""
+    return (reading.behaviour("primary_restricted_levels") != "off"
+            and reading.behaviour("primary_restriction_include_study") == "refused"
+            and reading.behaviour("seed_primary") == "true")
+
+
+def _without_block(text: str, key: str) -> str:
+    """``text`` (a spec) without the ``attributes`` block ``key`` (a two-space-indented key
+    and everything indented under it), comments and layout of the rest kept."""
+    lines = text.splitlines(keepends=True)
+    start = lines.index(f"  {key}:\n")
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end].startswith("   ")):
+        end += 1
+    return "".join(lines[:start] + lines[end:])
+
+
 def spec_for_reading(reading: Reading, text: str) -> str:
     """An example spec as the e2e tests that use it for something else (drift, rollback,
-    faults, staleness) write it under ``reading``: where the service refuses every instance
-    removal on a primary image set (:func:`refuses_instance_removal`), nm-bone's removal of its
-    lossy instance (a ``Series`` block holding nothing else, the spec's last block) is left
-    out, so those tests see specs the service accepts. The refusal itself is asserted by
-    tests/apply/test_apply_e2e.py::test_the_example_instance_removal_under_each_reading."""
-    if not refuses_instance_removal(reading):
-        return text
+    faults, staleness) write it under ``reading``, so that they see specs the service accepts:
+
+    * where the service refuses every instance removal on a primary image set
+      (:func:`refuses_instance_removal`), nm-bone's removal of its lossy instance (a
+      ``Series`` block holding nothing else, the spec's last block) is left out. The refusal
+      itself is asserted by
+      tests/apply/test_apply_e2e.py::test_the_example_instance_removal_under_each_reading;
+    * where the service refuses every Patient-level change to a primary image set, even
+      study-wide (:func:`refuses_patient_changes`), the ``Patient`` block (ct-small's and
+      sc-deid's) is left out; their Study and Instance changes stay. (Under
+      primary_restricted_levels=patient_study the Study level would be refused too; the
+      matrix pairs ``refused`` with patient_series only, see REQUIRES.) The refusal itself, at
+      plan when reconciler.yaml says so and from the service when it does not, is asserted by
+      tests/apply/test_apply_e2e.py::test_patient_changes_to_primary_image_sets_under_each_reading,
+      tests/apply/test_grouping_apply.py::test_a_patient_change_to_the_study_under_each_reading
+      and tests/matrix/test_readings.py."""
     import yaml
 
+    original = yaml.safe_load(text).get("attributes") or {}
+    if refuses_patient_changes(reading) and "Patient" in original:
+        text = _without_block(text, "Patient")
+        assert (yaml.safe_load(text)["attributes"]
+                == {k: v for k, v in original.items() if k != "Patient"}), "a Patient block cut"
+    if not refuses_instance_removal(reading):
+        return text
     series = (yaml.safe_load(text).get("attributes") or {}).get("Series") or {}
     if not series or any(set(body) != {"Instances"} or any(v is not None for v in
                          body["Instances"].values()) for body in series.values()):
@@ -179,19 +217,13 @@ def matrix() -> list[Reading]:
     return [Reading(), *alternatives(), Reading(validation="sync")]
 
 
-# Readings whose e2e subset is not reading-aware yet: the product's outcome under them is
-# asserted by tests of their own (tests/matrix/test_readings.py, and the refusal tests in
-# tests/apply), but most e2e tests still expect the example specs to apply. `make matrix`
-# lists them as pending with the reason, and runs them with --all; CI runs the rest.
-PENDING = {
-    "primary_restricted_levels=patient_series,primary_restriction_include_study=refused":
-        "the example specs' Patient changes can never apply to primary seeds under this "
-        "reading (refused even study-wide); the e2e tests still expect them to",
-    "search_index_lag=5":
-        "e2e tests count reads right after an apply, when the product (rightly) reads a "
-        "lagging index's image sets again, and drift right after an edit relies on the "
-        "listing (documented: drift --read-all)",
-}
+# Readings whose e2e subset is not reading-aware yet, label → why: the product's outcome under
+# them is asserted by tests of their own (tests/matrix/test_readings.py, the refusal tests in
+# tests/apply), but e2e tests still expect what the reading makes impossible. `make matrix`
+# lists them as pending with the reason, and runs them with --all; CI runs the rest. None now:
+# the example specs are written for the reading (spec_for_reading), and what the tests count
+# or compare follows from it.
+PENDING: dict[str, str] = {}
 
 
 # The readings `make test` runs its compact lifecycle under (tests/matrix/test_readings.py):
