@@ -26,7 +26,7 @@ def record(state: State, image_set_id: str, after: str = "2", values=None) -> Im
                                                 "Series[1.2.3].Instances[1.2.3.4]": None}
     return ImageSetRecord(datastore_id=DS, image_set_id=image_set_id, version_before="1",
                           version_after=after, spec_digest="e" * 64,
-                          hashes=state.hash_values(values))
+                          hashes=state.hash_values(values, image_set_id))
 
 
 def written(store) -> State:
@@ -56,7 +56,10 @@ def test_round_trip_through_a_new_handle(store):
     assert [(name, r.image_set_id) for name, r in again.records()] == [
         ("ct-chest", IS1), ("selector-spec", IS2), ("selector-spec", IS3)]
     assert again.get("selector-spec", IS3).version_after == "7"
-    assert again.salt == state.salt and again.hash_value(SECRET_NAME) == state.hash_value(SECRET_NAME)
+    assert again.salt == state.salt
+    assert again.matches(again.get("ct-chest", IS1), "Patient.PatientName", SECRET_NAME)
+    assert (again.hash_value(SECRET_NAME, IS1, "Patient.PatientName")
+            == state.hash_value(SECRET_NAME, IS1, "Patient.PatientName"))
 
 
 def test_serial_grows_by_one_per_write_and_records_keep_theirs(store):
@@ -212,7 +215,7 @@ def test_what_is_stored_validates_against_the_schema_file_and_is_deterministic(s
     doc = json.loads(raw)
     jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).validate(doc)
     assert raw.decode() == json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    assert doc["format_version"] == "1" and doc["serial"] == 1
+    assert doc["format_version"] == "2" and doc["serial"] == 1
 
 
 def test_no_metadata_value_reaches_storage(store):
@@ -227,7 +230,7 @@ def test_no_metadata_value_reaches_storage(store):
     for blob in (store.raw(""), store.raw(".backup") or b"", lock_bytes):
         assert secret not in blob and b"DOE" not in blob and b"CT CHEST" not in blob
         assert unsalted not in blob
-    assert state.hash_value(SECRET_NAME).encode() in store.raw("")
+    assert state.hash_value(SECRET_NAME, IS1, "Patient.PatientName").encode() in store.raw("")
 
 
 def test_errors_name_the_location_and_not_values(store):
