@@ -15,6 +15,7 @@ import json
 
 import pytest
 from apply_support import CT_STUDY, Project, check_report
+from plan_files import read_plan
 
 PATIENT_NAME = "DOE^GROUPED"
 DESCRIPTION = "GROUPED STUDY"
@@ -63,7 +64,7 @@ def _study_spec(project, name="ct-study"):
 def _plan(project, *extra, ci=False):
     result = project.run("plan", "--out", "plan.json", *extra, ci=ci)
     assert result.exit_code == 0, result.stderr
-    return json.loads((project.root / "plan.json").read_text()), result
+    return read_plan(project.root / "plan.json"), result
 
 
 def test_a_study_needing_one_change_is_one_request_applied_verified_recorded(study, emu):
