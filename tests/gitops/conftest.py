@@ -2,7 +2,8 @@
 
 * ``emu``: the emulator seeded with examples/dicom, the data the example specs target; its
   default data store has the id that examples/gitops/reconciler.yaml names.
-* ``s3_url``: one moto server per test process, with the example's state bucket.
+* ``s3_url``: one moto server per test process, with the example's state bucket and its KMS
+  key (``alias/radiology-reconciler``, as examples/gitops/reconciler.yaml names it).
 * ``metadata_repo``: examples/gitops in a temporary git repository wired to both.
 * ``CI`` is set by each test explicitly (it decides redaction).
 """
@@ -17,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from gitops_support import BUCKET, EXAMPLES_DICOM, MetadataRepo  # noqa: E402
+from gitops_support import BUCKET, EXAMPLES_DICOM, KMS_ALIAS, MetadataRepo  # noqa: E402
 
 
 @pytest.fixture
@@ -37,6 +38,9 @@ def s3_url():
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
     boto3.client("s3", region_name="us-east-1", endpoint_url=url).create_bucket(Bucket=BUCKET)
+    kms = boto3.client("kms", region_name="us-east-1", endpoint_url=url)
+    key = kms.create_key(Description="radiology reconciler")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=KMS_ALIAS, TargetKeyId=key)
     try:
         yield url
     finally:
