@@ -3,7 +3,7 @@
 Which attributes are sensitive is not ours to decide: it is the list of the DICOM PS3.15 Basic
 Application Level Confidentiality Profile (Table E.1-1), taken from the ``dicom-anonymizer``
 package's tables of the 2026c edition, plus every private attribute (the profile removes
-them all). A redacted value prints as ``<redacted PN len=8 sha256:1a2b3c>``: a short salted hash,
+them all). A redacted value prints as ``<redacted PN len=8 sha256:1a2b3c>``: a short keyed hash,
 so a reviewer still sees that a value changed and whether two values are equal, without the
 value. The short hash is an HMAC under a key that is never printed or stored: with a state,
 one derived from the state's keys (so plan and drift show equal values alike, and no one
