@@ -55,8 +55,14 @@ class Hashing:
     def rekey(self, source: KeySource | None = None) -> tuple[str, str]:
         """Rotate: open the keys, add a new data key to the chain (one HMAC layer over every
         stored hash, UID token and spec digest), and seal the chain under ``source`` (default:
-        the one it was opened with). Returns (before, after) descriptions for messages."""
+        the one it was opened with). A format-1 state is re-keyed straight under ``source``
+        (its old source is not needed: it has none). Returns (before, after) descriptions."""
         with self._lock:
+            if self._legacy and self._keys.chain is None:
+                before = self._keys.describe()
+                self._rekey(KeyChain(), source)
+                self._legacy = False
+                return before, self._keys.describe()
             chain = self.open_keys()
             before = self._keys.describe()
             self._rekey(chain, source)
@@ -72,10 +78,6 @@ class Hashing:
                           for name, by_id in self._refusals.items()}
         self._checked = {}
         self._changes += 1
-
-    @property
-    def keys_description(self) -> str:
-        return self._keys.describe()
 
     def keys_fingerprint(self) -> str | None:
         """A digest of the stored keys section (None: format 1); a backend keeps no backup

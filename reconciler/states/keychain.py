@@ -44,6 +44,7 @@ from .records import ImageSetRecord, Refusal
 VALUE, UID, SPEC, REDACT = "state/value", "state/uid", "state/spec-digest", "output/redact"
 TOKEN_PREFIX = "#"
 TOKEN_HEX = 32
+_TOKEN_CACHE = 200_000        # tokens of UIDs remembered per chain (drift resolves many)
 
 
 class KeyChain:
@@ -53,6 +54,7 @@ class KeyChain:
         self.keys = keys
         self._sub = {purpose: [derive(k, purpose) for k in keys]
                      for purpose in (VALUE, UID, SPEC)}
+        self._tokens: dict[str, str] = {}
 
     @classmethod
     def parse(cls, data: bytes) -> KeyChain:
@@ -89,8 +91,15 @@ class KeyChain:
         layers from ``start`` on top of what it already has."""
         if not self.keys:
             return uid
+        if start == 0 and uid in self._tokens:
+            return self._tokens[uid]
         plain = uid[len(TOKEN_PREFIX):] if uid.startswith(TOKEN_PREFIX) else uid
-        return TOKEN_PREFIX + self.layer(UID, plain, start)
+        token = TOKEN_PREFIX + self.layer(UID, plain, start)
+        if start == 0:
+            if len(self._tokens) >= _TOKEN_CACHE:
+                self._tokens.clear()
+            self._tokens[uid] = token
+        return token
 
     def redaction_key(self) -> bytes:
         """The key of redacted output's short hashes (not chained: never stored)."""

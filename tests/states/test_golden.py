@@ -78,6 +78,16 @@ def test_the_format_1_golden_state_is_re_keyed_on_first_use_with_a_notice(caplog
     assert TEST_KEY not in caplog.text
 
 
+def test_rekey_of_the_format_1_golden_state_needs_only_the_new_key():
+    nowhere = EnvKeySource(environ={})            # the state's own source: not even set
+    state = State.from_json(GOLDEN_V1.read_text(), source="golden", keys=nowhere)
+    before, after = state.rekey(golden_key())
+    assert before == "salted hashes, not keyed (format 1)"
+    assert after.startswith("key generation 1 (id ") and "environment variable's key" in after
+    _says_what_it_said(state)
+    _says_what_it_said(State.from_json(state.to_json(), keys=golden_key()))
+
+
 def test_the_format_2_golden_state_reads_and_writes_back_unchanged():
     text = GOLDEN_V2.read_text()
     state = State.from_json(text, source=str(GOLDEN_V2), keys=golden_key())
