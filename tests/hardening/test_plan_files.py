@@ -18,8 +18,12 @@ from reconciler.core.errors import KeyUnavailableError, PlanFileError
 from reconciler.documents import plans
 from reconciler.states.keys import EnvKeySource
 
-KEY = EnvKeySource(environ={"RECONCILER_KEY": base64.b64encode(b"plan-files-test-key-0123456789ab").decode()})
-OTHER_KEY = EnvKeySource(environ={"RECONCILER_KEY": base64.b64encode(b"another-test-key-0123456789abcde").decode()})
+
+def _key(secret: bytes) -> EnvKeySource:
+    return EnvKeySource(environ={"RECONCILER_KEY": base64.b64encode(secret).decode()})
+
+
+KEY, OTHER_KEY = _key(b"plan-files-test-key-0123456789ab"), _key(b"another-test-key-0123456789abcde")
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "plan" / "update-each-level" / "expected.json"
 
