@@ -27,7 +27,7 @@ from .keychain import (
 from .keys import KeySource
 from .records import ImageSetRecord
 
-log = logging.getLogger("reconciler.states.document")
+log = logging.getLogger(__name__)
 
 
 class Hashing:
