@@ -2,6 +2,9 @@
 
 * Fake AWS credentials and region for the whole session, and no profile or endpoint override
   leaking in from the developer's environment: nothing here may ever reach real AWS.
+* ``XDG_CONFIG_HOME`` points at a directory of the session's own, so the key file that keys
+  states and seals saved plans by default (reconciler/states/keys.py) is created there and
+  never in the real home directory; ``RECONCILER_KEY`` is not inherited.
 * ``emulator`` / ``emulator_client``: a local HealthImaging emulator seeded with the bundled
   DICOM files (``examples/dicom``) and a boto3 client for it.
 * The reading (tests/matrix/readings.py): ``RECONCILER_TEST_READING="name=value[,...]"``
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import boto3
@@ -73,9 +78,13 @@ def pytest_configure(config):
     os.environ.update(_FAKE_AWS_ENV)
     # An empty file, so no developer config (profiles, retries, endpoints) applies.
     os.environ["AWS_CONFIG_FILE"] = os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    # The default key file goes here, never into the real home directory.
+    os.environ.pop("RECONCILER_KEY", None)
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="reconciler-test-config-")
 
 
 def pytest_unconfigure(config):
+    shutil.rmtree(os.environ.get("XDG_CONFIG_HOME", ""), ignore_errors=True)
     os.environ.clear()
     os.environ.update(_SAVED_ENV)
 

@@ -14,6 +14,7 @@ means "there are changes" / "drift found".
 * :mod:`.drift`: ``drift``;
 * :mod:`.state`: ``state list | show | unlock``;
 * :mod:`.watch`: ``watch`` (and its Lambda handler);
+* :mod:`.keys`: ``state rekey``;
 * :mod:`.emulator`: ``emulator serve``.
 
 This module imports the command modules, which register their commands on ``cli``, and holds
@@ -27,6 +28,7 @@ import sys
 
 # Each command module registers its commands on ``cli`` when imported.
 from . import apply, authoring, drift, emulator, plan, state, watch  # noqa: F401
+from . import keys  # noqa: F401  (after state: it registers on the state group)
 from .base import cli
 
 __all__ = ["cli", "main", "run"]

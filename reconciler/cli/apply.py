@@ -8,7 +8,8 @@ import click
 
 from ..core import errors
 from .base import (
-    GlobalOptions, cli, make_backend, make_plan, make_redactor, make_service, retry_refused_option)
+    GlobalOptions, cli, make_backend, make_keys, make_plan, make_redactor, make_service,
+    retry_refused_option)
 from .output import ApplyWatcher, chosen_format, confirm, print_report, redact_option, write_plan
 
 
@@ -64,7 +65,7 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
     if output == "stream" and not (saved or auto_approve):
         raise errors.UsageError("--json-stream cannot ask for confirmation: apply a saved plan "
                                 "or pass --auto-approve")
-    plan_doc = load(paths[0]) if saved else None
+    plan_doc = load(paths[0], make_keys(config)) if saved else None
     specs = load_specs([] if saved else list(paths), config)
     backend = make_backend(config)
     hi = make_service(opts, config)   # one client and one pacer for the plan and the writes

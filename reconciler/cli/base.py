@@ -130,19 +130,27 @@ def make_service(opts: GlobalOptions, config):
 
 
 def make_redactor(opts: GlobalOptions, config, redact_here: bool | None, state=None):
-    """Redaction as the flags, config and CI say; hashes salted with the state's salt when
-    there is a state, so plan and drift show equal values alike."""
+    """Redaction as the flags, config and CI say; short hashes keyed with the state's
+    redaction key when there is a state (so plan and drift show equal values alike), else a
+    random key."""
     from ..dicom.redact import Redactor, redaction_enabled
 
     flag = redact_here if redact_here is not None else opts.redact
-    return Redactor(redaction_enabled(flag, config.redact),
-                    salt=state.salt_bytes if state is not None else None)
+    enabled = redaction_enabled(flag, config.redact)
+    return Redactor(enabled, key=state.redaction_key() if state is not None and enabled else None)
+
+
+def make_keys(config):
+    """The key source reconciler.yaml names (``keys:``; default: the user's key file)."""
+    from ..states.keys import key_source
+
+    return key_source(config.keys, region=config.region)
 
 
 def make_backend(config):
     from ..states import open_backend
 
-    return open_backend(config.state, config.root)
+    return open_backend(config.state, config.root, keys=make_keys(config))
 
 
 def make_plan(hi, config, specs, state, redactor, targets=(), excludes=(),

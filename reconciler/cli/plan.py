@@ -7,7 +7,8 @@ import click
 
 from ..core import errors
 from .base import (
-    GlobalOptions, cli, make_backend, make_plan, make_redactor, make_service, retry_refused_option)
+    GlobalOptions, cli, make_backend, make_keys, make_plan, make_redactor, make_service,
+    retry_refused_option)
 from .output import (
     FORMATS, chosen_format, format_options, plan_exit_code, redact_option, write_plan)
 
@@ -15,7 +16,8 @@ from .output import (
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--out", type=click.Path(dir_okay=False),
-              help="Save the exact plan here (JSON, mode 0600) for `apply PLANFILE`.")
+              help="Save the exact plan here (sealed with the project's key, mode 0600) for "
+                   "`apply PLANFILE`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan document as JSON only.")
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when nothing changes, 2 when there are changes, 1 on error.")
@@ -50,11 +52,13 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
     config = load_config(opts.config_path)
     specs = load_specs(list(paths), config)
     state = make_backend(config).read()
+    if state is not None:
+        state.open_keys()         # compares spec digests and refusals: needs the key
     doc = make_plan(make_service(opts, config), config, specs, state,
                      make_redactor(opts, config, redact_here, state),
                      targets, excludes, parallelism, read_all or bool(out), retry_refused)
     if out:
-        save(doc, out)
+        save(doc, out, make_keys(config))
     write_plan(doc, output, opts)
     if out and output == "text" and opts.verbosity >= 0:
         click.echo(f"Saved the plan to {out}. Apply exactly it with: reconciler apply {out}")
@@ -71,7 +75,8 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
 def show(opts: GlobalOptions, planfile, as_json, fmt, redact_here):
     """Render a saved plan exactly as `plan` printed it.
 
-    A plan saved without redaction is redacted on display when redaction is on now.
+    The plan is opened with the key of reconciler.yaml (keys:). A plan saved without
+    redaction is redacted on display when redaction is on now.
 
     \b
     Examples:
@@ -82,8 +87,9 @@ def show(opts: GlobalOptions, planfile, as_json, fmt, redact_here):
     from ..documents.plans import load, redact_values
     from ..spec.config import load_config
 
-    doc = load(planfile)
-    redactor = make_redactor(opts, load_config(opts.config_path), redact_here)
+    config = load_config(opts.config_path)
+    doc = load(planfile, make_keys(config))
+    redactor = make_redactor(opts, config, redact_here)
     if redactor.enabled and not doc["redacted"]:
         doc = redact_values(doc, redactor.show)
     write_plan(doc, output, opts)

@@ -1,9 +1,10 @@
 """Canonical JSON and its sha256: the one form every digest in reconciler is taken over.
 
 Compact separators, sorted keys, UTF-8 (non-ASCII kept), no NaN. Plan checksums, spec digests,
-before-digests, the state's salted hashes, the redactor's short hashes and the text a refused
-request is remembered by all use it, so equal values give equal digests everywhere, and a
-change of form could only ever be made here (it would change every stored digest).
+before-digests, the inner hash of the state's keyed hashes, what the redactor's short hashes
+are taken over and the text a refused request is remembered by all use it, so equal values
+give equal digests everywhere, and a change of form could only ever be made here (it would
+change every stored digest).
 """
 
 from __future__ import annotations

@@ -72,6 +72,12 @@ class StalePlanError(PlanFileError):
     """The saved plan no longer matches the state or the live image sets."""
 
 
+class KeyUnavailableError(ReconcilerError):
+    """The key the state's hashes or a saved plan need cannot be had: its source is missing
+    (no key file, no environment variable, no access to the KMS key) or holds another key.
+    The message names the source, never key material; nothing is checked or written without it."""
+
+
 class StateError(ReconcilerError):
     """The state cannot be read, written or locked. ``errored_path``: where a snapshot that
     could not be written was kept instead (Terraform's ``errored.tfstate``), if anywhere."""

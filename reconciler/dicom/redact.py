@@ -3,19 +3,25 @@
 Which attributes are sensitive is not ours to decide: it is the list of the DICOM PS3.15 Basic
 Application Level Confidentiality Profile (Table E.1-1), taken from the ``dicom-anonymizer``
 package's tables of the 2026c edition, plus every private attribute (the profile removes
-them all). A redacted value prints as ``<redacted PN len=8 sha256:1a2b3c>``: a short salted hash,
+them all). A redacted value prints as ``<redacted PN len=8 sha256:1a2b3c>``: a short keyed hash,
 so a reviewer still sees that a value changed and whether two values are equal, without the
-value. Logs never contain values at all; this module is for plan / drift / show output.
+value. The short hash is an HMAC under a key that is never printed or stored: with a state,
+one derived from the state's keys (so plan and drift show equal values alike, and no one
+without the key can test a guess against a hash in a CI log or a PR comment); without one, a
+random key per run. Logs never contain values at all; this module is for plan / drift / show
+output.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from functools import cache
 from typing import Any
 
-from ..core.canonical import digest
+from ..core.canonical import canonical_bytes
 
 # The edition of PS3.15 whose Table E.1-1 we use (a module of dicom-anonymizer).
 PROFILE_EDITION = "dicomfields_2026c"
@@ -74,15 +80,16 @@ def _length(value: Any) -> str:
 
 
 class Redactor:
-    """Renders values for output. One salt per run (or the state's salt, when given), so that
-    equal values look equal within one output but hashes are not comparable across runs."""
+    """Renders values for output. One random key per run (or the state's redaction key, when
+    given), so that equal values look equal within one output but cannot be tested against a
+    guess, nor compared across states."""
 
-    def __init__(self, enabled: bool, salt: bytes | None = None):
+    def __init__(self, enabled: bool, key: bytes | None = None):
         self.enabled = enabled
-        self._salt = salt if salt is not None else secrets.token_bytes(16)
+        self._key = key if key is not None else secrets.token_bytes(32)
 
     def digest(self, value: Any) -> str:
-        return digest(value, self._salt)[:6]
+        return hmac.new(self._key, canonical_bytes(value), hashlib.sha256).hexdigest()[:6]
 
     def show(self, key: str, value: Any, vr: str | None, private: bool = False) -> Any:
         """``value`` itself, or its redacted marker when redaction is on and ``key`` is

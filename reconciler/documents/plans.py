@@ -4,8 +4,9 @@ As in Terraform, computation produces a plan, the plan is serialised, and every 
 (human, JSON, Markdown) works from the serialised document, so ``plan`` and ``show PLANFILE``
 print the same thing. The document follows ``schemas/plan.v1.schema.json``; a ``checksum``
 over its canonical JSON detects a plan edited by hand. The file holds the exact request
-payloads (apply needs them), so it is written with mode 0600; before/after values are stored
-already redacted when redaction is on.
+payloads (apply needs them), so it is written sealed with the project's key
+(:mod:`.planfile`) and with mode 0600; before/after values are stored already redacted when
+redaction is on.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from .. import __version__
 from ..core.canonical import digest
 from ..core.errors import PlanFileError
 from ..states.files import atomic_write
+from ..states.keys import KeySource
+from .planfile import open_plan, seal_plan
 from .types import PlanDocument, PlanEntry, StudyUpdate
 
 FORMAT_VERSION = "1"
@@ -119,28 +122,25 @@ def validate(doc: Any, source: str = "plan") -> PlanDocument:
     return doc
 
 
-def save(doc: PlanDocument, path: str | os.PathLike) -> None:
-    """Atomic write (temp file, fsync, rename, directory fsync) with mode 0600: the file holds
-    payloads."""
+def save(doc: PlanDocument, path: str | os.PathLike, keys: KeySource) -> None:
+    """Seal with ``keys`` and write atomically (temp file, fsync, rename, directory fsync)
+    with mode 0600: the file holds payloads."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-    atomic_write(target, text.encode("utf-8"), mode=0o600)
+    atomic_write(target, seal_plan(doc, keys), mode=0o600)
 
 
-def load(path: str | os.PathLike) -> PlanDocument:
+def load(path: str | os.PathLike, keys: KeySource) -> PlanDocument:
+    """Open a saved plan with ``keys`` and validate it; PlanFileError (or
+    KeyUnavailableError, naming the key source) when it cannot be used."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise PlanFileError(f"{source}: no such plan file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise PlanFileError(f"{source}: cannot read the plan ({type(exc).__name__})") from exc
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanFileError(f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
-    return validate(doc, source)
+    return validate(open_plan(data, keys, source), source)
 
 
 def redact_values(doc: PlanDocument, show) -> PlanDocument:

@@ -3,7 +3,9 @@
 For every image set in the state: ``GetImageSet``; when the version is still the one our
 apply (or rollback) made, the image set is **in-sync** without reading its metadata. When it
 moved on, its metadata is read and each managed attribute's live value is hashed with the
-state's salt and compared with the recorded hash: attributes that differ are **drifted**
+state's keys and compared with the recorded hash (the state names Series and SOP Instance UIDs
+by keyed tokens: :func:`recorded_paths` finds them among the UIDs of the live document and of
+the specs): attributes that differ are **drifted**
 (unless an ignore rule of ``reconciler.yaml`` covers them: **ignored**); none differing means
 **changed-elsewhere** (someone changed what we do not manage). A deleted or vanished image set
 is **missing**. Specs with no record in the state are **not-applied**.
@@ -117,9 +119,34 @@ def _key_of(path: str) -> tuple[str, bool]:
 IsIgnored = Callable[[str, str], bool]   # (spec name, managed path) → ignored by config?
 
 
+def metadata_uids(metadata: dict[str, Any]) -> set[str]:
+    """The Series and SOP Instance UIDs of a metadata document."""
+    study = metadata.get("Study") if isinstance(metadata.get("Study"), dict) else {}
+    series = study.get("Series") if isinstance(study.get("Series"), dict) else {}
+    uids = set(series)
+    for node in series.values():
+        instances = node.get("Instances") if isinstance(node, dict) else None
+        uids.update(instances if isinstance(instances, dict) else ())
+    return uids
+
+
+def spec_uids(specs: list[Spec]) -> frozenset[str]:
+    """The Series and SOP Instance UIDs the specs name (so that a series or instance missing
+    from the live document is still reported by its UID)."""
+    return frozenset(uid for spec in specs for suid, series in spec.attributes.series.items()
+                     for uid in (suid, *series.instances))
+
+
+def recorded_paths(state: State, record: ImageSetRecord, metadata: dict[str, Any],
+                   known_uids: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The record's stored paths → the paths to read in ``metadata`` (real UIDs where the
+    document or ``known_uids`` give them; a token neither gives stays, and reads as absent)."""
+    return state.resolve_paths(record, metadata_uids(metadata) | known_uids)
+
+
 def check_record(hi: HealthImaging, state: State, spec: str, record: ImageSetRecord,
                  is_ignored: IsIgnored, redactor: Redactor,
-                 listed: str | None = None) -> DriftItem:
+                 listed: str | None = None, known_uids: frozenset[str] = frozenset()) -> DriftItem:
     """One image set. ``listed`` is the version SearchImageSets showed for it: when it is the
     version our apply made, the image set is in sync without another call. (The search index
     may lag; a lag can only show an older version, which is then read authoritatively.)"""
@@ -143,10 +170,11 @@ def check_record(hi: HealthImaging, state: State, spec: str, record: ImageSetRec
         return item
     except errors.ServiceError as exc:
         raise errors.about(exc, f"image set {record.image_set_id} (spec {spec})") from None
-    live = live_values(record.hashes, metadata)
+    paths = recorded_paths(state, record, metadata, known_uids)
+    live = live_values(paths.values(), metadata)
     drifted = ignored_count = 0
-    for path in sorted(record.hashes):
-        if state.matches(record, path, live[path]):
+    for stored, path in sorted(paths.items(), key=lambda item: item[1]):
+        if state.matches(record, stored, live[path]):
             continue
         key, private = _key_of(path)
         skip = is_ignored(spec, path)
@@ -233,6 +261,7 @@ def check(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgno
                 and plan.checkpoint.covers(record))
 
     by_id = {id(r): plan for plan in plans for _, r in plan.records}
+    known = spec_uids(specs)
 
     def one(pair: tuple[str, ImageSetRecord]) -> DriftItem:
         spec, record = pair
@@ -241,7 +270,7 @@ def check(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgno
             return DriftItem(spec, record.datastore_id, record.image_set_id, IN_SYNC,
                              recorded_version=record.version_after, by_listing=True)
         return check_record(hi, state, spec, record, is_ignored, redactor,
-                            listed.get(record.image_set_id))
+                            listed.get(record.image_set_id), known)
 
     with ThreadPoolExecutor(max_workers=max(1, options.parallelism)) as pool:
         items = list(pool.map(one, records))

@@ -61,22 +61,29 @@ class GroupCommit:
 
 
 @contextmanager
-def locked_state(backend: StateBackend, operation: str, timeout: float = 0.0) -> Iterator[State]:
+def locked_state(backend: StateBackend, operation: str, timeout: float = 0.0,
+                 open_keys: bool = True) -> Iterator[State]:
     """Hold the state lock for ``operation`` and yield the state as stored (a new one when
-    none is yet); the lock is released however the block ends. Raises LockError when another
-    run holds it past ``timeout`` seconds (``held``) or it cannot be taken at all."""
+    none is yet), its keys opened (unless ``open_keys`` is false: an operation that compares
+    nothing); the lock is released however the block ends. Raises LockError when another
+    run holds it past ``timeout`` seconds (``held``) or it cannot be taken at all, and
+    KeyUnavailableError when the state's key cannot be had: before anything is compared."""
     with backend.lock(operation, timeout=timeout):
-        yield backend.read() or State.new()
+        state = backend.read() or backend.new_state()
+        if open_keys:
+            state.open_keys()
+        yield state
 
 
 def apply_record(state: State, spec: Spec, datastore_id: str, image_set_id: str,
                  version_before: str, version_after: str | None) -> ImageSetRecord:
-    """The record of an apply of ``spec``: the salted hashes of its desired values (a pending
+    """The record of an apply of ``spec``: the keyed hashes of its desired values (a pending
     one, before its write, has ``version_after`` None)."""
     return ImageSetRecord(
         datastore_id=datastore_id, image_set_id=image_set_id, version_before=version_before,
-        version_after=version_after, spec_digest=spec.digest,
-        hashes=state.hash_values(desired_values(spec.attributes)), last_operation=OP_APPLY)
+        version_after=version_after, spec_digest=state.spec_digest(spec.digest),
+        hashes=state.hash_values(desired_values(spec.attributes), image_set_id),
+        last_operation=OP_APPLY)
 
 
 def record_for(state: State, spec: Spec, outcome: Outcome) -> ImageSetRecord:
@@ -96,8 +103,8 @@ def refusals(state: State) -> Callable[[str, str, str], Refusal | None]:
     canonical request), or None."""
     def refused(spec: str, image_set_id: str, request: str) -> Refusal | None:
         found = state.refusal(spec, image_set_id)
-        return found if found is not None and found.request == state.hash_value(request) \
-            else None
+        return found if found is not None \
+            and found.request == state.request_hash(request, image_set_id) else None
     return refused
 
 
@@ -113,7 +120,7 @@ def known_versions(state: State) -> Callable[[str, str, str | None], str | None]
             return None
         if digest is None:
             return record.version_after or record.version_before
-        if record.last_operation != OP_APPLY or record.spec_digest != digest:
+        if record.last_operation != OP_APPLY or record.spec_digest != state.spec_digest(digest):
             return None
         return record.version_after
     return known
@@ -135,18 +142,19 @@ def stale_entries(plan: PlanDocument, state: State,
         elif spec.digest != entry["spec_digest"]:
             stale[key] = f"spec {name} changed since the plan was made"
         elif (record.serial if record else None) != entry["state_serial"] \
-                and not _interrupted_attempt(record, entry):
+                and not _interrupted_attempt(state, record, entry):
             stale[key] = "the state of this image set changed since the plan was made"
     return stale
 
 
-def _interrupted_attempt(record: ImageSetRecord | None, entry: dict[str, Any]) -> bool:
+def _interrupted_attempt(state: State, record: ImageSetRecord | None,
+                         entry: dict[str, Any]) -> bool:
     """A pending record (``version_after`` null) left by a run of this very entry that was
     killed around its write: the same plan may go on from there (apply re-reads on the 409 a
     landed write causes, and finds the desired state)."""
     return (record is not None and record.version_after is None
             and record.version_before == entry["version_id"]
-            and record.spec_digest == entry["spec_digest"])
+            and record.spec_digest == state.spec_digest(entry["spec_digest"]))
 
 
 def check_plan_lineage(plan: PlanDocument, state: State) -> None:
@@ -207,7 +215,7 @@ def apply_plan(plan: PlanDocument, specs: list[Spec], hi: HealthImaging, backend
         existing = state.get(*key)
         if key not in replaced:
             replaced[key] = existing
-        if existing is not None and _interrupted_attempt(existing, {
+        if existing is not None and _interrupted_attempt(state, existing, {
                 "version_id": version, "spec_digest": spec.digest}):
             return      # an earlier, interrupted run of this very write: already recorded
         state.put(spec.name, apply_record(state, spec, ds, image_set_id, version, None))
@@ -233,8 +241,8 @@ def apply_plan(plan: PlanDocument, specs: list[Spec], hi: HealthImaging, backend
                 changed = True
             if outcome.refused is not None:   # the next plan must not propose it again
                 kind, version, request = outcome.refused
-                state.refuse(*key, Refusal(request=state.hash_value(request), version=version,
-                                           kind=kind))
+                state.refuse(*key, Refusal(request=state.request_hash(request, key[1]),
+                                           version=version, kind=kind))
                 changed = True
             if changed:
                 saver.save()
@@ -270,16 +278,17 @@ def apply_plan(plan: PlanDocument, specs: list[Spec], hi: HealthImaging, backend
 
 
 def run_drift(hi: HealthImaging, backend: StateBackend, specs: list[Spec],
-              is_ignored: Callable[[str, str], bool], make_redactor: Callable[[State], Redactor],
+              is_ignored: Callable[[str, str], bool],
+              make_redactor: Callable[[State | None], Redactor],
               options: DriftOptions, lock_timeout: float = 0.0) -> DriftReport:
     """drift, around the state: the check and, when there is a state, the checkpoint it
     establishes saved like apply saves (under the state lock, atomically). A lock held by
     another run fails as for apply; a lock that cannot be taken at all (a read-only role or
     directory) still checks, from the saved checkpoint, and saves none."""
     if backend.read() is None:
-        # Nothing recorded: nothing to check against, nothing to remember, no state written.
-        state = State.new()
-        return drift_check(hi, state, specs, is_ignored, make_redactor(state), options)[0]
+        # Nothing recorded: nothing to check against, nothing to remember, no state written
+        # (and no key needed: nothing is compared).
+        return drift_check(hi, State.new(), specs, is_ignored, make_redactor(None), options)[0]
     locked = False
     try:
         with locked_state(backend, "drift", lock_timeout) as state:
@@ -293,7 +302,8 @@ def run_drift(hi: HealthImaging, backend: StateBackend, specs: list[Spec],
         if locked or exc.held:     # held by another run: as apply, fail
             raise
         log.warning("%s; drift checked without saving its checkpoint", exc)
-        state = backend.read() or State.new()
+        state = backend.read() or backend.new_state()
+        state.open_keys()          # no key, no check: never in sync without one
         return drift_check(hi, state, specs, is_ignored, make_redactor(state), options)[0]
 
 

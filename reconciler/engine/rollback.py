@@ -19,6 +19,7 @@ from ..healthimaging import waits
 from ..healthimaging.api import DELETED, UPDATED, HealthImaging
 from ..states import OP_ROLLBACK, ImageSetRecord, State, StateBackend
 from .diff import live_values
+from .drift import recorded_paths
 from .operations import report
 from .outcomes import APPLIED, FAILED, MISSING, UNCHANGED, Outcome
 from .sending import send_update
@@ -94,11 +95,14 @@ def rollback(name: str, hi: HealthImaging, backend: StateBackend, state: State,
                 raise errors.ServiceError(f"verification failed: version "
                                           f"{result.latest_version_id} does not equal version "
                                           f"{target}")
-            live_now = live_values(record.hashes, reverted)
+            paths = recorded_paths(state, record, reverted)
+            values = live_values(paths.values(), reverted)
+            live_now = {stored: values[path] for stored, path in paths.items()}
             state.put(name, ImageSetRecord(
                 datastore_id=record.datastore_id, image_set_id=record.image_set_id,
                 version_before=live.version_id, version_after=result.latest_version_id,
-                spec_digest=record.spec_digest, hashes=state.hash_values(live_now),
+                spec_digest=record.spec_digest,
+                hashes=state.hash_values(live_now, record.image_set_id),
                 last_operation=OP_ROLLBACK))
             backend.write(state)
             outcome.status, outcome.version_after = APPLIED, result.latest_version_id

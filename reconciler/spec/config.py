@@ -55,6 +55,20 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class KeysConfig:
+    """``keys:`` of reconciler.yaml: where the key of the state's hashes and of saved plans
+    comes from (reconciler.states.keys.key_source reads it)."""
+
+    source: str = "file"            # "file" | "env" | "kms"
+    file: Path | None = None        # file: the key file (None: $XDG_CONFIG_HOME/reconciler/key)
+    env: str | None = None          # env: the variable (None: RECONCILER_KEY)
+    kms_key_id: str | None = None   # kms: the KMS key
+    region: str | None = None       # kms: its region (None: the config's region, the chain)
+    endpoint_url: str | None = None  # kms: a custom endpoint
+    profile: str | None = None      # kms: the AWS profile
+
+
+@dataclass(frozen=True)
 class DriftConfig:
     """``drift:`` of reconciler.yaml: how incremental drift trusts its checkpoint."""
 
@@ -109,6 +123,7 @@ class Config:
     datastore_id: str | None = None
     region: str | None = None
     state: StateConfig = field(default_factory=StateConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
     redact: str = "auto"
     ignore: tuple[IgnoreRule, ...] = ()
     quotas: dict[str, float] = field(default_factory=dict)
@@ -199,12 +214,18 @@ def _build(file: Path, data: dict[str, Any]) -> Config:
                             state_data.get("kmsKeyId"))
     else:
         state = StateConfig("local", root / state_data.get("path", DEFAULT_LOCAL_PATH))
+    keys_data = data.get("keys", {})
+    keys = KeysConfig(source=keys_data.get("source", "file"),
+                      file=Path(keys_data["file"]).expanduser() if "file" in keys_data else None,
+                      env=keys_data.get("env"), kms_key_id=keys_data.get("kmsKeyId"),
+                      region=keys_data.get("region"), endpoint_url=keys_data.get("endpointUrl"),
+                      profile=keys_data.get("profile"))
     ignore = tuple(IgnoreRule(rule.get("spec", "*"), tuple(rule["attributes"]), rule.get("reason"))
                    for rule in data.get("ignore", []))
     return Config(
         path=file, root=root,
         specs=tuple(Path(_normalise(shown / entry)) for entry in specs),
-        datastore_id=data.get("datastoreId"), region=data.get("region"), state=state,
+        datastore_id=data.get("datastoreId"), region=data.get("region"), state=state, keys=keys,
         redact=data.get("redact", "auto"), ignore=ignore,
         quotas={op: float(rate) for op, rate in data.get("quotas", {}).items()},
         quota_headroom=(float(data["quotaHeadroom"]) if "quotaHeadroom" in data else None),

@@ -44,6 +44,7 @@ from .. import __version__
 from ..core.errors import LockError, StateConflictError, StateError
 from .document import State, utc_now
 from .files import save_errored
+from .keys import KeySource
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,12 @@ class StateBackend(ABC):
     #: first and longest pause between two attempts at a held lock (seconds); jittered
     poll_interval: float = 0.1
     max_poll_interval: float = 1.0
+    #: what opens the keys of the states this backend reads (None: the default key file)
+    keys: KeySource | None = None
+
+    def new_state(self) -> State:
+        """A state never written yet, keyed with this backend's key source."""
+        return State.new(self.keys)
 
     @abstractmethod
     def read(self) -> State | None: ...

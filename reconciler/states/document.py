@@ -3,10 +3,19 @@
 The state exists so that ``drift`` can tell, later, whether someone changed a managed attribute
 behind our back, and so that ``rollback`` knows which version to revert to. Both need only
 equality and version ids, so the document holds **no metadata values**: for each managed
-attribute path it keeps ``sha256(salt + canonical JSON of the value)``, with a random salt
-chosen once per state (hashes cannot be compared across states or looked up in a table made
-for another). Everything else in it is an id, a version, a time or a digest, and the JSON
-Schema ``schemas/state.v1.schema.json`` (the file validated against here) allows nothing else.
+attribute path it keeps a keyed hash of the value, HMAC-SHA256 under data keys that the state
+holds only sealed by its key source (a KMS key, an environment variable, a key file: see
+:mod:`.keychain` and :mod:`.keys`), over ``sha256(salt + canonical JSON of the value)``; the
+UIDs in its attribute paths and the spec digests are keyed alike. Without the key nothing in
+it can be tested against a guess. Everything else in it is an id, a version, a time or a
+digest, and the JSON Schema ``schemas/state.v1.schema.json`` (the file validated against here)
+allows nothing else.
+
+Format 2 is the keyed state. A format-1 state (salted hashes only) is still read: the first
+use of its keys (:meth:`State.open_keys`) re-keys it in memory, with a notice, and the next
+write saves it as format 2. Anything that hashes needs the key; a state whose key cannot be
+had raises :class:`~reconciler.core.errors.KeyUnavailableError` naming its source and is
+never checked without it.
 
 Serial and lineage follow Terraform: ``lineage`` is a uuid4 fixed when the state is created,
 ``serial`` grows by one with every write. The *backend* increments it (see
@@ -38,11 +47,14 @@ from typing import Any, Callable, TypeVar
 import jsonschema
 
 from .. import __version__
-from ..core.canonical import digest
 from ..core.errors import StateError
+from .hashing import Hashing
+from .keychain import StateKeys
+from .keys import KeySource
 from .records import OP_APPLY, OP_ROLLBACK, DriftCheckpoint, ImageSetRecord, Refusal, utc_now
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+LEGACY_FORMAT = "1"           # salted hashes, no keys: read, and re-keyed on first use
 SCHEMA_FILE = "state.v1.schema.json"
 SALT_BYTES = 16
 
@@ -69,7 +81,7 @@ def _record_text(record: ImageSetRecord) -> str:
     return text.replace("\n", "\n" + " " * 8)
 
 
-class State:
+class State(Hashing):
     """The state model. Create with :meth:`new` (or read one from a backend); change with
     :meth:`put` / :meth:`remove`; persist with ``backend.write(state)``."""
 
@@ -77,11 +89,17 @@ class State:
                  specs: Mapping[str, Mapping[str, ImageSetRecord]] | None = None,
                  last_checked_at: str | None = None,
                  drift_checkpoints: Mapping[str, DriftCheckpoint] | None = None,
-                 refusals: Mapping[str, Mapping[str, Refusal]] | None = None):
+                 refusals: Mapping[str, Mapping[str, Refusal]] | None = None,
+                 keys: KeySource | None = None, envelope: Mapping[str, Any] | None = None,
+                 legacy: bool = False, where: str = "state"):
         self._lineage = lineage
         self._serial = serial
         self._salt = salt
         self._salt_bytes = bytes.fromhex(salt)
+        # The keys: sealed in ``envelope`` (None: a new state, or a format-1 one if ``legacy``)
+        # and opened from ``keys`` (None: the default source) on first use.
+        self._keys = StateKeys(lineage, where, keys, envelope)
+        self._legacy = legacy
         self._specs: dict[str, dict[str, ImageSetRecord]] = {
             name: dict(records) for name, records in (specs or {}).items()}
         self.last_checked_at = last_checked_at
@@ -102,9 +120,12 @@ class State:
         self._texts: dict[int, tuple[ImageSetRecord, str]] = {}
 
     @classmethod
-    def new(cls) -> State:
-        """A state never written yet: a fresh lineage and salt, serial 0 (the first write is 1)."""
-        return cls(lineage=str(uuid.uuid4()), serial=0, salt=secrets.token_hex(SALT_BYTES))
+    def new(cls, keys: KeySource | None = None) -> State:
+        """A state never written yet: a fresh lineage and salt, serial 0 (the first write is
+        1); its data key is drawn, and sealed with ``keys`` (default: the key file), on first
+        use."""
+        return cls(lineage=str(uuid.uuid4()), serial=0, salt=secrets.token_hex(SALT_BYTES),
+                   keys=keys)
 
     # -- identity --------------------------------------------------------------------------
     @property
@@ -122,23 +143,7 @@ class State:
 
     @property
     def salt_bytes(self) -> bytes:
-        """For :class:`reconciler.dicom.redact.Redactor`, so redacted output hashes like the state."""
         return self._salt_bytes
-
-    # -- hashing ---------------------------------------------------------------------------
-    def hash_value(self, value: Any) -> str:
-        """sha256 hex of salt + the canonical JSON of ``value`` (``None`` — absent — included).
-        The caller passes the value already normalised the way the diff compares it."""
-        return digest(value, self._salt_bytes)
-
-    def hash_values(self, values: Mapping[str, Any]) -> dict[str, str]:
-        """``{path: value}`` → ``{path: hash}``, ready for :class:`ImageSetRecord.hashes`."""
-        return {path: self.hash_value(value) for path, value in values.items()}
-
-    def matches(self, record: ImageSetRecord, path: str, value: Any) -> bool | None:
-        """Whether ``value`` is what was applied at ``path`` (None when the path is unmanaged)."""
-        recorded = record.hashes.get(path)
-        return None if recorded is None else secrets.compare_digest(recorded, self.hash_value(value))
 
     # -- records ---------------------------------------------------------------------------
     def get(self, spec: str, image_set_id: str) -> ImageSetRecord | None:
@@ -241,14 +246,18 @@ class State:
     # -- persistence -----------------------------------------------------------------------
     def _head(self, serial: int | None) -> dict[str, Any]:
         """The document without its records (held under the lock by the caller)."""
+        if self._keys.envelope is None and not self._legacy:
+            self.open_keys()          # a new state: its keys are drawn and sealed now
         doc: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
+            "format_version": LEGACY_FORMAT if self._legacy else FORMAT_VERSION,
             "lineage": self._lineage,
             "serial": self._serial if serial is None else serial,
             "salt": self._salt,
             "reconciler_version": __version__,
             "last_checked_at": self.last_checked_at,
         }
+        if not self._legacy:
+            doc["keys"] = self._keys.envelope
         if self._drift:      # optional: a state never checked incrementally has none
             doc["drift_checkpoints"] = {ds: cp.to_dict() for ds, cp in sorted(self._drift.items())}
         if self._refusals:   # optional: only where the service refused a request
@@ -303,18 +312,20 @@ class State:
         return "{\n" + ",\n".join(specs) + "\n  }"
 
     @classmethod
-    def from_json(cls, text: str | bytes, source: str = "state") -> State:
-        """Parse and validate; ``source`` (the backend location) names the state in errors."""
+    def from_json(cls, text: str | bytes, source: str = "state",
+                  keys: KeySource | None = None) -> State:
+        """Parse and validate; ``source`` (the backend location) names the state in errors;
+        ``keys`` opens its keys when they are first needed (default: the key file)."""
         try:
             doc = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             where = f":{exc.lineno}:{exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
             raise StateError(f"{source}{where}: the state is not valid JSON "
                              f"({type(exc).__name__})") from None
-        return cls.from_dict(doc, source)
+        return cls.from_dict(doc, source, keys)
 
     @classmethod
-    def from_dict(cls, doc: Any, source: str = "state") -> State:
+    def from_dict(cls, doc: Any, source: str = "state", keys: KeySource | None = None) -> State:
         validate(doc, source)
         specs = {name: {isid: ImageSetRecord.from_dict(rec) for isid, rec in body["image_sets"].items()}
                  for name, body in doc["specs"].items()}
@@ -324,7 +335,8 @@ class State:
                     for name, by_id in (doc.get("refusals") or {}).items()}
         state = cls(lineage=doc["lineage"], serial=doc["serial"], salt=doc["salt"], specs=specs,
                     last_checked_at=doc.get("last_checked_at"), drift_checkpoints=drift,
-                    refusals=refusals)
+                    refusals=refusals, keys=keys, envelope=doc.get("keys"),
+                    legacy=doc["format_version"] == LEGACY_FORMAT, where=source)
         state._checked = {id(rec): rec for records in specs.values() for rec in records.values()}
         return state
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..core.errors import ConfigError
 from .backend import DEFAULT_LOCAL_PATH, DEFAULT_S3_KEY, StateBackend
+from .keys import KeySource
 
 
 def _get(config: Any, name: str) -> Any:
@@ -19,7 +20,7 @@ def _get(config: Any, name: str) -> Any:
     return getattr(config, name, None)
 
 
-def open_backend(config_state: Any, root: Path) -> StateBackend:
+def open_backend(config_state: Any, root: Path, keys: KeySource | None = None) -> StateBackend:
     """The backend a config describes. ``config_state`` is a mapping or an object (e.g.
     ``reconciler.spec.config.StateConfig``) with:
 
@@ -30,7 +31,15 @@ def open_backend(config_state: Any, root: Path) -> StateBackend:
       and optionally ``endpoint_url`` (else boto3's ``AWS_ENDPOINT_URL_S3`` /
       ``AWS_ENDPOINT_URL`` / config file), ``profile``, ``kms_key_id`` (SSE-KMS instead of
       SSE-S3 ``AES256``).
+
+    ``keys`` opens the keys of the state it reads (:mod:`.keys`; None: the default key file).
     """
+    backend = _open(config_state, root)
+    backend.keys = keys
+    return backend
+
+
+def _open(config_state: Any, root: Path) -> StateBackend:
     kind = _get(config_state, "backend") or "local"
     if kind == "local":
         from .local import LocalBackend

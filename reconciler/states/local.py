@@ -20,6 +20,7 @@ import os
 import threading
 from pathlib import Path
 
+from ..core.canonical import digest
 from ..core.errors import LockError, StateConflictError, StateError
 from . import files
 from .backend import LockInfo, StateBackend, check_expected, unlock_refused, write_failed
@@ -56,22 +57,25 @@ class LocalBackend(StateBackend):
         except OSError as exc:
             raise StateError(f"{self.describe()}: cannot read the state ({exc.strerror})") from exc
         try:
-            return State.from_json(data, source=self.describe())
+            return State.from_json(data, source=self.describe(), keys=self.keys)
         except StateError as exc:
             if self.backup_path.exists():
                 raise StateError(f"{exc.message}; the previous snapshot is in "
                                  f"{self.backup_path.name} beside it") from None
             raise
 
-    def _stored_identity(self) -> tuple[bytes, tuple[str, int]] | None:
-        """The stored bytes with their (lineage, serial), without a full validation."""
+    def _stored_identity(self) -> tuple[bytes, tuple[str, int], str | None] | None:
+        """The stored bytes with their (lineage, serial) and a digest of their keys section,
+        without a full validation."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return None
         try:
             doc = json.loads(data)
-            return data, (str(doc["lineage"]), int(doc["serial"]))
+            keys = doc.get("keys")
+            return (data, (str(doc["lineage"]), int(doc["serial"])),
+                    None if keys is None else digest(keys))
         except (ValueError, TypeError, KeyError):
             raise StateError(f"{self.describe()}: the stored state is unreadable; refusing to "
                              f"overwrite it (the previous snapshot is in {self.backup_path.name})") from None
@@ -91,7 +95,12 @@ class LocalBackend(StateBackend):
             check_expected(self.describe(), state, stored[1] if stored else None)
             files.remove_stale_temps(self.path)
             if stored is not None:
-                files.atomic_write(self.backup_path, stored[0])
+                # The backup is the previous snapshot, unless that one was keyed otherwise
+                # (format 1, or before a rekey): a backup under a retired key would keep
+                # what re-keying is meant to retire, so it becomes the new snapshot too.
+                same_keys = stored[2] is not None and stored[2] == state.keys_fingerprint()
+                files.atomic_write(self.backup_path, stored[0] if same_keys
+                                   else text.encode("utf-8"))
             files.atomic_write(self.path, text.encode("utf-8"))
         except StateConflictError as exc:
             raise self._failed(exc, text, new_serial) from None

@@ -115,7 +115,7 @@ class S3Backend(StateBackend):
         got = self._get(self.key)
         if got is None:
             return None
-        state = State.from_json(got[0], source=self.describe())
+        state = State.from_json(got[0], source=self.describe(), keys=self.keys)
         self._seen = (state.lineage, state.serial, got[1])
         return state
 

@@ -9,6 +9,7 @@ import json
 import threading
 
 import pytest
+from plan_files import read_plan
 
 from apply_support import (CT_MANAGED, CT_UNMANAGED, CT_WANTED, PATIENT_CHANGES_REFUSED,
                            Element, Project, check_report, dicom_update, sample_documents,
@@ -363,8 +364,8 @@ def test_on_a_primary_image_set_a_stale_spec_stops_the_study_update_it_shares(pr
     project.emu.backend.image_sets[ct].is_primary = True     # (also under seed_primary=false)
     project.write_spec("ct-extra", {"Patient": {"PatientSex": "F"}}, image_set_id=ct)
     plan = saved_plan(project)
-    assert [sorted(m["spec"] for m in g["members"]) for g in json.loads(
-        (project.root / plan).read_text())["groups"] if g["leader"] == ct] \
+    assert [sorted(m["spec"] for m in g["members"]) for g in read_plan(
+        project.root / plan)["groups"] if g["leader"] == ct] \
         == [["ct-extra", "ct-small"]]
     project.write_spec("ct-extra", {"Patient": {"PatientSex": "M"}}, image_set_id=ct)
     result, report, items = apply_json(project, plan)
@@ -418,7 +419,7 @@ def test_split_requests_survive_a_conflict_between_them(tmp_path, monkeypatch, r
             uid: {"ImageComments": comment.strip()} for uid in instances}}}},
             image_set_id=emu.image_set_ids[0])
         plan = saved_plan(project)
-        entry = json.loads(open(plan).read())["image_sets"][0]
+        entry = read_plan(plan)["image_sets"][0]
         assert len(entry["requests"]) == 2
         image_set_id = emu.image_set_ids[0]
         limit = reading.behaviour("blob_max_bytes")

@@ -262,7 +262,8 @@ def test_an_untouched_fleet_costs_one_search_call_per_50_image_sets(tmp_path):
         state = State.new()
         for image_set_id in emu.image_set_ids:
             state.put("fleet", ImageSetRecord(emu.datastore_id, image_set_id, "1", "1", "0" * 64,
-                                              {"Study.StudyDescription": state.hash_value(None)}))
+                                              state.hash_values({"Study.StudyDescription": None},
+                                                                image_set_id)))
         report = detect(hi, state, [], lambda s, p: False, Redactor(False))
         assert report["summary"]["in-sync"] == 120
         assert hi.calls == {"SearchImageSets": 3}

@@ -290,7 +290,8 @@ def test_an_untouched_fleet_after_the_checkpoint_costs_one_call(tmp_path):
         for image_set_id in emu.image_set_ids:
             doc = project.metadata(image_set_id)
             state.put("fleet", ImageSetRecord(emu.datastore_id, image_set_id, "1", "1", "0" * 64,
-                                              state.hash_values(live_values(paths, doc))))
+                                              state.hash_values(live_values(paths, doc),
+                                                                image_set_id)))
         backend.write(state)
 
         count = counters(emu)

@@ -14,6 +14,7 @@ import hashlib
 import json
 
 import pytest
+from plan_files import read_plan
 
 from apply_support import (CT_STUDY, PATIENT_CHANGES_REFUSED, Element, Project, check_report,
                            dicom_update, spec_attributes)
@@ -77,7 +78,7 @@ def _study_spec(project, name="ct-study"):
 def _plan(project, *extra, ci=False):
     result = project.run("plan", "--out", "plan.json", *extra, ci=ci)
     assert result.exit_code == 0, result.stderr
-    return json.loads((project.root / "plan.json").read_text()), result
+    return read_plan(project.root / "plan.json"), result
 
 
 def test_a_study_needing_one_change_is_one_request_applied_verified_recorded(study, emu):

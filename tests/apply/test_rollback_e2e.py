@@ -175,8 +175,10 @@ def test_pending_records_a_killed_apply_left(project, ids):
     state = State.new()
     ct = ids["ct-small"]
     state.put("ct-small", ImageSetRecord(project.datastore_id, ct, version_before="1",
-                                         version_after=None, spec_digest=spec.digest,
-                                         hashes=state.hash_values(desired_values(spec.attributes))))
+                                         version_after=None,
+                                         spec_digest=state.spec_digest(spec.digest),
+                                         hashes=state.hash_values(desired_values(spec.attributes),
+                                                                  ct)))
     GroupCommit(state, backend).save()
     listed = project.run("state", "list")
     assert "pending write on version 1" in listed.stdout

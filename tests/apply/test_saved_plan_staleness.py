@@ -5,10 +5,12 @@ edited by hand. Nothing of a refused or stale entry is written."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 
 import pytest
+from plan_files import read_plan, sealed_envelope, write_plan
 
 from apply_support import CT_WANTED, READING, check_report
 from reconciler.documents import plans
@@ -37,7 +39,8 @@ def test_plan_of_another_state_lineage_is_refused(project, ids):
                        "--auto-approve").exit_code == 0
     lineage = project.state()["lineage"]
     plan = plan_to(project)
-    assert json.loads(open(plan).read())["state"]["lineage"] == lineage
+    assert read_plan(plan)["state"]["lineage"] == lineage
+    assert sealed_envelope(plan)["lineage"] == lineage      # the header says it too
     # The state is replaced by another one (another project's, or a fresh start).
     shutil.rmtree(project.state_path.parent)
     assert project.run("apply", str(project.specs_dir / "nm-bone.yaml"),
@@ -138,6 +141,10 @@ def test_plan_printed_with_redaction_is_refused(project, ids):
 
     result, _ = apply_saved(project, str(project.root / "printed.json"))
     assert result.exit_code == 1
+    assert "this plan is not sealed" in result.stderr          # anyone can write one in clear
+    write_plan(doc, project.root / "printed.json")            # sealed, by someone with the key
+    result, _ = apply_saved(project, str(project.root / "printed.json"))
+    assert result.exit_code == 1
     assert "printed with redaction and holds no payloads" in result.stderr
     assert all(n == 1 for n in counts(project, ids).values())
     assert not project.state_path.exists()
@@ -146,7 +153,7 @@ def test_plan_printed_with_redaction_is_refused(project, ids):
 def test_plan_saved_under_redaction_keeps_its_payloads_and_applies(project, ids):
     """--out under CI redacts the values shown, never the payloads apply needs."""
     plan = plan_to(project, "ci-plan.json", ci=True)
-    doc = json.loads(open(plan).read())
+    doc = read_plan(plan)
     assert doc["redacted"] is True
     ct = next(e for e in plans.per_image_set(doc) if e["spec"] == "ct-small")
     assert ct["changes"][0]["after"].startswith("<redacted ")
@@ -157,12 +164,24 @@ def test_plan_saved_under_redaction_keeps_its_payloads_and_applies(project, ids)
 
 def test_plan_edited_by_hand_is_refused(project, ids):
     plan = plan_to(project)
-    doc = json.loads(open(plan).read())
+    # Edited without the key: the ciphertext no longer authenticates.
+    envelope = sealed_envelope(plan)
+    flipped = bytearray(base64.b64decode(envelope["ciphertext"]))
+    flipped[len(flipped) // 2] ^= 1
+    envelope["ciphertext"] = base64.b64encode(bytes(flipped)).decode()
+    original = open(plan).read()
+    open(plan, "w").write(json.dumps(envelope))
+    result, _ = apply_saved(project, plan)
+    assert result.exit_code == 1
+    assert "the plan was modified after it was written" in result.stderr
+    # Edited by someone holding the key: the checksum inside still tells.
+    open(plan, "w").write(original)
+    doc = read_plan(plan)
     entry = _study_update_of(doc, "ct-small")
     assert CT_WANTED in entry["requests"][0]["updatableAttributes"]
     entry["requests"][0]["updatableAttributes"] = entry["requests"][0][
         "updatableAttributes"].replace(CT_WANTED, "EVIL^EDIT")
-    open(plan, "w").write(json.dumps(doc))
+    write_plan(doc, plan)
     result, _ = apply_saved(project, plan)
     assert result.exit_code == 1
     assert "checksum mismatch" in result.stderr

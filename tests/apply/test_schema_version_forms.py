@@ -9,6 +9,7 @@ import json
 
 import pytest
 from apply_support import EXAMPLES_DICOM, Project, check_report
+from plan_files import read_plan
 
 from reconciler.emulator.server import ThreadedEmulator
 
@@ -27,7 +28,7 @@ def test_every_write_uses_the_form_of_the_served_document(tmp_path, monkeypatch,
         assert served == FORMS[form] and type(served) is type(FORMS[form])
 
         assert project.run("plan", "--out", "plan.json").exit_code == 0
-        plan = json.loads((project.root / "plan.json").read_text())
+        plan = read_plan(project.root / "plan.json")
         sent = [json.loads(r[k])["SchemaVersion"] for e in plan["image_sets"]
                 for r in e["requests"] for k in ("updatableAttributes", "removableAttributes")
                 if r[k]]

@@ -14,6 +14,7 @@ import time
 import jsonschema
 import pytest
 from apply_support import EXAMPLES_DICOM, REPO_ROOT, Project, check_report
+from plan_files import read_plan
 
 from reconciler.emulator.server import ThreadedEmulator
 
@@ -81,7 +82,7 @@ def test_reapply_right_after_an_out_of_band_edit_writes_the_fix(project, settled
 def test_saved_plan_does_not_skip_and_applies(project, settled):
     result = project.run("plan", "--out", "plan.json", "--json")
     assert result.exit_code == 0, result.stderr
-    doc = json.loads((project.root / "plan.json").read_text())
+    doc = read_plan(project.root / "plan.json")
     assert "not_reread" not in doc
     [entry] = [e for e in doc["image_sets"] if e["action"] == "update"]
     assert (entry["spec"], entry["version_id"]) == ("ct-small", "3")

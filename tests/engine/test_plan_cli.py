@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from reconciler.cli import cli
 from reconciler.documents import plans
+from reconciler.states.keys import key_source
 
 CT_STUDY = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
 
@@ -36,7 +37,7 @@ def test_plan_out_and_show_through_a_real_subprocess(emulator, project, _subproc
         "Plan: 3 image sets to update in 3 requests (3 study updates), 0 unchanged, 10 attributes changed.")
     saved = project / "plan.json"
     assert oct(saved.stat().st_mode & 0o777) == "0o600"
-    doc = plans.load(saved)
+    doc = plans.load(saved, key_source(None))
     assert {e["spec"] for e in plans.per_image_set(doc)} == {"ct-small", "nm-bone", "sc-deid"}
     assert all(e["version_id"] == "1" and len(e["requests"]) == 1 for e in plans.per_image_set(doc))
     show = _subprocess(emulator, project, "show", "plan.json")
@@ -106,7 +107,7 @@ def test_a_selector_target_is_planned_on_the_listed_version_and_apply_refuses_it
     planned = _cli(emulator, project, "plan", "--target", "ct-small", "--out", saved,
                    "--no-redact")
     assert planned.exit_code == 0, planned.output
-    [entry] = plans.per_image_set(plans.load(project / "plan.json"))
+    [entry] = plans.per_image_set(plans.load(project / "plan.json", key_source(None)))
     assert entry["version_id"] == "1"
     emulator.backend.complete_pending()
     applied = _cli(emulator, project, "apply", saved, "--json")

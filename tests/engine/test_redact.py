@@ -27,8 +27,8 @@ def test_marker_form_and_equal_values_hash_equal_within_one_redactor():
         "<redacted SQ items=1 ")
     assert redactor.show("PatientName", None, "PN") is None  # nothing to hide
     assert Redactor(False).show("PatientName", "DOE^JANE", "PN") == "DOE^JANE"
-    # the hash is salted: another salt (another run) gives another hash
-    assert Redactor(True, salt=b"a").digest("DOE^JANE") != Redactor(True, salt=b"b").digest("DOE^JANE")
+    # the hash is keyed: another key (another run, another state) gives another hash
+    assert Redactor(True, key=b"a").digest("DOE^JANE") != Redactor(True, key=b"b").digest("DOE^JANE")
 
 
 def test_when_redaction_is_on():

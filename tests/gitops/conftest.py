@@ -4,7 +4,8 @@
   default data store has the id that examples/gitops/reconciler.yaml names. Its clock is this
   machine's; ``index_caught_up()`` moves it past a lagging search index (the
   search_index_lag reading), as the hours between an edit and a scheduled run would.
-* ``s3_url``: one moto server per test process, with the example's state bucket.
+* ``s3_url``: one moto server per test process, with the example's state bucket and its KMS
+  key (``alias/radiology-reconciler``, as examples/gitops/reconciler.yaml names it).
 * ``metadata_repo``: examples/gitops in a temporary git repository wired to both.
 * ``CI`` is set by each test explicitly (it decides redaction).
 """
@@ -19,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from gitops_support import BUCKET, EXAMPLES_DICOM, MetadataRepo  # noqa: E402
+from gitops_support import BUCKET, EXAMPLES_DICOM, KMS_ALIAS, MetadataRepo  # noqa: E402
 from index_clock import Clock, catch_up_index  # noqa: E402
 
 
@@ -53,6 +54,9 @@ def s3_url():
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
     boto3.client("s3", region_name="us-east-1", endpoint_url=url).create_bucket(Bucket=BUCKET)
+    kms = boto3.client("kms", region_name="us-east-1", endpoint_url=url)
+    key = kms.create_key(Description="radiology reconciler")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=KMS_ALIAS, TargetKeyId=key)
     try:
         yield url
     finally:

@@ -1,6 +1,7 @@
 """Helpers of the GitOps tests: the example metadata repository of examples/gitops copied into
 a temporary git repository, wired to a local HealthImaging emulator (for AWS HealthImaging)
-and a moto S3 server (for the S3 state bucket), exactly as the workflows configure it.
+and a moto server (for the S3 state bucket and the KMS key), exactly as the workflows configure
+it.
 
 The test config raises the client-side UpdateImageSetMetadata quota (0.25/s would make every
 apply wait seconds) and gives each test its own state key; nothing else of the example changes.
@@ -26,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "examples" / "gitops"
 EXAMPLES_DICOM = REPO_ROOT / "examples" / "dicom"
 BUCKET = "example-radiology-reconciler-state"
+KMS_ALIAS = "alias/radiology-reconciler"
 CT_STUDY = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
 CT_SPEC = "specs/study-2966c9f9fbae.yaml"
 
@@ -99,7 +101,7 @@ class MetadataRepo(OutOfBand):
         git(root, "add", "-A")
         git(root, "commit", "-q", "-m", "metadata repository")
         self.env = {**_aws_env(), "AWS_ENDPOINT_URL_MEDICAL_IMAGING": emu.url,
-                    "AWS_ENDPOINT_URL_S3": s3_url}
+                    "AWS_ENDPOINT_URL_S3": s3_url, "AWS_ENDPOINT_URL_KMS": s3_url}
         # The only expressions in the env of the workflows' reconciler steps: which package to
         # install (not used here: reconciler is this venv's) and the step outputs they read.
         self.runner = Runner(root, self.env, expressions={
@@ -143,7 +145,8 @@ def _chdir(path: Path):
 
 
 def _aws_env() -> dict[str, str]:
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+    keep = ("PATH", "HOME", "XDG_CONFIG_HOME", "LANG", "LC_ALL", "TMPDIR", "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
             "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE",
             "AWS_SHARED_CREDENTIALS_FILE")
     return {k: os.environ[k] for k in keep if k in os.environ}

@@ -9,6 +9,7 @@ sample data may reach a comment, a job summary or an issue.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -63,6 +64,11 @@ def test_pull_request_plan_merge_apply_then_scheduled_drift(metadata_repo, tmp_p
     plan_file = repo.root / "plan.json"
     assert stat.S_IMODE(os.stat(plan_file).st_mode) == 0o600
     shutil.copy2(plan_file, artifacts / "plan.json")  # upload-artifact
+    # The artifact is sealed with the KMS key: no value in it, its payloads included.
+    artifact = (artifacts / "plan.json").read_text()
+    _assert_no_phi(artifact)
+    assert "CT CHEST W CONTRAST" not in artifact
+    assert json.loads(artifact)["data_key"]["source"] == "kms"
 
     # Merged: apply exactly the reviewed plan.
     repo.merge("ct-contrast")

@@ -102,10 +102,15 @@ def test_drift_is_scheduled_and_fails_on_drift():
     assert steps["Fail on drift or error"]["if"] == "steps.drift.outputs.exitcode != '0'"
 
 
-def test_example_config_keeps_the_state_in_s3_with_redaction():
+def test_example_config_keeps_the_state_in_s3_with_redaction_and_a_kms_key():
     config = yaml.safe_load((EXAMPLE / "reconciler.yaml").read_text())
     assert config["state"]["backend"] == "s3" and config["redact"] == "auto"
     assert config["specs"] == ["specs"]
+    assert config["keys"] == {"source": "kms", "kmsKeyId": "alias/radiology-reconciler",
+                              "region": "us-east-1"}
+    readme = (EXAMPLE / "README.md").read_text()
+    for action in ("kms:Decrypt", "kms:GenerateDataKey", "kms:EncryptionContext:reconciler:purpose"):
+        assert action in readme
 
 
 def test_the_local_walkthrough_of_the_example_readme(emu, tmp_path, monkeypatch):

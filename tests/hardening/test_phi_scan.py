@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from plan_files import read_plan
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -61,9 +62,13 @@ def test_no_phi_in_output_logs_or_state_across_every_command(emulator, project, 
         assert _values_in(err, LIVE_PHI + SPEC_PHI) == [], (args, "stderr")
     state = (project / ".reconciler" / "state.json").read_text()
     assert _values_in(state, LIVE_PHI + SPEC_PHI + ["SECRET^PATIENT"]) == []
-    # The saved plan must carry its payloads (new values, and the current value of what it
+    # The saved plan is sealed: not one value in the file as it lies on disk (or travels as a
+    # CI artifact), its payloads included.
+    sealed = (project / "plan.json").read_text()
+    assert _values_in(sealed, LIVE_PHI + SPEC_PHI + ["DOE^JANE"]) == []
+    # Inside, it must carry its payloads (new values, and the current value of what it
     # removes: HealthImaging requires it), but nothing else: not the values it replaces.
-    plan = json.loads((project / "plan.json").read_text())
+    plan = read_plan(project / "plan.json")
     items = plan["image_sets"] + plan["groups"]          # study updates carry requests too
     payloads = "".join(r["updatableAttributes"] or "" for e in items
                        for r in e["requests"]) + "".join(
@@ -73,7 +78,7 @@ def test_no_phi_in_output_logs_or_state_across_every_command(emulator, project, 
         {**g, "requests": []} for g in plan["groups"]]})
     assert _values_in(without_payloads, LIVE_PHI + SPEC_PHI) == []
     assert "DOE^JANE" in payloads            # the payload is what apply sends
-    assert "CompressedSamples^CT1" not in (project / "plan.json").read_text()
+    assert "CompressedSamples^CT1" not in json.dumps(plan)
     assert oct((project / "plan.json").stat().st_mode & 0o777) == "0o600"
     assert oct((project / ".reconciler" / "state.json").stat().st_mode & 0o777) == "0o600"
 

@@ -1,6 +1,9 @@
 """Saved plans that were edited, truncated or are not plans at all: a clear PlanFileError, never
-a traceback, and `apply` of such a file writes nothing (exit 1)."""
+a traceback, and `apply` of such a file writes nothing (exit 1). A saved plan is sealed
+(reconciler/documents/planfile.py): an edit of the sealed file does not authenticate, and an
+edit made by someone holding the key, sealed again, still fails the document's checksum."""
 
+import base64
 import json
 import os
 import subprocess
@@ -9,9 +12,18 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from plan_files import write_plan
 
-from reconciler.core.errors import PlanFileError
+from reconciler.core.errors import KeyUnavailableError, PlanFileError
 from reconciler.documents import plans
+from reconciler.states.keys import EnvKeySource
+
+
+def _key(secret: bytes) -> EnvKeySource:
+    return EnvKeySource(environ={"RECONCILER_KEY": base64.b64encode(secret).decode()})
+
+
+KEY, OTHER_KEY = _key(b"plan-files-test-key-0123456789ab"), _key(b"another-test-key-0123456789abcde")
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "plan" / "update-each-level" / "expected.json"
 
@@ -27,15 +39,47 @@ def _valid_plan() -> dict:
     return plans.validate(doc)
 
 
-def _load_bytes(tmp_path, data: bytes):
+def _load_bytes(tmp_path, data: bytes, keys=KEY):
     path = tmp_path / "plan.json"
     path.write_bytes(data)
     try:
-        plans.load(path)
+        plans.load(path, keys)
     except PlanFileError as exc:
         assert str(exc).startswith(str(path))
         return exc
     return None
+
+
+def _sealed(tmp_path, doc) -> bytes:
+    write_plan(doc, tmp_path / "sealed.json", KEY)
+    return (tmp_path / "sealed.json").read_bytes()
+
+
+def test_a_sealed_plan_opens_with_its_key_and_with_no_other(tmp_path):
+    doc = _valid_plan()
+    data = _sealed(tmp_path, doc)
+    assert _load_bytes(tmp_path, data) is None
+    assert b"SchemaVersion" not in data and b"image_sets" not in data
+    path = tmp_path / "plan.json"
+    try:
+        plans.load(path, OTHER_KEY)
+    except KeyUnavailableError as exc:
+        assert str(exc).startswith(f"the plan {path} was sealed with an environment variable's key")
+        assert "holds another key" in str(exc)
+    else:
+        raise AssertionError("a plan opened with another key")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(position=st.integers(0, 10_000), bit=st.integers(0, 7))
+def test_any_bit_flipped_in_a_sealed_plan_is_refused(tmp_path, position, bit):
+    data = bytearray(_sealed(tmp_path, _valid_plan()))
+    data[position % len(data)] ^= 1 << bit
+    try:
+        error = _load_bytes(tmp_path, bytes(data))
+    except KeyUnavailableError:      # the flip landed in the key id: "sealed with another key"
+        return
+    assert error is not None
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -74,8 +118,9 @@ def test_any_edit_of_a_valid_plan_is_detected(tmp_path, mutation):
     if target[path[-1]] == value:
         return
     target[path[-1]] = value
-    error = _load_bytes(tmp_path, json.dumps(doc).encode())
+    error = _load_bytes(tmp_path, _sealed(tmp_path, doc))
     assert error is not None, f"an edit at {path} went unnoticed"
+    assert _load_bytes(tmp_path, json.dumps(doc).encode()) is not None    # in clear: refused
 
 
 def test_apply_of_an_edited_plan_writes_nothing(emulator, tmp_path):
@@ -84,7 +129,7 @@ def test_apply_of_an_edited_plan_writes_nothing(emulator, tmp_path):
     doc = _valid_plan()
     doc["image_sets"][0]["requests"][0]["updatableAttributes"] = (
         '{"SchemaVersion":1.1,"Patient":{"DICOM":{"PatientName":"EDITED^BY^HAND"}}}')
-    (tmp_path / "plan.json").write_text(json.dumps(doc))
+    write_plan(doc, tmp_path / "plan.json")      # sealed with the key by whoever edited it
     result = subprocess.run([sys.executable, "-m", "reconciler", "apply", "plan.json"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1

@@ -137,3 +137,42 @@ def test_an_empty_config_is_the_defaults(project):
     project.write("reconciler.yaml", "# nothing yet\n")
     config = load_config(None)
     assert config.path == Path("reconciler.yaml") and config.specs == (Path("."),)
+
+
+def test_the_keys_section(project):
+    from reconciler.spec.config import KeysConfig
+    from reconciler.states.keys import FileKeySource, key_source
+
+    assert Config().keys == KeysConfig()          # default: the key file
+    project.write("reconciler.yaml", "region: eu-west-1\nkeys:\n  source: kms\n"
+                  "  kmsKeyId: alias/reconciler\n  endpointUrl: http://127.0.0.1:4566\n")
+    config = load_config(None)
+    assert config.keys == KeysConfig("kms", None, None, "alias/reconciler", None,
+                                     "http://127.0.0.1:4566", None)
+    assert key_source(config.keys, region=config.region).describe() == "KMS key alias/reconciler"
+    project.write("reconciler.yaml", "keys: {source: env, env: CI_RECONCILER_KEY}\n")
+    assert key_source(load_config(None).keys).describe() == "environment variable CI_RECONCILER_KEY"
+    project.write("reconciler.yaml", "keys: {file: ~/secrets/reconciler.key}\n")
+    source = key_source(load_config(None).keys)
+    assert isinstance(source, FileKeySource) and source.path == Path.home() / "secrets/reconciler.key"
+
+
+def test_keys_problems_name_file_line_and_field(project):
+    text = ("keys:\n  source: vault\n  file: keys/reconciler.key\n  kmsKeyId: alias/x\n"
+            "  env: 'NOT A NAME'\n  passphrase: x\n")
+    def d(needle, path, message):
+        line, column = at(text, needle)
+        return f"reconciler.yaml:{line}:{column}: {path}: {message}"
+    assert problems(project, text) == [
+        d("vault", "keys.source", "must be file, env or kms"),
+        d("keys/reconciler.key", "keys.file", "must be an absolute path or start with ~/ (a key "
+          "file beside the specs would end up in Git)"),
+        d("alias/x", "keys.kmsKeyId", "kmsKeyId, region, endpointUrl and profile need source: kms"),
+        d("'NOT A NAME'", "keys.env", "must be an environment variable name (letters, digits, _)"),
+        d("'NOT A NAME'", "keys.env", "env needs source: env"),
+        d("passphrase", "keys.passphrase", "unknown key passphrase"),
+    ]
+    assert problems(project, "keys: {source: kms}\n") == [
+        "reconciler.yaml:1:7: keys: missing required key kmsKeyId"]
+    assert problems(project, "keys: {source: env, file: /k}\n") == [
+        "reconciler.yaml:1:27: keys.file: file needs source: file"]

@@ -6,6 +6,7 @@ conformance suite that every backend must pass (Terraform's ``statemgr`` testing
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -21,6 +22,8 @@ import pytest
 from moto import mock_aws
 
 from reconciler.states import StateBackend, open_backend
+from reconciler.states.keys import EnvKeySource, FileKeySource, KeySource
+from reconciler.states.kms import KmsKeySource
 from reconciler.states.s3 import make_client
 
 BUCKET = "reconciler-state-test"
@@ -50,9 +53,10 @@ class Store:
     config: dict[str, Any]
     root: Path
     raw: Callable[[str], bytes | None]       # suffix ("" state, ".lock", …) → stored bytes
+    put: Callable[[str, bytes], None]        # suffix, bytes → stored as they are
 
-    def open(self) -> StateBackend:
-        backend = open_backend(self.config, self.root)
+    def open(self, keys: KeySource | None = None) -> StateBackend:
+        backend = open_backend(self.config, self.root, keys=keys)
         backend.poll_interval, backend.max_poll_interval = 0.01, 0.05
         return backend
 
@@ -66,7 +70,11 @@ def local_store(tmp_path: Path) -> Iterator[Store]:
         path = base.with_name(base.name + suffix)
         return path.read_bytes() if path.exists() else None
 
-    yield Store("local", config, tmp_path, raw)
+    def put(suffix: str, data: bytes) -> None:
+        base.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        base.with_name(base.name + suffix).write_bytes(data)
+
+    yield Store("local", config, tmp_path, raw, put)
 
 
 @contextmanager
@@ -82,8 +90,11 @@ def s3_store(tmp_path: Path) -> Iterator[Store]:
             except client.exceptions.NoSuchKey:
                 return None
 
+        def put(suffix: str, data: bytes) -> None:
+            client.put_object(Bucket=BUCKET, Key=KEY + suffix, Body=data)
+
         yield Store("s3", {"backend": "s3", "bucket": BUCKET, "key": KEY, "region": REGION},
-                    tmp_path, raw)
+                    tmp_path, raw, put)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -92,6 +103,32 @@ def store(request, tmp_path, monkeypatch, aws_env) -> Iterator[Store]:
     monkeypatch.chdir(tmp_path)              # errored files in the cwd stay in tmp_path
     with (local_store if request.param == "local" else s3_store)(tmp_path) as found:
         yield found
+
+
+@pytest.fixture(params=["file", "env", "kms"])
+def key_sources(request, tmp_path) -> Iterator[Callable[[str], KeySource]]:
+    """Every kind of key source in turn: ``make(name)`` gives the key called ``name`` (the same
+    name, the same key). KMS is moto's, in process; it nests in the S3 store's mock."""
+    kind = request.param
+    if kind == "file":
+        def make(name: str) -> KeySource:
+            return FileKeySource(tmp_path / "keys" / name)
+        yield make
+    elif kind == "env":
+        def make(name: str) -> KeySource:
+            secret = hashlib.sha256(name.encode()).hexdigest()
+            return EnvKeySource(environ={"RECONCILER_KEY": secret})
+        yield make
+    else:
+        with mock_aws():
+            client = boto3.client("kms", region_name=REGION)
+            arns: dict[str, str] = {}
+
+            def make(name: str) -> KeySource:
+                if name not in arns:
+                    arns[name] = client.create_key(Description=name)["KeyMetadata"]["Arn"]
+                return KmsKeySource(arns[name], region=REGION)
+            yield make
 
 
 @pytest.fixture

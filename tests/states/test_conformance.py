@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from reconciler.core.canonical import canonical_bytes
-from reconciler.core.errors import LockError, StateConflictError, StateError
+from reconciler.core.errors import KeyUnavailableError, LockError, StateConflictError, StateError
 from reconciler.states import ImageSetRecord, State
 
 SCHEMA_PATH = Path(__file__).parents[2] / "schemas" / "state.v1.schema.json"
@@ -26,7 +26,7 @@ def record(state: State, image_set_id: str, after: str = "2", values=None) -> Im
                                                 "Series[1.2.3].Instances[1.2.3.4]": None}
     return ImageSetRecord(datastore_id=DS, image_set_id=image_set_id, version_before="1",
                           version_after=after, spec_digest="e" * 64,
-                          hashes=state.hash_values(values))
+                          hashes=state.hash_values(values, image_set_id))
 
 
 def written(store) -> State:
@@ -56,7 +56,10 @@ def test_round_trip_through_a_new_handle(store):
     assert [(name, r.image_set_id) for name, r in again.records()] == [
         ("ct-chest", IS1), ("selector-spec", IS2), ("selector-spec", IS3)]
     assert again.get("selector-spec", IS3).version_after == "7"
-    assert again.salt == state.salt and again.hash_value(SECRET_NAME) == state.hash_value(SECRET_NAME)
+    assert again.salt == state.salt
+    assert again.matches(again.get("ct-chest", IS1), "Patient.PatientName", SECRET_NAME)
+    assert (again.hash_value(SECRET_NAME, IS1, "Patient.PatientName")
+            == state.hash_value(SECRET_NAME, IS1, "Patient.PatientName"))
 
 
 def test_serial_grows_by_one_per_write_and_records_keep_theirs(store):
@@ -212,7 +215,7 @@ def test_what_is_stored_validates_against_the_schema_file_and_is_deterministic(s
     doc = json.loads(raw)
     jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())).validate(doc)
     assert raw.decode() == json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    assert doc["format_version"] == "1" and doc["serial"] == 1
+    assert doc["format_version"] == "2" and doc["serial"] == 1
 
 
 def test_no_metadata_value_reaches_storage(store):
@@ -227,7 +230,7 @@ def test_no_metadata_value_reaches_storage(store):
     for blob in (store.raw(""), store.raw(".backup") or b"", lock_bytes):
         assert secret not in blob and b"DOE" not in blob and b"CT CHEST" not in blob
         assert unsalted not in blob
-    assert state.hash_value(SECRET_NAME).encode() in store.raw("")
+    assert state.hash_value(SECRET_NAME, IS1, "Patient.PatientName").encode() in store.raw("")
 
 
 def test_errors_name_the_location_and_not_values(store):
@@ -240,3 +243,96 @@ def test_errors_name_the_location_and_not_values(store):
         backend.write(stale)
     assert backend.describe() in str(caught.value)
     assert SECRET_NAME not in str(caught.value)
+
+
+# -- keys: every backend, every kind of key source ------------------------------------------------
+VALUES = {"Patient.PatientName": SECRET_NAME, "Study.StudyDescription": "CT CHEST",
+          "Series[1.2.3].Instances[1.2.3.4]": None}
+
+
+def _answers(state: State) -> list[bool]:
+    record_ = state.get("ct-chest", IS1)
+    return [state.matches(record_, path, value) for path, value in VALUES.items()] + [
+        state.matches(record_, "Patient.PatientName", "DOE^JOHN")]
+
+
+def _legacy_state() -> bytes:
+    """A state as format 1 wrote it: sha256(salt + canonical JSON), UIDs and digest in clear."""
+    salt = "00112233445566778899aabbccddeeff"
+    hashes = {path: hashlib.sha256(bytes.fromhex(salt) + canonical_bytes(value)).hexdigest()
+              for path, value in VALUES.items()}
+    doc = {"format_version": "1", "lineage": "6f1c1f0e-3b7a-4c55-9d0e-2a4b6c8d0e1f", "serial": 1,
+           "salt": salt, "reconciler_version": "0.1.0", "last_checked_at": None,
+           "specs": {"ct-chest": {"image_sets": {IS1: {
+               "datastore_id": DS, "image_set_id": IS1, "version_before": "1",
+               "version_after": "2", "applied_at": "2025-01-31T12:00:00+00:00",
+               "spec_digest": "e" * 64, "serial": 1, "last_operation": "apply",
+               "last_checked_at": None, "hashes": hashes}}}},
+           "refusals": {"ct-chest": {IS2: {"request": hashes["Patient.PatientName"],
+                                           "version": "3", "kind": "UPDATE_FAILED",
+                                           "at": "2025-01-31T12:00:00+00:00"}}}}
+    return json.dumps(doc, sort_keys=True, indent=2).encode()
+
+
+def _leftovers(blob: bytes, old: bytes) -> list[str]:
+    """Hashes, UIDs and digests of ``old`` (a stored state) that are still in ``blob``."""
+    doc = json.loads(old)
+    record_ = doc["specs"]["ct-chest"]["image_sets"][IS1]
+    olds = [*record_["hashes"].values(), record_["spec_digest"], "1.2.3.4", "[1.2.3]"]
+    return [o for o in olds if o.encode() in blob]
+
+
+def test_a_keyed_state_opens_only_with_its_key(store, key_sources):
+    backend = store.open(key_sources("a"))
+    state = backend.new_state()
+    state.put("ct-chest", record(state, IS1, values=VALUES))
+    backend.write(state)
+    stored = store.raw("")
+    assert json.loads(stored)["keys"]["data_key"]["source"] in ("file", "env", "kms")
+    assert _answers(store.open(key_sources("a")).read()) == [True, True, True, False]
+    other = store.open(key_sources("b")).read()
+    assert len(other) == 1                       # ids and versions without the key …
+    with pytest.raises(KeyUnavailableError, match=f"the state {backend.describe()}"):
+        other.open_keys()
+    with pytest.raises(KeyUnavailableError):     # … and no answer, true or false, without it
+        other.matches(other.get("ct-chest", IS1), "Patient.PatientName", SECRET_NAME)
+    assert store.raw("") == stored               # nothing written
+
+
+def test_a_format_1_state_is_re_keyed_by_the_next_write(store, key_sources, caplog):
+    legacy = _legacy_state()
+    store.put("", legacy)
+    backend = store.open(key_sources("a"))
+    state = backend.read()
+    with caplog.at_level(logging.WARNING):
+        state.open_keys()
+    assert "holds salted hashes that are not keyed" in caplog.text
+    assert _answers(state) == [True, True, True, False]
+    # The refusal (format 1 kept sha256(salt + canonical JSON of the request)) is re-keyed
+    # too: the very same request is still known as refused.
+    assert state.refusal("ct-chest", IS2).request == state.request_hash(SECRET_NAME, IS2)
+    assert state.refusal("ct-chest", IS2).request != state.request_hash("other", IS2)
+    backend.write(state)
+    stored = store.raw("")
+    assert json.loads(stored)["format_version"] == "2"
+    for blob in (stored, store.raw(".backup") or b""):
+        assert _leftovers(blob, legacy) == []
+    assert _answers(store.open(key_sources("a")).read()) == [True, True, True, False]
+
+
+def test_rekey_keeps_every_answer_and_leaves_no_earlier_hash(store, key_sources):
+    backend = store.open(key_sources("a"))
+    state = backend.new_state()
+    state.put("ct-chest", record(state, IS1, values=VALUES))
+    backend.write(state)
+    before = store.raw("")
+    state = store.open(key_sources("a")).read()
+    state.rekey(key_sources("b"))                # rotate, and move to another key
+    store.open(key_sources("b")).write(state)
+    after = store.raw("")
+    assert json.loads(after)["keys"]["generation"] == 2
+    for blob in (after, store.raw(".backup") or b""):
+        assert _leftovers(blob, before) == []
+    assert _answers(store.open(key_sources("b")).read()) == [True, True, True, False]
+    with pytest.raises(KeyUnavailableError):
+        store.open(key_sources("a")).read().open_keys()

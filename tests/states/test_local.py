@@ -42,7 +42,7 @@ def _config(backend: LocalBackend) -> dict:
 def _state_with_record() -> State:
     state = State.new()
     state.put("s", ImageSetRecord("d" * 32, IS1, "1", "2", "a" * 64,
-                                  hashes=state.hash_values({"Study.StudyID": "42"})))
+                                  hashes=state.hash_values({"Study.StudyID": "42"}, IS1)))
     return state
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import hmac
 import json
 import threading
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from reconciler.core.errors import ConfigError, StateError
 from reconciler.spec.config import StateConfig
 from reconciler.states import ImageSetRecord, State, open_backend, utc_time
 from reconciler.states.document import FORMAT_VERSION, schema
+from reconciler.states.keys import derive
 from reconciler.states.local import LocalBackend
 from reconciler.states.records import OP_ROLLBACK
 
@@ -24,7 +26,8 @@ SECRET = "SMITH^JOHN^Q"
 
 def record(state: State, image_set_id: str = IS1, **changes) -> ImageSetRecord:
     fields = dict(datastore_id=DS, image_set_id=image_set_id, version_before="3", version_after="4",
-                  spec_digest="a" * 64, hashes=state.hash_values({"Patient.PatientName": SECRET}))
+                  spec_digest="a" * 64,
+                  hashes=state.hash_values({"Patient.PatientName": SECRET}, image_set_id))
     return ImageSetRecord(**{**fields, **changes})
 
 
@@ -34,24 +37,39 @@ def test_a_new_state_has_a_uuid4_lineage_a_random_salt_and_serial_zero():
     assert len(bytes.fromhex(one.salt)) == 16 and one.salt_bytes == bytes.fromhex(one.salt)
 
 
-def test_hash_value_is_sha256_of_salt_and_canonical_json():
+def test_hash_value_is_an_hmac_bound_to_image_set_and_name_of_the_salted_sha256():
     state = State.new()
     value = {"b": [1, "x"], "a": None}
-    expected = hashlib.sha256(state.salt_bytes + b'{"a":null,"b":[1,"x"]}').hexdigest()
-    assert state.hash_value(value) == expected
-    assert state.hash_value(value) == state.hash_value({"a": None, "b": [1, "x"]})
-    assert state.hash_value(None) != state.hash_value("")          # absent is not empty
-    assert State.new().hash_value(SECRET) != state.hash_value(SECRET)   # salted per state
-    assert state.hash_value("É") == hashlib.sha256(state.salt_bytes + '"É"'.encode()).hexdigest()
+    inner = hashlib.sha256(state.salt_bytes + b'{"a":null,"b":[1,"x"]}').hexdigest()
+    (key,) = state.open_keys().keys
+    subkey = derive(key, "state/value")
+
+    def expected(inner: str, bind: str = f"{IS1}/StudyID:") -> str:
+        return hmac.new(subkey, (bind + inner).encode(), "sha256").hexdigest()
+
+    def h(value, path="Study.StudyID", image_set_id=IS1):
+        return state.hash_value(value, image_set_id, path)
+
+    assert h(value) == expected(inner)
+    assert h(value) != inner                                      # keyed, not salted only
+    assert h(value) == h({"a": None, "b": [1, "x"]})
+    assert h(None) != h("")                                       # absent is not empty
+    assert State.new().hash_value(SECRET, IS1, "Study.StudyID") != h(SECRET)   # a key per state
+    # Equal values of other image sets or attributes hash apart: no linkage across records.
+    assert h(SECRET) != h(SECRET, image_set_id=IS2) and h(SECRET) != h(SECRET, "Study.StudyID2")
+    assert h(None, "Series[1.2]") == expected(hashlib.sha256(state.salt_bytes + b"null")
+                                              .hexdigest(), f"{IS1}/Series:")
+    inner = hashlib.sha256(state.salt_bytes + '"É"'.encode()).hexdigest()
+    assert h("É") == expected(inner)
 
 
 def test_hash_value_refuses_what_is_not_json_without_quoting_it():
     state = State.new()
     with pytest.raises(TypeError) as caught:
-        state.hash_value({SECRET: object()})
+        state.hash_value({SECRET: object()}, IS1, "Study.StudyID")
     assert SECRET not in str(caught.value)
     with pytest.raises(ValueError):
-        state.hash_value(float("nan"))
+        state.hash_value(float("nan"), IS1, "Study.StudyID")
 
 
 def test_matches_compares_a_live_value_with_the_recorded_hash():
@@ -80,7 +98,7 @@ def test_put_get_remove_and_list():
 
 def test_put_copies_the_hashes():
     state = State.new()
-    hashes = state.hash_values({"Study.StudyID": "1"})
+    hashes = state.hash_values({"Study.StudyID": "1"}, IS1)
     state.put("s", record(state, hashes=hashes))
     hashes["Study.StudyID"] = "0" * 64
     assert state.get("s", IS1).hashes["Study.StudyID"] != "0" * 64
@@ -94,7 +112,7 @@ def test_json_round_trip_is_deterministic_and_carries_every_field():
     text = state.to_json(serial=1)
     assert text == state.to_json(serial=1)
     doc = json.loads(text)
-    assert list(doc) == sorted(doc) and text.startswith('{\n  "format_version": "1"')
+    assert list(doc) == sorted(doc) and text.startswith('{\n  "format_version": "2"')
     again = State.from_json(text)
     assert again.to_dict() == {**state.to_dict(), "serial": 1}
     assert again.get("s", IS1).applied_at == "2025-01-01T12:00:00+00:00"
@@ -109,10 +127,10 @@ def test_utc_time_needs_an_aware_time():
 
 def test_a_newer_format_version_is_refused_with_a_clear_message():
     doc = json.loads(_written())
-    doc["format_version"] = "2"
+    doc["format_version"] = "3"
     doc["reconciler_version"] = "9.0.0"
     doc["something_new"] = {}
-    with pytest.raises(StateError, match=r"state.json: state format_version 2 \(written by "
+    with pytest.raises(StateError, match=r"state.json: state format_version 3 \(written by "
                                          r"reconciler 9.0.0\) is newer .* upgrade reconciler"):
         State.from_json(json.dumps(doc), source="state.json")
 
@@ -187,15 +205,23 @@ def test_every_managed_path_form_is_accepted():
                                "1.2.3.5": InstanceSpec("1.2.3.5", pos, absent=True)}),
                 "1.2.9": SeriesSpec("1.2.9", pos, absent=True)})
     state = State.new()
-    state.put("s", record(state, hashes=state.hash_values({p: "X" for p in desired.managed_paths()})))
-    assert set(State.from_json(state.to_json(serial=1)).get("s", IS1).hashes) == set(desired.managed_paths())
+    state.put("s", record(state, hashes=state.hash_values({p: "X" for p in desired.managed_paths()},
+                                                           IS1)))
+    again = State.from_json(state.to_json(serial=1))
+    stored = again.get("s", IS1)
+    # UIDs are stored as keyed tokens; the UIDs at hand (the live document's, the specs') give
+    # them back.
+    assert not any(uid in path for path in stored.hashes for uid in ("1.2.3", "1.2.9"))
+    uids = {"1.2.3", "1.2.3.4", "1.2.3.5", "1.2.9"}
+    assert set(again.resolve_paths(stored, uids).values()) == set(desired.managed_paths())
+    assert all(again.matches(stored, path, "X") for path in desired.managed_paths())
     assert len(desired.managed_paths()) == 6
 
 
 def test_the_schema_is_the_packaged_file():
     path = Path(__file__).parents[2] / "schemas" / "state.v1.schema.json"
     assert schema() == json.loads(path.read_text())
-    assert schema()["properties"]["format_version"]["const"] == FORMAT_VERSION
+    assert FORMAT_VERSION in schema()["properties"]["format_version"]["enum"]
 
 
 def test_puts_from_many_threads_are_all_kept():

@@ -1,0 +1,80 @@
+"""A saved plan at rest: the plan document sealed with the project's key.
+
+A saved plan must hold the exact request payloads (apply sends them), which are patient data,
+and it travels: a CI artifact between the plan and the apply job. So ``plan --out`` writes it
+sealed (:func:`reconciler.states.keys.seal`): a data key of its own, wrapped by the key
+source of ``reconciler.yaml`` (KMS ``GenerateDataKey``, or the key file / environment
+variable), and the plan document under AES-256-GCM, the envelope's header (format, version,
+the lineage of the state the plan was made against, its time) authenticated as associated
+data and the lineage bound into the key's context. Without the key the file tells what it is,
+when it was made and against which state, and nothing else.
+
+``show`` and ``apply`` open it with the same key source. A plan sealed with another key is
+refused naming both keys; a plan edited anywhere (header, wrapped key or ciphertext) does not
+authenticate and is refused; a plan in clear (an older reconciler, ``plan --json`` output, a
+hand-made file) is refused too, since anyone can write one. Inside, the document keeps its
+schema and checksum (:mod:`.plans`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..core.errors import PlanFileError
+from ..states.keys import KeySource, SealError, seal, unseal
+
+FORMAT = "reconciler-sealed-plan"
+FORMAT_VERSION = "1"
+
+
+def context(lineage: str | None) -> dict[str, str]:
+    """What the data key is bound to (KMS's encryption context; the AAD for a local key)."""
+    return {"reconciler:purpose": "saved-plan", "reconciler:lineage": lineage or "none"}
+
+
+def seal_plan(doc: dict[str, Any], keys: KeySource) -> bytes:
+    """The bytes of a sealed plan file for the plan document ``doc``."""
+    state = doc.get("state")
+    lineage = state.get("lineage") if isinstance(state, dict) else None
+    plaintext = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "lineage": lineage,
+              "created_at": doc.get("created_at")}
+    return (json.dumps(seal(keys, plaintext, context(lineage), header), indent=2)
+            + "\n").encode("ascii")
+
+
+def open_plan(data: bytes, keys: KeySource, source: str) -> Any:
+    """The plan document in a sealed plan file (not yet validated: see plans.validate)."""
+    try:
+        outer = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise PlanFileError(f"{source}: not a saved plan (not JSON): save plans with "
+                            f"reconciler plan --out") from None
+    if not isinstance(outer, dict) or outer.get("format") != FORMAT:
+        if isinstance(outer, dict) and "image_sets" in outer:
+            raise PlanFileError(f"{source}: this plan is not sealed (an older reconciler, plan "
+                                f"--json output, or written by hand): saved plans are encrypted "
+                                f"with the project's key, and anyone can write one in clear. "
+                                f"Save the plan again with reconciler plan --out")
+        raise PlanFileError(f"{source}: not a saved plan: save plans with reconciler plan --out")
+    if outer.get("format_version") != FORMAT_VERSION:
+        raise PlanFileError(f"{source}: unsupported sealed plan format_version "
+                            f"{outer.get('format_version')!r} (this reconciler reads "
+                            f"{FORMAT_VERSION!r})")
+    lineage = outer.get("lineage")
+    if lineage is not None and not isinstance(lineage, str):
+        raise PlanFileError(f"{source}: not a valid sealed plan at lineage")
+    try:
+        plaintext = unseal(keys, outer, context(lineage), f"the plan {source}")
+    except SealError:
+        raise PlanFileError(f"{source}: the plan was modified after it was written (it does "
+                            f"not authenticate with its key); run plan again") from None
+    try:
+        doc = json.loads(plaintext.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise PlanFileError(f"{source}: the sealed plan does not hold a plan document") from None
+    inner = doc.get("state") if isinstance(doc, dict) else None
+    if not isinstance(inner, dict) or inner.get("lineage") != lineage:
+        raise PlanFileError(f"{source}: the sealed plan's lineage differs from the plan's")
+    return doc
