@@ -143,7 +143,7 @@ def test_a_spec_edited_right_after_its_apply_is_planned_on_the_version_the_state
     spec.write_text(spec.read_text().replace("CT CHEST", "CT THORAX"))
     result = project.run("plan", "--out", "plan.json", "--json")
     assert result.exit_code == 0, result.stderr
-    doc = json.loads((project.root / "plan.json").read_text())
+    doc = read_plan(project.root / "plan.json")
     [entry] = [e for e in doc["image_sets"] if e["action"] == "update"]
     assert (entry["spec"], entry["version_id"]) == ("ct-small", "2")
     assert [(c["key"], c["after"]) for c in entry["changes"]] == [("StudyDescription",
