@@ -3,21 +3,12 @@ so that they import the contract (:mod:`.backend`) and nothing imports them but 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError
 from .backend import DEFAULT_LOCAL_PATH, DEFAULT_S3_KEY, StateBackend
-from .keys import KeySource
-
-
-def _get(config: Any, name: str) -> Any:
-    if config is None:
-        return None
-    if isinstance(config, Mapping):
-        return config.get(name)
-    return getattr(config, name, None)
+from .keys import KeySource, config_value
 
 
 def open_backend(config_state: Any, root: Path, keys: KeySource | None = None) -> StateBackend:
@@ -40,20 +31,21 @@ def open_backend(config_state: Any, root: Path, keys: KeySource | None = None) -
 
 
 def _open(config_state: Any, root: Path) -> StateBackend:
-    kind = _get(config_state, "backend") or "local"
+    kind = config_value(config_state, "backend") or "local"
     if kind == "local":
         from .local import LocalBackend
-        path = Path(_get(config_state, "path") or DEFAULT_LOCAL_PATH)
+        path = Path(config_value(config_state, "path") or DEFAULT_LOCAL_PATH)
         return LocalBackend(path if path.is_absolute() else Path(root) / path, root=Path(root))
     if kind == "s3":
         from .s3 import S3Backend
-        bucket = _get(config_state, "bucket")
+        bucket = config_value(config_state, "bucket")
         if not bucket:
             raise ConfigError("state backend s3 needs a bucket (state.bucket in reconciler.yaml)")
-        return S3Backend(bucket=bucket, key=_get(config_state, "key") or DEFAULT_S3_KEY,
-                         region=_get(config_state, "region"),
-                         endpoint_url=_get(config_state, "endpoint_url"),
-                         profile=_get(config_state, "profile"),
-                         kms_key_id=_get(config_state, "kms_key_id"),
+        return S3Backend(bucket=bucket,
+                         key=config_value(config_state, "key") or DEFAULT_S3_KEY,
+                         region=config_value(config_state, "region"),
+                         endpoint_url=config_value(config_state, "endpoint_url"),
+                         profile=config_value(config_state, "profile"),
+                         kms_key_id=config_value(config_state, "kms_key_id"),
                          errored_dir=Path(root))
     raise ConfigError(f"unknown state backend {kind!r} (expected 'local' or 's3')")

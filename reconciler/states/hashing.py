@@ -14,16 +14,8 @@ from typing import Any, Mapping
 
 from ..core.canonical import digest
 from .keychain import (
-    SPEC,
-    VALUE,
-    KeyChain,
-    binding,
-    relayer_record,
-    relayer_refusal,
-    request_binding,
-    resolve,
-    stored_path,
-)
+    SPEC, VALUE, KeyChain, binding, relayer_record, relayer_refusal, request_binding, resolve,
+    stored_path)
 from .keys import KeySource
 from .records import ImageSetRecord
 

@@ -303,7 +303,8 @@ def unseal(source: KeySource, doc: Mapping[str, Any], context: Mapping[str, str]
 
 
 # -- the source a configuration names ---------------------------------------------------------
-def _get(config: Any, name: str) -> Any:
+def config_value(config: Any, name: str) -> Any:
+    """``name`` of a configuration given as a mapping or an object (None when absent)."""
     if config is None:
         return None
     if isinstance(config, Mapping):
@@ -324,20 +325,20 @@ def key_source(config: Any = None, *, region: str | None = None) -> KeySource:
     such as ``reconciler.spec.config.KeysConfig``): ``source`` (``file``, the default; ``env``;
     ``kms``), ``file``, ``env``, ``kms_key_id``, ``region`` (else ``region``), ``endpoint_url``,
     ``profile``."""
-    kind = _get(config, "source") or SOURCE_FILE
+    kind = config_value(config, "source") or SOURCE_FILE
     if kind == SOURCE_FILE:
-        path = _get(config, "file")
+        path = config_value(config, "file")
         return FileKeySource(Path(path).expanduser() if path else default_key_file())
     if kind == SOURCE_ENV:
-        return EnvKeySource(_get(config, "env") or DEFAULT_ENV)
+        return EnvKeySource(config_value(config, "env") or DEFAULT_ENV)
     if kind == SOURCE_KMS:
-        key_id = _get(config, "kms_key_id")
+        key_id = config_value(config, "kms_key_id")
         if not key_id:
             raise ConfigError("keys.source kms needs keys.kmsKeyId in reconciler.yaml")
         from .kms import KmsKeySource
-        return KmsKeySource(key_id, region=_get(config, "region") or region,
-                            endpoint_url=_get(config, "endpoint_url"),
-                            profile=_get(config, "profile"))
+        return KmsKeySource(key_id, region=config_value(config, "region") or region,
+                            endpoint_url=config_value(config, "endpoint_url"),
+                            profile=config_value(config, "profile"))
     raise ConfigError(f"unknown key source {kind!r} (expected one of {', '.join(SOURCES)})")
 
 
@@ -349,6 +350,6 @@ def parse_source(text: str, configured: Any = None, *, region: str | None = None
     if kind not in SOURCES or (kind == SOURCE_KMS and not where):
         raise ConfigError(f"not a key source: {text!r} (file, file:PATH, env, env:NAME or "
                           f"kms:KEY_ID)")
-    extra = {name: _get(configured, name) for name in ("region", "endpoint_url", "profile")}
+    extra = {name: config_value(configured, name) for name in ("region", "endpoint_url", "profile")}
     field = {SOURCE_FILE: "file", SOURCE_ENV: "env", SOURCE_KMS: "kms_key_id"}[kind]
     return key_source({**extra, "source": kind, field: where or None}, region=region)

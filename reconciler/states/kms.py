@@ -21,10 +21,10 @@ from typing import Any
 
 import boto3
 import botocore.exceptions
-from botocore.config import Config
 
-from ..core.errors import ConfigError, KeyUnavailableError
+from ..core.errors import KeyUnavailableError
 from .keys import SOURCE_KMS, KeySource, SealError, b64, unb64, wrapped_by
+from .s3 import aws_client
 
 _sessions: dict[tuple[str | None, str | None], boto3.session.Session] = {}
 _sessions_lock = threading.Lock()
@@ -35,16 +35,8 @@ _UNUSABLE = {"NotFoundException", "DisabledException", "KMSInvalidStateException
 
 def make_client(region: str | None = None, endpoint_url: str | None = None,
                 profile: str | None = None):
-    with _sessions_lock:
-        session = _sessions.get((profile, region))
-        if session is None:
-            try:
-                session = boto3.session.Session(profile_name=profile, region_name=region)
-            except botocore.exceptions.ProfileNotFound as exc:
-                raise ConfigError(str(exc)) from exc
-            _sessions[(profile, region)] = session
-    config = Config(retries={"mode": "standard"}, connect_timeout=10, read_timeout=30)
-    return session.client("kms", endpoint_url=endpoint_url or None, config=config)
+    """A ``kms`` client from the standard chain (sessions shared with the S3 backend)."""
+    return aws_client("kms", region, endpoint_url, profile, read_timeout=30)
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:

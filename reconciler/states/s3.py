@@ -47,8 +47,15 @@ _sessions_lock = threading.Lock()
 
 def make_client(region: str | None = None, endpoint_url: str | None = None,
                 profile: str | None = None):
-    """An ``s3`` client from the standard chain. Sessions are reused per (profile, region):
-    a session caches the service model, which makes every further client ~20× cheaper."""
+    """An ``s3`` client from the standard chain."""
+    return aws_client("s3", region, endpoint_url, profile, read_timeout=60)
+
+
+def aws_client(service: str, region: str | None, endpoint_url: str | None,
+               profile: str | None, *, read_timeout: float):
+    """A client of ``service`` for the states package (S3 here, KMS for the key source), from
+    the standard chain with standard retries. Sessions are reused per (profile, region): a
+    session caches the service model, which makes every further client ~20× cheaper."""
     with _sessions_lock:
         session = _sessions.get((profile, region))
         if session is None:
@@ -57,8 +64,9 @@ def make_client(region: str | None = None, endpoint_url: str | None = None,
             except botocore.exceptions.ProfileNotFound as exc:
                 raise ConfigError(str(exc)) from exc
             _sessions[(profile, region)] = session
-        config = Config(retries={"mode": "standard"}, connect_timeout=10, read_timeout=60)
-        return session.client("s3", endpoint_url=endpoint_url or None, config=config)
+        config = Config(retries={"mode": "standard"}, connect_timeout=10,
+                        read_timeout=read_timeout)
+        return session.client(service, endpoint_url=endpoint_url or None, config=config)
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
