@@ -14,7 +14,7 @@ import hashlib
 import json
 
 import pytest
-from apply_support import CT_STUDY, Project, check_report
+from apply_support import CT_STUDY, Project, check_report, strip_generated
 
 PATIENT_NAME = "DOE^GROUPED"
 DESCRIPTION = "GROUPED STUDY"
@@ -295,3 +295,35 @@ def test_a_redacted_plan_shows_no_values(study):
     (group,) = doc["groups"]
     assert group["requests"][0]["updatableAttributes"]["redacted"] is True
     assert all(m["before_digest"] is None for m in group["members"])
+
+
+def test_peers_stay_managed_with_their_leader_and_are_reverted_with_its_removed_spec(study):
+    """The peers a study update recorded under the leader's spec are covered as long as the
+    leader is: plan and drift after the apply leave them alone. When the spec is removed with
+    `action: revert`, the leader and its peers all go back to their versions before."""
+    leader = study.ids[1]
+    study.write_spec("one-part", ATTRIBUTES, image_set_id=leader)
+    assert study.run("apply", "--auto-approve").exit_code == 0
+    peers = [i for i in study.ids if i != leader]
+    for peer in peers:
+        assert study.record("one-part", peer)["peer_of"] == leader
+    assert study.run("plan", "--detailed-exitcode").exit_code == 0     # nothing removed
+    drift = study.run("drift", "--json")
+    assert drift.exit_code == 0, drift.stdout
+    assert {i["status"] for i in drift.json["image_sets"]} == {"in-sync"}
+    listed = study.run("state", "list").stdout
+    assert all(f"peer of {leader}" in line for line in listed.splitlines() if leader not in
+               line.split("\t")[1])
+
+    (study.specs_dir / "one-part.yaml").unlink()
+    study.write_config({**study.config, "removed": [{"spec": "one-part", "action": "revert"}]})
+    doc, result = _plan(study)
+    assert sorted((e["image_set_id"], e["action"], e["target_version"])
+                  for e in doc["removed"]) == sorted((i, "revert", "1") for i in study.ids)
+    applied = study.run("apply", "plan.json")
+    assert applied.exit_code == 0, applied.stdout + applied.stderr
+    assert applied.stdout.count("reverted  one-part: image set") == 3
+    for image_set_id in study.ids:
+        assert strip_generated(study.metadata(image_set_id)) == \
+            strip_generated(study.original[image_set_id])
+    assert study.state()["specs"] == {}
