@@ -252,12 +252,22 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
     settled = (unchanged_since_apply(hi, assignments, known_version)
                if known_version is not None and options.trust_state else {})
 
+    # The newest version any record of the state verified, per image set: a listing showing
+    # an older one lags (whatever spec, or spec digest, the record is filed under).
+    floor: dict[str, int] = {}
+    for _, record in retire.state.records() if retire is not None else ():
+        if record.version_after is not None:
+            floor[record.image_set_id] = max(floor.get(record.image_set_id, 0),
+                                             int(record.version_after))
+
     def one(assignment: Assignment) -> PlanEntry:
         version = settled.get((assignment.spec.name, assignment.image_set_id))
         known = (known_version(assignment.spec.name, assignment.image_set_id,
                                assignment.spec.digest)
                  if known_version is not None and assignment.listed is not None else None)
-        if known is not None and int(known) > int(assignment.listed.version):
+        if assignment.listed is not None and max(
+                int(known or 0), floor.get(assignment.image_set_id, 0)) > int(
+                assignment.listed.version):
             # The state verified a newer version than the search lists: the index lags, so
             # the listed version is not the one to plan on.
             assignment = replace(assignment, listed=None)
