@@ -66,6 +66,8 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
       reconciler plan --allow-large --allow-protected PatientID     # lift limits, this run
     """
     output = chosen_format(as_json, fmt, json_stream)
+    from pathlib import Path
+
     from ..documents.plans import save
     from ..engine.limits import enforce
     from ..spec.config import load_config
@@ -82,6 +84,10 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
     beyond = bool((doc.get("limits") or {}).get("exceeded"))
     if out and not beyond:
         save(doc, out)
+    elif out and Path(out).is_file():
+        # Not this plan: nor may an earlier one be left there to be applied by mistake.
+        Path(out).unlink()
+        click.echo(f"Removed {out}, an earlier plan: this one is not saved.", err=True)
     write_plan(doc, output, opts)
     enforce(doc)                  # beyond the limits: printed for review, never saved
     if out and output == "text" and opts.verbosity >= 0:

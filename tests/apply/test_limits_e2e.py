@@ -19,16 +19,19 @@ def _versions(project, ids) -> dict[str, int]:
 def test_a_plan_beyond_the_limits_is_printed_not_saved_and_nothing_is_written(project, ids):
     _limits(project, maxImageSetsChanged=2)
     before = _versions(project, ids)
+    (project.root / "plan.json").write_text("an earlier plan")
     plan = project.run("plan", "--out", "plan.json", "--detailed-exitcode")
     assert plan.exit_code == 1
     assert "Plan: 3 image sets to update" in plan.stdout      # printed for review
     assert ("Limits: 3 image sets and 3 studies changed (maxImageSetsChanged 2).\n"
             "Limit exceeded: the plan changes 3 image sets, more than "
             "limits.maxImageSetsChanged (2) of reconciler.yaml allows") in plan.stdout
-    assert plan.stderr.startswith("Error: the plan changes 3 image sets, more than "
-                                  "limits.maxImageSetsChanged (2)")
+    assert ("Error: the plan changes 3 image sets, more than limits.maxImageSetsChanged (2)"
+            in plan.stderr)
     assert "--allow-large" in plan.stderr and "nothing was written" in plan.stderr
+    # No plan file: not this plan, nor an earlier one that could be applied by mistake.
     assert not (project.root / "plan.json").exists()
+    assert "Removed plan.json, an earlier plan: this one is not saved." in plan.stderr
 
     apply = project.run("apply", "--auto-approve")
     assert apply.exit_code == 1 and "limits.maxImageSetsChanged (2)" in apply.stderr
