@@ -132,11 +132,15 @@ def test_a_removed_spec_marked_revert_goes_back_to_the_version_before_the_first_
 
 def test_a_saved_plan_of_removals_is_stale_when_the_record_or_the_image_set_moved(
         project, applied):
-    ct, nm = applied["ct-small"], applied["nm-bone"]
+    ct, nm, sc = applied["ct-small"], applied["nm-bone"], applied["sc-deid"]
     (project.specs_dir / "ct-small.yaml").unlink()
     (project.specs_dir / "nm-bone.yaml").unlink()
+    sc_spec = project.specs_dir / "sc-deid.yaml"
+    sc_text = sc_spec.read_text()
+    sc_spec.unlink()
     project.write_config({**project.config, "removed": [{"spec": "ct-small", "action": "revert"}]})
     assert project.run("plan", "--out", "plan.json").exit_code == 0
+    sc_spec.write_text(sc_text)           # the pull request that deleted it was reverted
     # Behind the plan's back: the record of nm-bone changes (state mv), ct-small's image set
     # moves on (another writer).
     assert project.run("state", "mv", "nm-bone", "nm-bone-2").exit_code == 0
@@ -149,9 +153,12 @@ def test_a_saved_plan_of_removals_is_stale_when_the_record_or_the_image_set_move
     assert "its record in the state changed since the plan was made" in result.stdout
     assert f"  stale     ct-small: image set {ct}" in result.stdout
     assert "the revert was reviewed on version" in result.stdout
+    assert f"  stale     sc-deid: image set {sc} version" in result.stdout
+    assert "spec sc-deid is in the specs again; plan again" in result.stdout
     assert project.version_count(ct) == versions       # nothing unreviewed was written
     assert project.record("ct-small", ct) is not None
     assert project.record("nm-bone-2", nm) is not None
+    assert project.record("sc-deid", sc) is not None
 
 
 def test_an_image_set_a_spec_no_longer_targets_is_forgotten_and_the_new_one_planned(
