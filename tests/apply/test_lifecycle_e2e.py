@@ -198,11 +198,11 @@ def test_a_selector_whose_results_shrank_forgets_only_the_image_set_it_no_longer
     project.write_oob(mr, {"Patient": {"DICOM": {"PatientID": "1CT1"}}})
 
     def found() -> set[str]:
-        r = project.client.search_image_sets(
+        pages = project.client.get_paginator("search_image_sets").paginate(
             datastoreId=project.datastore_id,
             searchCriteria={"filters": [{"operator": "EQUAL",
                                          "values": [{"DICOMPatientId": "1CT1"}]}]})
-        return {s["imageSetId"] for s in r["imageSetsMetadataSummaries"]}
+        return {s["imageSetId"] for page in pages for s in page["imageSetsMetadataSummaries"]}
 
     wait_for(lambda: found() == {ct, mr}, timeout=30, what="the merged patient in search")
     project.write_spec("patient", {"Study": {"StudyDescription": "MERGED"}},
