@@ -44,6 +44,10 @@ CASES = [
     ("plan.v1.schema.json", "#member", types.StudyMember),
     ("plan.v1.schema.json", "#change", types.PlanChange),
     ("plan.v1.schema.json", "#request", types.PlanRequest),
+    ("plan.v1.schema.json", "#removed", types.RemovedEntry),
+    ("plan.v1.schema.json", "#moved", types.MovedEntry),
+    ("plan.v1.schema.json", "#moved/image_sets/[]", types.MovedImageSet),
+    ("plan.v1.schema.json", "#limits", types.PlanLimits),
     ("report.v1.schema.json", "", types.Report),
     ("report.v1.schema.json", "summary", types.ReportSummary),
     ("report.v1.schema.json", "image_sets/[]", types.ReportItem),
@@ -67,6 +71,7 @@ def test_a_typed_document_has_its_schemas_keys(schema_name, pointer, typed):
 @pytest.mark.parametrize("schema_name, pointer, literal", [
     ("plan.v1.schema.json", "#imageSet/action", types.Action),
     ("plan.v1.schema.json", "#change/op", types.ChangeOp),
+    ("plan.v1.schema.json", "#removed/action", types.RemovedAction),
     ("report.v1.schema.json", "image_sets/[]/status", types.Status),
     ("report.v1.schema.json", "operation", typing.get_type_hints(types.Report)["operation"]),
     ("drift.v1.schema.json", "image_sets/[]/status",

@@ -8,8 +8,8 @@ import click
 
 from ..core import errors
 from .base import (
-    GlobalOptions, cli, make_backend, make_keys, make_plan, make_redactor, make_service,
-    retry_refused_option)
+    GlobalOptions, allowances, cli, limit_options, make_backend, make_keys, make_plan,
+    make_redactor, make_service, retry_refused_option)
 from .output import ApplyWatcher, chosen_format, confirm, print_report, redact_option, write_plan
 
 
@@ -37,10 +37,12 @@ def _is_plan_file(paths) -> bool:
 @click.option("--json-stream", "json_stream", is_flag=True,
               help="Print NDJSON events, one per line (see the README).")
 @retry_refused_option
+@limit_options
 @redact_option
 @click.pass_obj
 def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_in_flight,
-          wait_timeout, lock_timeout, as_json, json_stream, retry_refused, redact_here):
+          wait_timeout, lock_timeout, as_json, json_stream, retry_refused, allow_large,
+          allow_protected, redact_here):
     """Apply a saved plan exactly, or plan and apply after confirmation.
 
     With PLANFILE (from `plan --out`) the reviewed payloads are sent as they are, each against
@@ -53,11 +55,12 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
       reconciler apply specs/ --auto-approve
       reconciler apply plan.json --json-stream   # NDJSON events for CI
     """
-    from ..documents.plans import load
+    from ..documents.plans import has_changes, load
     from ..engine.applier import ApplyOptions
+    from ..engine.limits import enforce
     from ..engine.operations import apply_plan, locked_state, report_failed
     from ..spec.config import load_config
-    from ..spec.loader import load_specs
+    from ..spec.loader import covers_project, load_specs
 
     config = load_config(opts.config_path)
     saved = _is_plan_file(paths)
@@ -74,7 +77,9 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
         if not saved:
             # A plan that leads to writes never trusts a listing for "nothing changed".
             plan_doc = make_plan(hi, config, specs, state, redactor, parallelism=parallelism,
-                                  read_all=True, retry_refused=retry_refused)
+                                  read_all=True, retry_refused=retry_refused,
+                                  complete=covers_project(list(paths), config),
+                                  allow=allowances(allow_large, allow_protected))
             if output != "json":
                 write_plan(plan_doc, output, opts)
             if plan_doc["summary"]["error"]:
@@ -85,7 +90,8 @@ def apply(opts: GlobalOptions, paths, auto_approve, fail_fast, parallelism, max_
                 raise errors.ReconcilerError(
                     f"{plan_doc['summary']['error']} image set(s) could not be planned; "
                     f"nothing was applied")
-            if plan_doc["summary"]["update"] and not auto_approve:
+            enforce(plan_doc)     # beyond the limits of reconciler.yaml: nothing is written
+            if has_changes(plan_doc) and not auto_approve:
                 confirm("Do you want to perform these actions?")
         on_result = ApplyWatcher(plan_doc, output == "stream", hi)
         doc = apply_plan(plan_doc, specs, hi, backend, state,

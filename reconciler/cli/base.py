@@ -154,11 +154,20 @@ def make_backend(config):
 
 
 def make_plan(hi, config, specs, state, redactor, targets=(), excludes=(),
-              parallelism: int = 10, read_all: bool = False, retry_refused: bool = False):
-    from ..engine import planner
+              parallelism: int = 10, read_all: bool = False, retry_refused: bool = False,
+              complete: bool = True, allow=None):
+    """The plan document. ``complete``: the specs are the whole project (no PATH, or PATHs
+    that hold every spec file), so a spec the state knows and they lack was removed;
+    ``allow``: what the run lifts of ``limits``
+    (an :class:`~reconciler.engine.limits.Allowances`)."""
+    from ..engine import limits, planner, removals
     from ..engine.operations import known_versions, refusals, state_serials
     from ..spec.loader import check_overlaps
+    from ..states import State
 
+    # The plan is made against the state with reconciler.yaml's renames done (a view).
+    view, moved = (removals.prepare(state, config.lifecycle, {s.name: s for s in specs})
+                   if state is not None else (None, []))
     return planner.make_plan(
         specs, hi, redactor,
         default_datastore=config.datastore_id, check_overlaps=check_overlaps,
@@ -166,11 +175,33 @@ def make_plan(hi, config, specs, state, redactor, targets=(), excludes=(),
                                     parallelism=parallelism,
                                     primary=config.primary,
                                     trust_state=not read_all),
-        lineage=state.lineage if state is not None else None,
-        serial=state.serial if state is not None else None,
-        state_serial=state_serials(state) if state is not None else None,
-        known_version=known_versions(state) if state is not None else None,
-        refused=refusals(state) if state is not None and not retry_refused else None)
+        lineage=view.lineage if view is not None else None,
+        serial=view.serial if view is not None else None,
+        state_serial=state_serials(view) if view is not None else None,
+        known_version=known_versions(view) if view is not None else None,
+        refused=refusals(view) if view is not None and not retry_refused else None,
+        retire=planner.Retirement(state=view if view is not None else State.new(),
+                                  lifecycle=config.lifecycle, complete=complete, moved=moved,
+                                  allow=allow or limits.Allowances()))
+
+
+def allowances(allow_large: bool, allow_protected) -> object:
+    from ..engine.limits import Allowances
+
+    return Allowances(large=allow_large, protected=frozenset(allow_protected or ()))
+
+
+def limit_options(f):
+    """--allow-large and --allow-protected (plan, and apply when it plans)."""
+    f = click.option("--allow-protected", "allow_protected", multiple=True, metavar="KEYWORD",
+                     envvar="RECONCILER_ALLOW_PROTECTED",
+                     help="Let this run change KEYWORD although limits.protectedAttributes of "
+                          "reconciler.yaml protects it; repeatable (env "
+                          "RECONCILER_ALLOW_PROTECTED, space-separated).")(f)
+    return click.option("--allow-large", is_flag=True, envvar="RECONCILER_ALLOW_LARGE",
+                        help="Let this run go beyond limits.maxImageSetsChanged / "
+                             "maxStudiesChanged of reconciler.yaml (env "
+                             "RECONCILER_ALLOW_LARGE=true).")(f)
 
 
 retry_refused_option = click.option(

@@ -30,6 +30,9 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, full, read_all, lock
           json_stream, redact_here):
     """Compare live metadata with the state and the specs; exit 2 when anything drifted.
 
+    A record whose spec is gone (or that no longer targets its image set by id) is reported
+    orphaned, and exits 2 too, until an apply forgets or reverts it.
+
     After a check, the state remembers up to when every image set was in sync, and the next
     check lists only the image sets updated since (about one call for an untouched fleet). A
     deleted image set is found only by a full check: with --full, or once the last full check
@@ -52,17 +55,19 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, full, read_all, lock
     from ..engine.drift import DriftOptions, describe_check, has_drift
     from ..engine.operations import run_drift
     from ..spec.config import load_config
-    from ..spec.loader import load_specs
+    from ..spec.loader import covers_project, load_specs
 
     config = load_config(opts.config_path)
     specs = load_specs(list(paths), config)
     options = DriftOptions(use_checkpoint=not (full or read_all), read_all=read_all,
                            overlap=timedelta(seconds=config.drift.overlap_seconds),
                            full_after=timedelta(hours=config.drift.full_check_after_hours),
-                           parallelism=parallelism)
+                           parallelism=parallelism,
+                           complete=covers_project(list(paths), config))
     report = run_drift(make_service(opts, config), make_backend(config), specs, config.is_ignored,
                        lambda state: make_redactor(opts, config, redact_here, state), options,
-                       lock_timeout)
+                       lock_timeout,
+                       renames={old: m.target for old, m in config.lifecycle.renames().items()})
     note = describe_check(report)
     if output == "json":
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))

@@ -63,9 +63,11 @@ def write_plan(doc, output: str, opts: GlobalOptions) -> None:
 
 
 def plan_exit_code(doc, detailed: bool) -> int:
+    from ..documents.plans import has_changes
+
     if doc["summary"]["error"]:
         return errors.EXIT_ERROR
-    if detailed and doc["summary"]["update"]:
+    if detailed and has_changes(doc):
         return errors.EXIT_CHANGES
     return errors.EXIT_OK
 
@@ -87,7 +89,8 @@ class ApplyWatcher:
         from ..documents.plans import per_image_set
         from ..documents.progress import Progress
 
-        self.total = len(per_image_set(plan_doc))
+        self.total = (len(per_image_set(plan_doc)) + len(plan_doc.get("removed", []))
+                      + sum(len(m["image_sets"]) for m in plan_doc.get("moved", [])))
         self.stream = stream
         self.done = 0
         self.progress = Progress("apply", self.total,

@@ -7,8 +7,8 @@ import click
 
 from ..core import errors
 from .base import (
-    GlobalOptions, cli, make_backend, make_keys, make_plan, make_redactor, make_service,
-    retry_refused_option)
+    GlobalOptions, allowances, cli, limit_options, make_backend, make_keys, make_plan,
+    make_redactor, make_service, retry_refused_option)
 from .output import (
     FORMATS, chosen_format, format_options, plan_exit_code, redact_option, write_plan)
 
@@ -32,22 +32,33 @@ from .output import (
                    "search index lists as latest (the index may lag; without this flag a plain "
                    "plan says how many it skipped). plan --out and apply always read all.")
 @retry_refused_option
+@limit_options
 @format_options
 @redact_option
 @click.pass_obj
 def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, excludes,
-         parallelism, read_all, retry_refused, fmt, json_stream, redact_here):
+         parallelism, read_all, retry_refused, allow_large, allow_protected, fmt, json_stream,
+         redact_here):
     """Read the live metadata and show the minimal change.
+
+    Specs gone from the project (or image sets a spec no longer covers) are planned too: by
+    default forgotten (their records leave the state, the metadata stays), or reverted when
+    `removed` in reconciler.yaml says so; renamed specs (`moved`) keep their records. A plan
+    beyond `limits` of reconciler.yaml is printed, not saved, and exits 1.
 
     \b
     Examples:
       reconciler plan specs/ --out plan.json --detailed-exitcode
       reconciler plan --out plan.json --format markdown > plan.md   # a PR comment
+      reconciler plan --allow-large --allow-protected PatientID     # lift limits, this run
     """
     output = chosen_format(as_json, fmt, json_stream)
+    from pathlib import Path
+
     from ..documents.plans import save
+    from ..engine.limits import enforce
     from ..spec.config import load_config
-    from ..spec.loader import load_specs
+    from ..spec.loader import covers_project, load_specs
 
     config = load_config(opts.config_path)
     specs = load_specs(list(paths), config)
@@ -56,10 +67,18 @@ def plan(opts: GlobalOptions, paths, out, as_json, detailed_exitcode, targets, e
         state.open_keys()         # compares spec digests and refusals: needs the key
     doc = make_plan(make_service(opts, config), config, specs, state,
                      make_redactor(opts, config, redact_here, state),
-                     targets, excludes, parallelism, read_all or bool(out), retry_refused)
-    if out:
+                     targets, excludes, parallelism, read_all or bool(out), retry_refused,
+                     complete=covers_project(list(paths), config),
+                     allow=allowances(allow_large, allow_protected))
+    beyond = bool((doc.get("limits") or {}).get("exceeded"))
+    if out and not beyond:
         save(doc, out, make_keys(config))
+    elif out and Path(out).is_file():
+        # Not this plan: nor may an earlier one be left there to be applied by mistake.
+        Path(out).unlink()
+        click.echo(f"Removed {out}, an earlier plan: this one is not saved.", err=True)
     write_plan(doc, output, opts)
+    enforce(doc)                  # beyond the limits: printed for review, never saved
     if out and output == "text" and opts.verbosity >= 0:
         click.echo(f"Saved the plan to {out}. Apply exactly it with: reconciler apply {out}")
     return plan_exit_code(doc, detailed_exitcode)

@@ -64,6 +64,11 @@ class SpecError(ReconcilerError):
         super().__init__(f"{count} problem{'s' if count != 1 else ''} found in the specs")
 
 
+class LimitError(ReconcilerError):
+    """A plan goes beyond ``limits`` of reconciler.yaml (and the run did not lift them):
+    nothing was written."""
+
+
 class PlanFileError(ReconcilerError):
     """A saved plan cannot be used: unreadable, edited by hand, wrong format, or stale."""
 

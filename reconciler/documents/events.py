@@ -20,13 +20,12 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator
 
 from . import plans
-from .markdown import drift_summary_line
-from .render import summary_line
+from .render import drift_summary_line, summary_line
 from .types import DriftReport, PlanChange, PlanDocument, Report, ReportItem
 
 Emit = Callable[[str], None]
-OK_STATUSES = ("applied", "unchanged")
-DRIFT_STATUSES = ("drifted", "missing")
+OK_STATUSES = ("applied", "unchanged", "moved", "forgotten", "reverted")
+DRIFT_STATUSES = ("drifted", "missing", "orphaned")
 
 
 def event(kind: str, message: str, **fields: Any) -> dict[str, Any]:
@@ -68,10 +67,26 @@ def plan_events(doc: PlanDocument) -> Iterator[dict[str, Any]]:
                     image_set_id=entry["image_set_id"], version_id=entry["version_id"],
                     requests=len(entry["requests"]), **grouped,
                     changes=[_change(c) for c in entry["changes"]])
+    for move in doc.get("moved", []):
+        for item in move["image_sets"]:
+            yield event("planned_change", f"{move['from']}: image set {item['image_set_id']}: "
+                        f"moved to {move['to']}", action="move", spec=move["to"],
+                        moved_from=move["from"], datastore_id=item["datastore_id"],
+                        image_set_id=item["image_set_id"], changes=[])
+    for entry in doc.get("removed", []):
+        where = f"{entry['spec']}: image set {entry['image_set_id']}"
+        fields = {"error": entry["error"]} if entry["action"] == plans.ACTION_ERROR else {
+            "version_id": entry["version_id"], "target_version": entry["target_version"]}
+        yield event("planned_change", f"{where}: {entry['action']} ({entry['reason']})",
+                    action=entry["action"], spec=entry["spec"],
+                    datastore_id=entry["datastore_id"], image_set_id=entry["image_set_id"],
+                    reason=entry["reason"], **fields,
+                    changes=[_change(c) for c in entry["changes"]])
     s = doc["summary"]
+    leaving = {k: s[k] for k in ("forget", "revert", "move") if k in s}
     yield event("change_summary", summary_line(doc), operation="plan", redacted=doc["redacted"],
                 update=s["update"], unchanged=s["unchanged"], error=s["error"],
-                attributes_changed=s["attributes_changed"])
+                attributes_changed=s["attributes_changed"], **leaving)
 
 
 # -- apply ---------------------------------------------------------------------------------------

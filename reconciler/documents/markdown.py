@@ -17,7 +17,17 @@ import re
 from typing import Any
 
 from . import plans
-from .render import format_value, group_title, render_entry, render_group, summary_line
+from .render import (
+    drift_summary_line,
+    format_value,
+    group_title,
+    limits_lines,
+    moved_lines,
+    render_entry,
+    render_group,
+    render_removed,
+    summary_line,
+)
 from .types import DriftReport, PlanDocument
 
 REDACTION_NOTE = ("_Values of PS3.15 Basic Profile attributes are redacted "
@@ -83,16 +93,25 @@ def render_plan_markdown(doc: PlanDocument) -> str:
     if s["error"]:
         headline = (f":x: **{summary_line(doc)}** "
                     f"{_plural(s['error'], 'image set', 'image sets')} could not be planned.")
-    elif s["update"] or doc.get("groups"):
+    elif plans.has_changes(doc):
         headline = f"**{summary_line(doc)}**"
     else:
         headline = f"**No changes.** The live metadata matches the specs. {summary_line(doc)}"
     lines += [headline, ""]
     if doc.get("not_reread"):
         lines += [f"> {doc['not_reread']['note']}.", ""]
+    limits = limits_lines(doc)
+    if limits:
+        lines += [("> :x: " if line.startswith("Limit exceeded") else "> ") + line
+                  for line in limits] + [""]
     groups = doc.get("groups", [])
-    if shown or groups:
+    removed, moved = doc.get("removed", []), doc.get("moved", [])
+    if shown or groups or removed or moved:
         lines += ["| spec | image set | action | changes |", "| --- | --- | --- | ---: |"]
+        for m in moved:
+            lines.append(f"| {_cell(m['from'])} → {_cell(m['to'])} | "
+                         f"{_plural(len(m['image_sets']), 'image set', 'image sets')} | "
+                         f"moved | — |")
         for e in shown:
             count = len(e["changes"]) if e["action"] == plans.ACTION_UPDATE else "—"
             lines.append(f"| {_cell(e['spec'])} | {_code(e['image_set_id'] or '—')} | "
@@ -102,7 +121,16 @@ def render_plan_markdown(doc: PlanDocument) -> str:
             lines.append(f"| {_cell(specs)} | {_cell(group_title(g))} | update "
                          f"({_plural(len(g['requests']), 'request', 'requests')}) | "
                          f"{len(g['changes'])} |")
+        for e in removed:
+            action = (f"revert to version {e['target_version']}" if e["action"] == "revert"
+                      else e["action"])
+            count = len(e["changes"]) if e["action"] == "revert" else "—"
+            lines.append(f"| {_cell(e['spec'])} | {_code(e['image_set_id'])} | {action} | "
+                         f"{count} |")
         lines.append("")
+    for m in moved:
+        lines += _details(f"<code>{_html(m['from'])}</code> → <code>{_html(m['to'])}</code>: "
+                          f"moved", moved_lines(m))
     for e in shown:
         if e["action"] == plans.ACTION_ERROR:
             title = f"<code>{_html(e['spec'])}</code>: error"
@@ -115,25 +143,23 @@ def render_plan_markdown(doc: PlanDocument) -> str:
         title = (f"{_html(group_title(g))} — {_plural(len(g['changes']), 'change', 'changes')}, "
                  f"{_plural(len(g['requests']), 'request', 'requests')}")
         lines += _details(title, render_group(g))
+    for e in removed:
+        what = {"revert": f"revert — {_plural(len(e['changes']), 'change', 'changes')}",
+                "forget": "forget", "error": "error"}[e["action"]]
+        lines += _details(f"<code>{_html(e['spec'])}</code>: image set "
+                          f"<code>{_html(e['image_set_id'])}</code> — {what}", render_removed(e))
     if doc.get("redacted"):
         lines += [REDACTION_NOTE, ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
 # -- drift ---------------------------------------------------------------------------------------
-DRIFT_ORDER = ("drifted", "missing", "changed-elsewhere", "not-applied", "in-sync")
-
-
-def drift_summary_line(report: DriftReport) -> str:
-    s = report["summary"]
-    return (f"Drift: {s['drifted']} drifted, {s['missing']} missing, "
-            f"{s['changed-elsewhere']} changed elsewhere, {s['in-sync']} in sync, "
-            f"{s['not-applied']} not applied.")
+DRIFT_ORDER = ("drifted", "missing", "orphaned", "changed-elsewhere", "not-applied", "in-sync")
 
 
 def render_drift_markdown(report: DriftReport) -> str:
     s = report["summary"]
-    drifted = bool(s["drifted"] or s["missing"])
+    drifted = bool(s["drifted"] or s["missing"] or s.get("orphaned"))
     mark = ":warning: **Drift found.**" if drifted else "**No drift.**"
     lines = ["### reconciler drift", "", f"{mark} {drift_summary_line(report)}", ""]
     blind = (report.get("check") or {}).get("index_lag")

@@ -28,11 +28,12 @@ from ..core.errors import PlanFileError
 from ..states.files import atomic_write
 from ..states.keys import KeySource
 from .planfile import open_plan, seal_plan
-from .types import PlanDocument, PlanEntry, StudyUpdate
+from .types import MovedEntry, PlanDocument, PlanEntry, PlanLimits, RemovedEntry, StudyUpdate
 
 FORMAT_VERSION = "1"
 SCHEMA_FILE = "plan.v1.schema.json"
 ACTION_UPDATE, ACTION_NOOP, ACTION_ERROR = "update", "no-op", "error"
+ACTION_FORGET, ACTION_REVERT = "forget", "revert"      # entries of ``removed``
 
 
 @cache
@@ -47,10 +48,13 @@ def checksum(doc: PlanDocument) -> str:
 
 def new_plan(entries: list[PlanEntry], *, redacted: bool,
              lineage: str | None = None, serial: int | None = None,
-             groups: list[StudyUpdate] | None = None) -> PlanDocument:
+             groups: list[StudyUpdate] | None = None,
+             removed: list[RemovedEntry] | None = None,
+             moved: list[MovedEntry] | None = None) -> PlanDocument:
     """Assemble a plan document from per-image-set entries and study updates (see the schema
     for their form). The summary counts image sets (each member of a group counts) and
-    requests (a group sends one)."""
+    requests (a group sends one); ``removed`` and ``moved`` (what leaves the specs, renamed
+    specs) are added, with their counts, only when there are any."""
     updates = [e for e in entries if e["action"] == ACTION_UPDATE]
     groups = groups or []
     doc: dict[str, Any] = {
@@ -77,8 +81,31 @@ def new_plan(entries: list[PlanEntry], *, redacted: bool,
         doc["summary"]["attributes_changed"] += sum(
             len(m["changes"]) if "changes" in m else len(group["changes"]) for m in members)
         doc["summary"]["requests"] += len(group["requests"])
+    if removed:
+        doc["removed"] = removed
+        for action in (ACTION_FORGET, ACTION_REVERT):
+            doc["summary"][action] = sum(1 for e in removed if e["action"] == action)
+        doc["summary"]["error"] += sum(1 for e in removed if e["action"] == ACTION_ERROR)
+    if moved:
+        doc["moved"] = moved
+        doc["summary"]["move"] = sum(len(m["image_sets"]) for m in moved)
     doc["checksum"] = checksum(doc)
     return doc
+
+
+def note_limits(doc: PlanDocument, section: PlanLimits) -> PlanDocument:
+    """Add what the plan changes against reconciler.yaml's ``limits``."""
+    doc["limits"] = section
+    doc["checksum"] = checksum(doc)
+    return doc
+
+
+def has_changes(doc: PlanDocument) -> bool:
+    """Whether applying the plan changes anything: an image set or the state (a forget, a
+    move). What ``--detailed-exitcode`` exits 2 for."""
+    s = doc["summary"]
+    return bool(s["update"] or doc.get("groups") or s.get("forget") or s.get("revert")
+                or s.get("move"))
 
 
 def note_not_reread(doc: PlanDocument, count: int) -> PlanDocument:
@@ -150,7 +177,8 @@ def redact_values(doc: PlanDocument, show) -> PlanDocument:
     view = copy.deepcopy(doc)
     view["redacted"] = True
     groups = view.get("groups", [])
-    for entry in [*view["image_sets"], *groups, *(m for g in groups for m in g["members"])]:
+    for entry in [*view["image_sets"], *groups, *(m for g in groups for m in g["members"]),
+                  *view.get("removed", [])]:
         for change in entry.get("changes", []):
             for side in ("before", "after"):
                 change[side] = show(change["key"], change[side], change["vr"], change["private"])

@@ -14,9 +14,11 @@ from typing import Any
 
 from . import plans
 from .types import (
-    DriftReport, PlanChange, PlanDocument, PlanEntry, Report, StudyMember, StudyUpdate)
+    DriftReport, MovedEntry, PlanChange, PlanDocument, PlanEntry, RemovedEntry, Report,
+    StudyMember, StudyUpdate)
 
-SYMBOL = {"add": "+", "update": "~", "remove": "-", "remove-series": "-", "remove-instance": "-"}
+SYMBOL = {"add": "+", "update": "~", "remove": "-", "remove-series": "-", "remove-instance": "-",
+          "restore-series": "+", "restore-instance": "+"}
 ANSI = {"+": "\x1b[32m", "~": "\x1b[33m", "-": "\x1b[31m"}   # green, yellow, red
 RESET = "\x1b[0m"
 
@@ -30,9 +32,16 @@ def summary_line(doc: PlanDocument) -> str:
     groups = len(doc.get("groups", []))
     grouped = (f" in {_plural(s['requests'], 'request', 'requests')} "
                f"({_plural(groups, 'study update', 'study updates')})" if groups else "")
+    leaving = [text for n, text in (
+        (s.get("revert", 0), f"{_plural(s.get('revert', 0), 'image set', 'image sets')} to "
+                             f"revert"),
+        (s.get("forget", 0), f"{s.get('forget', 0)} to forget"),
+        (s.get("move", 0), f"{_plural(s.get('move', 0), 'record', 'records')} to move"))
+        if n]
     return (f"Plan: {_plural(s['update'], 'image set', 'image sets')} to update{grouped}, "
             f"{s['unchanged']} unchanged, "
-            f"{_plural(s['attributes_changed'], 'attribute', 'attributes')} changed.")
+            f"{_plural(s['attributes_changed'], 'attribute', 'attributes')} changed"
+            + (f"; {', '.join(leaving)}." if leaving else "."))
 
 
 def format_value(value: Any) -> str:
@@ -56,6 +65,10 @@ def _change_line(change: PlanChange) -> str:
         return f"- Series {change['series']} (the whole series)"
     if op == "remove-instance":
         return f"- Instance {change['instance']} (the whole instance)"
+    if op == "restore-series":
+        return f"+ Series {change['series']} (the whole series, restored)"
+    if op == "restore-instance":
+        return f"+ Instance {change['instance']} (the whole instance, restored)"
     key = change["key"] + (f" ({change['vr']})" if change.get("private") else "")
     if op == "add":
         return f"+ {key}: {format_value(change['after'])}"
@@ -129,14 +142,73 @@ def render_group(group: StudyUpdate, color: bool = False) -> list[str]:
     return lines
 
 
+def moved_lines(move: MovedEntry) -> list[str]:
+    count = _plural(len(move["image_sets"]), "image set", "image sets")
+    return [f"  # {move['from']} has moved to {move['to']} ({count}): its records in the "
+            f"state follow the new name", ""]
+
+
+OTHER_SHOWN = 10    # paths of other changes a revert makes, listed before "and N more"
+
+
+def render_removed(entry: RemovedEntry, color: bool = False) -> list[str]:
+    """An image set that leaves the specs: forgotten, or reverted (with the managed values it
+    changes, and the paths of what else differs: a revert restores the whole document)."""
+    where = f"image set {entry['image_set_id']}"
+    if entry["action"] == plans.ACTION_ERROR:
+        return [_style(f"  # {entry['spec']}: {where}: error: {entry['error']}", "-", color), ""]
+    version = f", version {entry['version_id']}" if entry["version_id"] else ""
+    lines = [f"  # {entry['spec']}: {where} (data store {entry['datastore_id']}{version}): "
+             f"{entry['reason']}"]
+    if entry["note"]:
+        lines.append(f"  #   {entry['note']}")
+    if entry["action"] == plans.ACTION_FORGET:
+        lines += [_style(f"  - forget {where}: its record leaves the state; the metadata "
+                         f"stays as it is", "-", color), ""]
+        return lines
+    lines.append(_style(f"  - revert {where} to version {entry['target_version']} {{", "-",
+                        color))
+    lines += _change_lines(entry["changes"], color)
+    if not entry["changes"]:
+        lines.append("      # no managed attribute differs from that version")
+    other = entry["other_changes"]
+    if other:
+        shown = ", ".join(other[:OTHER_SHOWN]) + (
+            f" and {len(other) - OTHER_SHOWN} more" if len(other) > OTHER_SHOWN else "")
+        lines.append(f"      # revertToVersionId restores the whole document of version "
+                     f"{entry['target_version']}: it also changes "
+                     f"{_plural(len(other), 'item', 'items')} no spec of this one manages: "
+                     f"{shown}")
+    lines += ["      # then its record leaves the state", "    }", ""]
+    return lines
+
+
+def limits_lines(doc: PlanDocument) -> list[str]:
+    """What the plan changes against ``limits`` of reconciler.yaml (when it sets any)."""
+    section = doc.get("limits")
+    if not section:
+        return []
+    most = [f"{name} {n}" for name, n in (
+        ("maxImageSetsChanged", section["max_image_sets_changed"]),
+        ("maxStudiesChanged", section["max_studies_changed"])) if n is not None]
+    line = (f"Limits: {_plural(section['image_sets_changed'], 'image set', 'image sets')} and "
+            f"{_plural(section['studies_changed'], 'study', 'studies')} changed"
+            + (f" ({', '.join(most)})" if most else ""))
+    if section["protected_changed"]:
+        line += f"; protected attributes changed: {', '.join(section['protected_changed'])}"
+    if section["allowed"]:
+        line += f"; lifted for this run: {', '.join(section['allowed'])}"
+    return [line + "."] + [f"Limit exceeded: {text}." for text in section["exceeded"]]
+
+
 def _change_lines(changes: list[PlanChange], color: bool) -> list[str]:
     lines = []
     current = None
     for change in changes:
         group = _group(change)
-        if change["op"] == "remove-series":
+        if change["op"] in ("remove-series", "restore-series"):
             group = "Study"
-        elif change["op"] == "remove-instance":
+        elif change["op"] in ("remove-instance", "restore-instance"):
             group = f"Series {change['series']}"
         if group != current:
             lines.append(f"      {group}")
@@ -150,15 +222,20 @@ def render_plan(doc: PlanDocument, color: bool = False) -> str:
     entries = doc["image_sets"]
     changed = [e for e in entries if e["action"] != plans.ACTION_NOOP]
     lines: list[str] = []
-    if any(e["action"] == plans.ACTION_UPDATE for e in entries) or doc.get("groups"):
+    if plans.has_changes(doc):
         lines += ["reconciler will perform the following actions:", ""]
-    elif not any(e["action"] == plans.ACTION_ERROR for e in entries):
+    elif not doc["summary"]["error"]:
         lines += ["No changes. The live metadata matches the specs.", ""]
+    for move in doc.get("moved", []):
+        lines += moved_lines(move)
     for entry in changed:
         lines += render_entry(entry, color)
     for group in doc.get("groups", []):
         lines += render_group(group, color)
+    for entry in doc.get("removed", []):
+        lines += render_removed(entry, color)
     lines.append(summary_line(doc))
+    lines += limits_lines(doc)
     if doc.get("not_reread"):
         lines.append(f"Note: {doc['not_reread']['note']}.")
     errors = doc["summary"]["error"]
@@ -174,7 +251,8 @@ def render_json(doc: dict[str, Any]) -> str:
 
 
 # -- apply / rollback reports ------------------------------------------------------------------
-REPORT_ORDER = ("applied", "unchanged", "stale", "failed", "skipped", "missing")
+REPORT_ORDER = ("applied", "unchanged", "moved", "forgotten", "reverted", "stale", "failed",
+                "skipped", "missing")
 
 
 def render_report(doc: Report) -> str:
@@ -190,7 +268,7 @@ def render_report(doc: Report) -> str:
         lines.append(f"  {item['status']:<9} {item['spec']}: image set "
                      f"{item['image_set_id']}{versions}{reason}")
     counts = doc["summary"]
-    done = ", ".join(f"{counts[k]} {k}" for k in REPORT_ORDER if counts[k])
+    done = ", ".join(f"{counts[k]} {k}" for k in REPORT_ORDER if counts.get(k))
     verb = doc["operation"].capitalize()
     lines.append(f"{verb} complete: {done or 'nothing to do'}." if not (
         counts["failed"] or counts["stale"] or counts["missing"] or counts["skipped"])
@@ -199,6 +277,14 @@ def render_report(doc: Report) -> str:
 
 
 # -- drift ---------------------------------------------------------------------------------------
+def drift_summary_line(report: DriftReport) -> str:
+    s = report["summary"]
+    orphaned = f", {s['orphaned']} orphaned" if s.get("orphaned") else ""
+    return (f"Drift: {s['drifted']} drifted, {s['missing']} missing{orphaned}, "
+            f"{s['changed-elsewhere']} changed elsewhere, {s['in-sync']} in sync, "
+            f"{s['not-applied']} not applied.")
+
+
 def render_drift(doc: DriftReport) -> str:
     lines = []
     for item in doc["image_sets"]:
@@ -208,10 +294,7 @@ def render_drift(doc: DriftReport) -> str:
         for attr in item["attributes"]:
             mark = "ignored" if attr["ignored"] else "drifted"
             lines.append(f"      {mark}: {attr['path']} is now {format_value(attr['live'])}")
-    s = doc["summary"]
-    lines.append(f"Drift: {s['drifted']} drifted, {s['missing']} missing, "
-                 f"{s['changed-elsewhere']} changed elsewhere, {s['in-sync']} in sync, "
-                 f"{s['not-applied']} not applied.")
+    lines.append(drift_summary_line(doc))
     blind = (doc.get("check") or {}).get("index_lag")
     if blind:
         lines.append(f"Note: {blind}.")

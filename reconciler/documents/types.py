@@ -14,7 +14,9 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 # -- the plan (schemas/plan.v1.schema.json) --------------------------------------------------
 Action = Literal["update", "no-op", "error"]
-ChangeOp = Literal["add", "update", "remove", "remove-series", "remove-instance"]
+ChangeOp = Literal["add", "update", "remove", "remove-series", "remove-instance",
+                   "restore-series", "restore-instance"]
+RemovedAction = Literal["forget", "revert", "error"]
 
 
 class PlanChange(TypedDict):
@@ -91,6 +93,51 @@ class PlanSummary(TypedDict):
     error: int
     attributes_changed: int
     requests: int
+    forget: NotRequired[int]
+    revert: NotRequired[int]
+    move: NotRequired[int]
+
+
+class RemovedEntry(TypedDict):
+    """A (spec, image set) of the state that no spec covers any more (``removed`` in the plan
+    document): forgotten, or reverted then forgotten (``removed`` in reconciler.yaml)."""
+
+    spec: str
+    spec_digest: str | None
+    datastore_id: str
+    image_set_id: str
+    action: RemovedAction
+    reason: str
+    state_serial: int
+    version_id: str | None
+    target_version: str | None
+    study: str | None
+    changes: list[PlanChange]
+    other_changes: list[str]
+    note: str | None
+    error: str | None
+
+
+class MovedImageSet(TypedDict):
+    datastore_id: str
+    image_set_id: str
+    state_serial: int
+
+
+# "from" is a Python keyword: the functional form.
+MovedEntry = TypedDict("MovedEntry", {"from": str, "to": str, "image_sets": list[MovedImageSet]})
+
+
+class PlanLimits(TypedDict):
+    """What the plan changes, measured against ``limits`` of reconciler.yaml."""
+
+    image_sets_changed: int
+    studies_changed: int
+    max_image_sets_changed: int | None
+    max_studies_changed: int | None
+    protected_changed: list[str]
+    allowed: list[str]
+    exceeded: list[str]
 
 
 class PlanStateRef(TypedDict):
@@ -113,11 +160,15 @@ class PlanDocument(TypedDict):
     image_sets: list[PlanEntry]
     not_reread: NotRequired[NotReread]
     groups: NotRequired[list[StudyUpdate]]
+    removed: NotRequired[list[RemovedEntry]]
+    moved: NotRequired[list[MovedEntry]]
+    limits: NotRequired[PlanLimits]
     checksum: str
 
 
 # -- the apply and rollback report (schemas/report.v1.schema.json) ----------------------------
-Status = Literal["applied", "unchanged", "stale", "failed", "skipped", "missing"]
+Status = Literal["applied", "unchanged", "stale", "failed", "skipped", "missing", "moved",
+                 "forgotten", "reverted"]
 
 
 class ReportItem(TypedDict):
@@ -139,6 +190,9 @@ class ReportSummary(TypedDict):
     failed: int
     skipped: int
     missing: int
+    moved: NotRequired[int]
+    forgotten: NotRequired[int]
+    reverted: NotRequired[int]
 
 
 class Report(TypedDict):
@@ -161,7 +215,8 @@ class DriftEntry(TypedDict):
     spec: str
     datastore_id: str | None
     image_set_id: str | None
-    status: Literal["in-sync", "drifted", "changed-elsewhere", "missing", "not-applied"]
+    status: Literal["in-sync", "drifted", "changed-elsewhere", "missing", "not-applied",
+                    "orphaned"]
     recorded_version: str | None
     live_version: str | None
     reason: str | None
@@ -171,7 +226,7 @@ class DriftEntry(TypedDict):
 # Keys with hyphens: the functional form.
 DriftSummary = TypedDict("DriftSummary", {
     "in-sync": int, "drifted": int, "changed-elsewhere": int, "missing": int,
-    "not-applied": int})
+    "not-applied": int, "orphaned": NotRequired[int]})
 
 
 class DriftDatastoreCheck(TypedDict):

@@ -291,7 +291,11 @@ class Applier(StudyApplication):
                 outcome.refused = (exc.kind, exc.version, requests[0].canonical())
         return outcome
 
-    # -- a study update ------------------------------------------------------------------------
+    # -- stopping every further write ------------------------------------------------------------
+    @property
+    def halted(self) -> str | None:
+        return self._halt_reason if self._halt.is_set() else None   # why no write may go out
+
     def halt(self, reason: str) -> None:
         if not self._halt.is_set():
             self._halt_reason = reason

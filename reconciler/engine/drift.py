@@ -53,8 +53,8 @@ from ..states import DriftCheckpoint, ImageSetRecord, State
 from .diff import PRESENT, live_values, value_at
 from .reading import Listing, list_versions
 
-IN_SYNC, DRIFTED, CHANGED_ELSEWHERE, MISSING, NOT_APPLIED = (
-    "in-sync", "drifted", "changed-elsewhere", "missing", "not-applied")
+IN_SYNC, DRIFTED, CHANGED_ELSEWHERE, MISSING, NOT_APPLIED, ORPHANED = (
+    "in-sync", "drifted", "changed-elsewhere", "missing", "not-applied", "orphaned")
 FORMAT_VERSION = "1"
 DEFAULT_OVERLAP = timedelta(minutes=5)
 DEFAULT_FULL_AFTER = timedelta(hours=24)
@@ -89,6 +89,9 @@ class DriftOptions:
     full_after: timedelta = DEFAULT_FULL_AFTER
     parallelism: int = 10
     now: Callable[[], datetime] = _utc_now
+    # The specs given are the whole project: a record whose spec is not among them is
+    # orphaned (the command line, unless only some spec files were named).
+    complete: bool = False
 
 
 @dataclass
@@ -262,9 +265,17 @@ def check(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgno
 
     by_id = {id(r): plan for plan in plans for _, r in plan.records}
     known = spec_uids(specs)
+    loaded = {s.name: s for s in specs}
 
     def one(pair: tuple[str, ImageSetRecord]) -> DriftItem:
         spec, record = pair
+        why = orphaned(spec, record, loaded, options.complete)
+        if why is not None:
+            # Not checked: plan lists it as removed, and apply forgets (or reverts) it.
+            return DriftItem(spec, record.datastore_id, record.image_set_id, ORPHANED,
+                             recorded_version=record.version_after,
+                             reason=why + ": plan lists it as removed (apply forgets it, or "
+                                          "reverts it per removed in reconciler.yaml)")
         if covered(by_id[id(record)], record):
             # Not updated since the checkpoint, which found it in sync: no call at all.
             return DriftItem(spec, record.datastore_id, record.image_set_id, IN_SYNC,
@@ -276,11 +287,17 @@ def check(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgno
         items = list(pool.map(one, records))
     checkpoints = _checkpoints(state, plans, items, now)
     recorded = {name for name, _ in records}
+    pairs = {(name, r.image_set_id) for name, r in records}
     for spec in specs:
         if spec.name not in recorded:
             items.append(DriftItem(spec.name, spec.target.datastore_id,
                                    spec.target.image_set_id, NOT_APPLIED,
                                    reason="no apply recorded in the state"))
+        elif spec.target.image_set_id and (spec.name, spec.target.image_set_id) not in pairs:
+            items.append(DriftItem(spec.name, spec.target.datastore_id,
+                                   spec.target.image_set_id, NOT_APPLIED,
+                                   reason="the spec targets an image set with no apply "
+                                          "recorded in the state"))
     return report_of(items, redactor, now, _check_section(plans, items)), checkpoints
 
 
@@ -290,6 +307,8 @@ def report_of(items: list[DriftItem], redactor: Redactor, now: datetime,
     targeted check of one image set, as ``watch`` makes, has none)."""
     counts = {status: sum(1 for i in items if i.status == status)
               for status in (IN_SYNC, DRIFTED, CHANGED_ELSEWHERE, MISSING, NOT_APPLIED)}
+    if any(i.status == ORPHANED for i in items):   # (reports before it have no such count)
+        counts[ORPHANED] = sum(1 for i in items if i.status == ORPHANED)
     report: dict[str, Any] = {
         "format_version": FORMAT_VERSION, "reconciler_version": __version__,
         "checked_at": now.astimezone(timezone.utc).isoformat(timespec="seconds"),
@@ -374,4 +393,20 @@ def describe_check(report: DriftReport) -> str | None:
 
 
 def has_drift(report: DriftReport) -> bool:
-    return bool(report["summary"][DRIFTED] or report["summary"][MISSING])
+    s = report["summary"]
+    return bool(s[DRIFTED] or s[MISSING] or s.get(ORPHANED))
+
+
+def orphaned(name: str, record: ImageSetRecord, specs: dict[str, Spec],
+             complete: bool) -> str | None:
+    """Why a record's spec no longer manages its image set, as far as drift can tell
+    without a search: the spec is gone (``complete``: the specs are the whole project), or it
+    targets another image set by id (a peer of a study update goes with its leader). A
+    selector's results are not searched here; plan finds the image sets it no longer finds."""
+    spec = specs.get(name)
+    if spec is None:
+        return f"spec {name} is no longer in the specs" if complete else None
+    target = spec.target.image_set_id
+    if target is None or target in (record.image_set_id, record.peer_of):
+        return None
+    return f"spec {name} now targets image set {target}"

@@ -31,7 +31,18 @@ from .applier import Applier, ApplyOptions
 from .diff import desired_values
 from .drift import DriftOptions
 from .drift import check as drift_check
-from .outcomes import APPLIED, FAILED, MISSING, SKIPPED, STALE, UNCHANGED, Outcome
+from .outcomes import (
+    APPLIED,
+    FAILED,
+    FORGOTTEN,
+    MISSING,
+    MOVED,
+    REVERTED,
+    SKIPPED,
+    STALE,
+    UNCHANGED,
+    Outcome,
+)
 
 REPORT_FORMAT = "1"
 
@@ -76,19 +87,28 @@ def locked_state(backend: StateBackend, operation: str, timeout: float = 0.0,
 
 
 def apply_record(state: State, spec: Spec, datastore_id: str, image_set_id: str,
-                 version_before: str, version_after: str | None) -> ImageSetRecord:
+                 version_before: str, version_after: str | None,
+                 earlier: ImageSetRecord | None = None,
+                 peer_of: str | None = None) -> ImageSetRecord:
     """The record of an apply of ``spec``: the keyed hashes of its desired values (a pending
-    one, before its write, has ``version_after`` None)."""
+    one, before its write, has ``version_after`` None). ``earlier``: the record this one
+    replaces, whose origin (the version before our first write) it keeps; ``peer_of``: the
+    leader of the study update that changed this peer."""
     return ImageSetRecord(
         datastore_id=datastore_id, image_set_id=image_set_id, version_before=version_before,
         version_after=version_after, spec_digest=state.spec_digest(spec.digest),
         hashes=state.hash_values(desired_values(spec.attributes), image_set_id),
-        last_operation=OP_APPLY)
+        last_operation=OP_APPLY,
+        version_origin=earlier.origin if earlier is not None else version_before,
+        peer_of=peer_of)
 
 
-def record_for(state: State, spec: Spec, outcome: Outcome) -> ImageSetRecord:
+def record_for(state: State, spec: Spec, outcome: Outcome,
+               earlier: ImageSetRecord | None = None,
+               peer_of: str | None = None) -> ImageSetRecord:
     return apply_record(state, spec, outcome.datastore_id, outcome.image_set_id,
-                        outcome.version_before or outcome.version_after, outcome.version_after)
+                        outcome.version_before or outcome.version_after, outcome.version_after,
+                        earlier, peer_of)
 
 
 def state_serials(state: State) -> Callable[[str, str], int | None]:
@@ -177,6 +197,9 @@ def report_item(o: Outcome) -> ReportItem:
 def report(outcomes: list[Outcome], operation: str) -> Report:
     counts = {s: sum(1 for o in outcomes if o.status == s)
               for s in (APPLIED, UNCHANGED, STALE, FAILED, SKIPPED, MISSING)}
+    # What leaves the specs, counted only when there is any (reports before it have none).
+    counts.update({s: n for s in (MOVED, FORGOTTEN, REVERTED)
+                   if (n := sum(1 for o in outcomes if o.status == s))})
     return {
         "format_version": REPORT_FORMAT, "reconciler_version": __version__,
         "operation": operation,
@@ -195,13 +218,23 @@ def apply_plan(plan: PlanDocument, specs: list[Spec], hi: HealthImaging, backend
                state: State, options: ApplyOptions, saved: bool,
                on_result: Callable[[ReportItem], None] | None = None) -> Report:
     """Apply ``plan`` under a lock the caller holds; save the state after each image set, then
-    tell ``on_result`` (its report item: progress, event streams)."""
+    tell ``on_result`` (its report item: progress, event streams). Renamed specs' records are
+    moved first, what leaves the specs is forgotten or reverted last (:mod:`.retirement`)."""
+    from . import limits, retirement   # (it reverts as rollback does, which reports here)
+    from .rollback import RollbackOptions
+
     by_name = {s.name: s for s in specs}
     skip: dict[tuple[str, str], str] = {}
     if saved:
         check_plan_lineage(plan, state)
+        limits.enforce(plan)          # a plan printed beyond its limits is never applied
+    moved = retirement.apply_moves(plan, state, backend)
+    if saved:
         skip = stale_entries(plan, state, by_name)
 
+    # The peers of study updates (spec, image set) → their leader, recorded with the record.
+    peers = {(m["spec"], m["image_set_id"]): group["leader"]
+             for group in plan.get("groups", []) for m in group["members"] if m.get("peer")}
     # The records pending writes replaced, to put back when the write does not succeed.
     replaced: dict[tuple[str, str], ImageSetRecord | None] = {}
     saver = GroupCommit(state, backend)
@@ -218,14 +251,18 @@ def apply_plan(plan: PlanDocument, specs: list[Spec], hi: HealthImaging, backend
         if existing is not None and _interrupted_attempt(state, existing, {
                 "version_id": version, "spec_digest": spec.digest}):
             return      # an earlier, interrupted run of this very write: already recorded
-        state.put(spec.name, apply_record(state, spec, ds, image_set_id, version, None))
+        state.put(spec.name, apply_record(state, spec, ds, image_set_id, version, None,
+                                          existing, peers.get(key)))
         saver.save()
 
-    def save(outcome: Outcome, spec: Spec | None) -> None:
-        record_outcome(outcome, spec)
+    def tell(outcome: Outcome) -> None:
         if on_result is not None:
             with told:
                 on_result(report_item(outcome))
+
+    def save(outcome: Outcome, spec: Spec | None) -> None:
+        record_outcome(outcome, spec)
+        tell(outcome)
 
     def record_outcome(outcome: Outcome, spec: Spec | None) -> None:
         if outcome.status not in (APPLIED, UNCHANGED) or not outcome.version_after \
@@ -248,11 +285,11 @@ def apply_plan(plan: PlanDocument, specs: list[Spec], hi: HealthImaging, backend
                 saver.save()
             return
         forgiven = state.forgive(spec.name, outcome.image_set_id)   # it went through
-        record = record_for(state, spec, outcome)
         key = (spec.name, outcome.image_set_id)
         # What was there before this run's pending record, if it made one.
         made_pending = key in replaced
         existing = replaced.pop(key) if made_pending else state.get(*key)
+        record = record_for(state, spec, outcome, existing, peers.get(key))
         if outcome.status == UNCHANGED and existing is not None:
             # Nothing was written: the record of the operation that did write stays, above
             # all its version_before (what rollback reverts to); a record saying exactly
@@ -272,29 +309,47 @@ def apply_plan(plan: PlanDocument, specs: list[Spec], hi: HealthImaging, backend
         saver.save()
 
     options.saved_plan = saved
-    outcomes = Applier(hi, options).apply(plan, by_name, on_result=save, skip=skip,
-                                          before_write=pending)
-    return report(outcomes, "apply")
+    for outcome in moved:
+        tell(outcome)
+    applier = Applier(hi, options)
+    if options.fail_fast and any(o.status == STALE for o in moved):
+        applier.halt("--fail-fast after a stale move")
+    outcomes = applier.apply(plan, by_name, on_result=save, skip=skip, before_write=pending)
+    outcomes += retirement.apply_removed(
+        plan, by_name, hi, backend, state,
+        RollbackOptions(wait_timeout=options.wait_timeout, poll_interval=options.poll_interval,
+                        sleep=options.sleep),
+        done=tell, halted=lambda: applier.halted)
+    return report(moved + outcomes, "apply")
 
 
 def run_drift(hi: HealthImaging, backend: StateBackend, specs: list[Spec],
               is_ignored: Callable[[str, str], bool],
               make_redactor: Callable[[State | None], Redactor],
-              options: DriftOptions, lock_timeout: float = 0.0) -> DriftReport:
+              options: DriftOptions, lock_timeout: float = 0.0,
+              renames: dict[str, str] | None = None) -> DriftReport:
     """drift, around the state: the check and, when there is a state, the checkpoint it
     establishes saved like apply saves (under the state lock, atomically). A lock held by
     another run fails as for apply; a lock that cannot be taken at all (a read-only role or
-    directory) still checks, from the saved checkpoint, and saves none."""
+    directory) still checks, from the saved checkpoint, and saves none. ``renames``: the
+    ``moved`` entries of reconciler.yaml (old → new name), done on the view drift checks, so
+    a renamed spec's records are checked under its new name before an apply moves them."""
+    from ..states.edits import moved_view
+
+    def check(state: State, keyed: bool = True):
+        view = moved_view(state, renames)[0] if renames else state
+        return drift_check(hi, view, specs, is_ignored, make_redactor(state if keyed else None),
+                           options)
+
     if backend.read() is None:
         # Nothing recorded: nothing to check against, nothing to remember, no state written
         # (and no key needed: nothing is compared).
-        return drift_check(hi, State.new(), specs, is_ignored, make_redactor(None), options)[0]
+        return check(State.new(), keyed=False)[0]
     locked = False
     try:
         with locked_state(backend, "drift", lock_timeout) as state:
             locked = True
-            report, checkpoints = drift_check(hi, state, specs, is_ignored,
-                                              make_redactor(state), options)
+            report, checkpoints = check(state)
             if len(state):
                 _save_checkpoints(backend, state, checkpoints)
             return report
@@ -304,7 +359,7 @@ def run_drift(hi: HealthImaging, backend: StateBackend, specs: list[Spec],
         log.warning("%s; drift checked without saving its checkpoint", exc)
         state = backend.read() or backend.new_state()
         state.open_keys()          # no key, no check: never in sync without one
-        return drift_check(hi, state, specs, is_ignored, make_redactor(state), options)[0]
+        return check(state)[0]
 
 
 def _save_checkpoints(backend: StateBackend, state: State,

@@ -13,6 +13,9 @@ from ..spec.types import Spec
 
 APPLIED, UNCHANGED, STALE, FAILED, SKIPPED, MISSING = (
     "applied", "unchanged", "stale", "failed", "skipped", "missing")
+# What leaves the specs (:mod:`.retirement`): a record re-filed under a renamed spec, dropped
+# from the state, or dropped after its image set was reverted.
+MOVED, FORGOTTEN, REVERTED = "moved", "forgotten", "reverted"
 
 
 @dataclass

@@ -17,7 +17,6 @@ metadata document is dropped as soon as its diff is made. The result is a plan *
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,12 +31,15 @@ from ..documents.types import PlanDocument, PlanEntry, StudyUpdate
 from ..healthimaging.api import DELETED, HealthImaging
 from ..spec.config import PrimaryPolicy
 from ..spec.types import Spec
-from . import study_updates
+from ..spec.lifecycle import Lifecycle
+from ..states import State
+from . import limits, removals, study_updates
 from .diff import Change, ImageSetProblem, diff
 from .entries import plan_entry
 from .payloads import PayloadTooLarge, Request, schema_version_of
 from .reading import (
-    Assignment, Waiting, list_versions, moved_since_listed, read_listed, resolve_targets)
+    Assignment, Waiting, list_versions, moved_since_listed, read_listed, resolve_targets,
+    study_key)
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +60,28 @@ class PlanOptions:
         return Waiting(self.lock_wait, self.poll_interval, self.sleep)
 
 
-def select_specs(specs: list[Spec], options: PlanOptions) -> list[Spec]:
+@dataclass
+class Retirement:
+    """What a plan needs to plan what leaves the specs (:mod:`.removals`) and to measure
+    itself against ``limits`` (:mod:`.limits`): the state as the plan sees it (renames done),
+    reconciler.yaml's lifecycle sections, whether the specs loaded are the whole project,
+    the plan's ``moved`` entries and what the run lifts."""
+
+    state: State
+    lifecycle: Lifecycle
+    complete: bool
+    moved: list = field(default_factory=list)
+    allow: limits.Allowances = field(default_factory=limits.Allowances)
+
+
+def select_specs(specs: list[Spec], options: PlanOptions,
+                 recorded: list[str] = ()) -> list[Spec]:
+    """The specs ``--target`` / ``--exclude`` choose. ``recorded``: the spec names of the
+    state, which a target may name too (a removed spec)."""
     chosen = [s for s in specs
-              if (not options.targets or any(fnmatch.fnmatchcase(s.name, g) for g in options.targets))
-              and not any(fnmatch.fnmatchcase(s.name, g) for g in options.excludes)]
-    if options.targets and not chosen:
+              if removals.selected(s.name, options.targets, options.excludes)]
+    if options.targets and not chosen and not any(
+            removals.selected(n, options.targets, options.excludes) for n in recorded):
         raise errors.UsageError("--target matched no spec: " + ", ".join(options.targets))
     return chosen
 
@@ -205,14 +224,16 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
               lineage: str | None = None, serial: int | None = None,
               state_serial: StateSerial | None = None,
               known_version: KnownVersion | None = None,
-              refused: Refused | None = None) -> PlanDocument:
+              refused: Refused | None = None,
+              retire: Retirement | None = None) -> PlanDocument:
     """The whole plan document. Raises :class:`errors.SpecError` when, after selectors are
     resolved, two specs manage the same attribute of one image set. ``known_version`` lets
     image sets the state shows unchanged skip their reads (:func:`unchanged_since_apply`);
     ``refused`` turns a request the service already refused into an error
-    (:func:`cannot_converge`)."""
+    (:func:`cannot_converge`); ``retire`` adds what leaves the specs and the limits."""
     options = options or PlanOptions()
-    assignments = resolve_targets(select_specs(specs, options), hi, default_datastore)
+    recorded = retire.state.spec_names() if retire is not None else []
+    assignments = resolve_targets(select_specs(specs, options, recorded), hi, default_datastore)
     if check_overlaps is not None:
         problems = check_overlaps([(a.spec, a.datastore_id, a.image_set_id) for a in assignments])
         if problems:
@@ -226,14 +247,24 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
     settled = (unchanged_since_apply(hi, assignments, known_version)
                if known_version is not None and options.trust_state else {})
 
+    # The newest version any record of the state verified, per image set: a listing showing
+    # an older one lags (whatever spec, or spec digest, the record is filed under).
+    floor: dict[str, int] = {}
+    for _, record in retire.state.records() if retire is not None else ():
+        if record.version_after is not None:
+            floor[record.image_set_id] = max(floor.get(record.image_set_id, 0),
+                                             int(record.version_after))
+
     def one(assignment: Assignment) -> PlanEntry:
         version = settled.get((assignment.spec.name, assignment.image_set_id))
         known = (known_version(assignment.spec.name, assignment.image_set_id, None)
                  if known_version is not None and assignment.listed is not None else None)
-        if known is not None and int(known) > int(assignment.listed.version):
+        if assignment.listed is not None and max(
+                int(known or 0), floor.get(assignment.image_set_id, 0)) > int(
+                assignment.listed.version):
             # The state recorded a newer version than the search lists (an apply of this or
-            # an earlier form of the spec, a rollback): the index lags, so the listed version
-            # is not the one to plan on.
+            # an earlier form of the spec, under this name or another, a rollback): the index
+            # lags, so the listed version is not the one to plan on.
             assignment = replace(assignment, listed=None)
         if version is not None:
             entry = plan_entry(assignment, version, [], redactor)
@@ -251,6 +282,21 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
         entries, studies, hi, redactor, study_updates.listed_studies(assignments), state_serial)
     if refused is not None:
         entries, groups = cannot_converge(entries, groups, refused)
+    removed = None
+    if retire is not None:
+        removed = removals.plan_removed(
+            hi, retire.state, assignments, {s.name: s for s in specs}, retire.lifecycle,
+            redactor, complete=retire.complete, targets=options.targets,
+            excludes=options.excludes, waiting=options.waiting,
+            parallelism=options.parallelism,
+            peers={(m["spec"], m["image_set_id"]) for g in groups for m in g["members"]})
     doc = plans.new_plan(entries, redacted=redactor.enabled, lineage=lineage, serial=serial,
-                         groups=groups)
-    return plans.note_not_reread(doc, len(settled))
+                         groups=groups, removed=removed, moved=retire.moved if retire else None)
+    doc = plans.note_not_reread(doc, len(settled))
+    if retire is not None and retire.lifecycle.limits.configured:
+        def study_of(image_set_id: str) -> str | None:
+            facts = studies.get(image_set_id)
+            return study_key(facts.study_uid) if facts and facts.study_uid else None
+        doc = plans.note_limits(doc, limits.measure(doc, retire.lifecycle.limits,
+                                                    retire.allow, study_of))
+    return doc

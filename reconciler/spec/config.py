@@ -19,6 +19,8 @@ from typing import Any
 from ..core.errors import ConfigError, Diagnostic, SpecError
 from ..dicom import dictionary, paths
 from ..states.backend import DEFAULT_LOCAL_PATH, DEFAULT_S3_KEY
+from . import lifecycle
+from .lifecycle import Lifecycle
 from .schemacheck import check, is_flagged
 from .yamlload import load_file
 
@@ -130,6 +132,7 @@ class Config:
     quota_headroom: float | None = None     # None: the pacer's default
     drift: DriftConfig = field(default_factory=DriftConfig)
     primary: PrimaryPolicy = field(default_factory=PrimaryPolicy)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)   # removed, moved, limits
 
     def __post_init__(self) -> None:
         if self.state.backend == "local" and self.state.path is None:
@@ -168,12 +171,15 @@ def load_config(path: str | None) -> Config:
             text = doc.source_text((key,))
             if text is not None:
                 data[key] = text
+        if isinstance(data, dict):
+            lifecycle.coerce(doc, data)
         problems, flagged = check(doc, data, "config.v1.schema.json")
         if isinstance(data, dict):
             problems += _check_ignore(doc, data, flagged)
+            problems += lifecycle.check(doc, data, flagged)
     if problems:
         raise ConfigFileError(sorted(problems, key=lambda d: (d.line, d.column)), name)
-    return _build(file, data)
+    return _build(file, data, doc)
 
 
 def _check_ignore(doc: Any, data: dict[str, Any], flagged: set[tuple]) -> list[Diagnostic]:
@@ -200,7 +206,7 @@ def _check_ignore(doc: Any, data: dict[str, Any], flagged: set[tuple]) -> list[D
     return problems
 
 
-def _build(file: Path, data: dict[str, Any]) -> Config:
+def _build(file: Path, data: dict[str, Any], doc: Any = None) -> Config:
     root = file.resolve().parent
     shown = file.parent   # relative when the user gave a relative path: nicer diagnostics
     specs = data.get("specs", ".")
@@ -230,6 +236,7 @@ def _build(file: Path, data: dict[str, Any]) -> Config:
         quotas={op: float(rate) for op, rate in data.get("quotas", {}).items()},
         quota_headroom=(float(data["quotaHeadroom"]) if "quotaHeadroom" in data else None),
         primary=_primary_policy(data),
+        lifecycle=lifecycle.build(data, str(file), doc),
         drift=DriftConfig(**{name: float(data.get("drift", {})[key]) for name, key in (
             ("overlap_seconds", "overlapSeconds"), ("full_check_after_hours", "fullCheckAfterHours"))
             if key in data.get("drift", {})}))

@@ -70,6 +70,16 @@ def _discover(paths: list[str], config: Config) -> tuple[list[Path], list[Diagno
     return found, problems
 
 
+def covers_project(paths: list[str], config: Config) -> bool:
+    """Whether the spec files ``paths`` name include every spec file of the project (the
+    ``specs`` of reconciler.yaml): only then is a spec the state knows and they lack a spec
+    that was removed. No paths: the project's own."""
+    if not paths:
+        return True
+    named = {f.resolve() for f in _discover(paths, config)[0]}
+    return all(f.resolve() in named for f in _discover([], config)[0])
+
+
 def _walk(root: Path) -> Iterable[Path]:
     for directory, subdirs, files in os.walk(root):
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))

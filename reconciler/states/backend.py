@@ -183,6 +183,11 @@ class StateBackend(ABC):
     def describe(self) -> str:
         """The location for messages: ``.reconciler/state.json`` or ``s3://bucket/key``."""
 
+    def edit_backup_path(self, state: State) -> Path:
+        """Where ``state mv`` / ``state rm`` keep the snapshot they change, by default: the
+        working directory (a remote state's own versioning keeps the rest)."""
+        return Path.cwd() / f"reconciler-state.{state.serial}.backup.json"
+
     @abstractmethod
     def _try_lock(self, info: LockInfo, name_holder: bool) -> tuple[bool, LockInfo | None]:
         """One attempt: (True, None) when acquired as ``info``, else (False, holder). The

@@ -176,6 +176,39 @@ class State(Hashing):
                 del self._specs[spec]
             return removed
 
+    def rename(self, old: str, new: str, image_set_id: str | None = None) -> list[str]:
+        """Move the records (and refusals) of spec ``old`` — all, or one image set's — under
+        ``new``; returns the image set ids moved. A record keeps its serial: what it says of
+        the image set did not change, only the spec it is filed under. ``new`` must not hold
+        a record of a moved image set (ValueError)."""
+        with self._lock:
+            records = self._specs.get(old, {})
+            ids = sorted(i for i in records if image_set_id in (None, i))
+            clash = [i for i in ids if i in self._specs.get(new, {})]
+            if clash:
+                raise ValueError(f"spec {new} already has a record of image set {clash[0]}")
+            for isid in ids:
+                self._specs.setdefault(new, {})[isid] = records.pop(isid)
+                refusal = self._refusals.get(old, {}).pop(isid, None)
+                if refusal is not None:
+                    self._refusals.setdefault(new, {})[isid] = refusal
+            for table in (self._specs, self._refusals):
+                if old in table and not table[old]:
+                    del table[old]
+            self._changes += bool(ids)
+            return ids
+
+    def copy(self) -> State:
+        """An independent copy (same lineage, serial, salt and keys, opened or not): a view to
+        plan against, never to write in place of this one."""
+        with self._lock:
+            view = State(lineage=self._lineage, serial=self._serial, salt=self._salt,
+                         specs=self._specs, last_checked_at=self.last_checked_at,
+                         drift_checkpoints=self._drift, refusals=self._refusals,
+                         legacy=self._legacy)
+            view._keys = self._keys
+            return view
+
     def mark_checked(self, when: str | None = None, spec: str | None = None,
                      image_set_id: str | None = None) -> None:
         """Record a drift check: of the whole state (no ``spec``), or of one image set. The

@@ -48,6 +48,11 @@ class LocalBackend(StateBackend):
             return str(self.path.relative_to(self._root))
         return str(self.path)
 
+    def edit_backup_path(self, state: State) -> Path:
+        """Beside the state: ``state.json.<serial>.backup`` (kept; the next write does not
+        replace it as it replaces ``state.json.backup``)."""
+        return self.path.with_name(f"{self.path.name}.{state.serial}.backup")
+
     # -- reading ---------------------------------------------------------------------------
     def read(self) -> State | None:
         try:

@@ -41,11 +41,26 @@ class ImageSetRecord:
     last_operation: str = OP_APPLY
     last_checked_at: str | None = None
     serial: int = 0
+    # The version before our *first* write to this image set for this spec: where reverting
+    # a removed spec goes back to (None in records written before it existed: then
+    # ``version_before`` is the best known).
+    version_origin: str | None = None
+    # A peer of a study update (no spec targets it; recorded under the leader's spec): the
+    # leader's image set id. The record stays managed as long as the leader's does.
+    peer_of: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         doc = {f.name: getattr(self, f.name) for f in fields(self)}
         doc["hashes"] = dict(self.hashes)
+        for optional in ("version_origin", "peer_of"):
+            if doc[optional] is None:
+                del doc[optional]
         return doc
+
+    @property
+    def origin(self) -> str:
+        """The version a revert of this record goes back to."""
+        return self.version_origin or self.version_before
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> ImageSetRecord:

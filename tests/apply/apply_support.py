@@ -185,11 +185,14 @@ class Project:
     def env(self, ci: bool = False) -> dict[str, str | None]:
         return {"AWS_ENDPOINT_URL_MEDICAL_IMAGING": self.url, "CI": "true" if ci else None}
 
-    def run(self, *args: str, ci: bool = False, input: str | None = None) -> Result:
-        """``reconciler --config reconciler.yaml ARGS`` in process; stdin is not a terminal."""
+    def run(self, *args: str, ci: bool = False, input: str | None = None,
+            env: dict[str, str] | None = None) -> Result:
+        """``reconciler --config reconciler.yaml ARGS`` in process; stdin is not a terminal.
+        ``env``: more environment variables for this run."""
         result = CliRunner().invoke(cli_entry(), ["--no-color", "--config", str(self.config_path),
                                                *args],
-                                    env=self.env(ci), input=input, catch_exceptions=False)
+                                    env={**self.env(ci), **(env or {})}, input=input,
+                                    catch_exceptions=False)
         return Result(result.exit_code, result.stdout, result.stderr)
 
     def popen(self, *args: str, **kwargs) -> subprocess.Popen:

@@ -238,6 +238,8 @@ def test_a_record_written_after_the_checkpoint_is_checked_on_its_own(project, ap
         state = backend.read()
         state.put("late", ImageSetRecord(project.datastore_id, other, "1", "1", "0" * 64, {}))
         backend.write(state)
+    # (the spec it is recorded for: a record whose spec is gone would be orphaned, not read)
+    project.write_spec("late", {"Study": {"StudyDescription": "LATE"}}, image_set_id=other)
     project.delete(other)
     count = counters(project.emu)
     code, doc, items = drift_json(project)
@@ -283,6 +285,10 @@ def test_an_untouched_fleet_after_the_checkpoint_costs_one_call(tmp_path):
                           clock=clock) as emu:
         clock.spread = 0.0
         project = Project(tmp_path / "fleet", emu, example_specs=False)
+        # The spec the records are filed under (records of a spec that is gone are orphaned,
+        # and not read); drift does not search its selector.
+        project.write_spec("fleet", {"Study": {"StudyDescription": "PELVIS"}},
+                           selector={"DICOMPatientId": "MRN-7731-0000"})
         backend = open_backend({"backend": "local", "path": str(project.state_path)},
                                project.root)
         state = State.new()

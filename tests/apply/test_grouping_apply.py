@@ -17,7 +17,7 @@ import pytest
 from plan_files import read_plan
 
 from apply_support import (CT_STUDY, PATIENT_CHANGES_REFUSED, Element, Project, check_report,
-                           dicom_update, spec_attributes)
+                           dicom_update, spec_attributes, strip_generated)
 
 # The study-wide change the specs ask for: a Patient and a Study element. Where the reading
 # refuses every Patient change to a primary image set, even study-wide
@@ -365,3 +365,35 @@ def test_a_patient_change_to_the_study_under_each_reading(study, emu, reading, t
         assert study.metadata(image_set_id)["Patient"] == study.original[image_set_id]["Patient"]
         assert (study.metadata(image_set_id)["Study"]["DICOM"]
                 == study.original[image_set_id]["Study"]["DICOM"])
+
+
+def test_peers_stay_managed_with_their_leader_and_are_reverted_with_its_removed_spec(study):
+    """The peers a study update recorded under the leader's spec are covered as long as the
+    leader is: plan and drift after the apply leave them alone. When the spec is removed with
+    `action: revert`, the leader and its peers all go back to their versions before."""
+    leader = study.ids[1]
+    study.write_spec("one-part", ATTRIBUTES, image_set_id=leader)
+    assert study.run("apply", "--auto-approve").exit_code == 0
+    peers = [i for i in study.ids if i != leader]
+    for peer in peers:
+        assert study.record("one-part", peer)["peer_of"] == leader
+    assert study.run("plan", "--detailed-exitcode").exit_code == 0     # nothing removed
+    drift = study.run("drift", "--json")
+    assert drift.exit_code == 0, drift.stdout
+    assert {i["status"] for i in drift.json["image_sets"]} == {"in-sync"}
+    listed = study.run("state", "list").stdout
+    assert all(f"peer of {leader}" in line for line in listed.splitlines() if leader not in
+               line.split("\t")[1])
+
+    (study.specs_dir / "one-part.yaml").unlink()
+    study.write_config({**study.config, "removed": [{"spec": "one-part", "action": "revert"}]})
+    doc, result = _plan(study)
+    assert sorted((e["image_set_id"], e["action"], e["target_version"])
+                  for e in doc["removed"]) == sorted((i, "revert", "1") for i in study.ids)
+    applied = study.run("apply", "plan.json")
+    assert applied.exit_code == 0, applied.stdout + applied.stderr
+    assert applied.stdout.count("reverted  one-part: image set") == 3
+    for image_set_id in study.ids:
+        assert strip_generated(study.metadata(image_set_id)) == \
+            strip_generated(study.original[image_set_id])
+    assert study.state()["specs"] == {}

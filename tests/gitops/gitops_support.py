@@ -103,9 +103,16 @@ class MetadataRepo(OutOfBand):
         self.env = {**_aws_env(), "AWS_ENDPOINT_URL_MEDICAL_IMAGING": emu.url,
                     "AWS_ENDPOINT_URL_S3": s3_url, "AWS_ENDPOINT_URL_KMS": s3_url}
         # The only expressions in the env of the workflows' reconciler steps: which package to
-        # install (not used here: reconciler is this venv's) and the step outputs they read.
+        # install (not used here: reconciler is this venv's), the step outputs they read, and
+        # the pull request's labels (none unless a test says so: label()).
         self.runner = Runner(root, self.env, expressions={
-            "vars.RECONCILER_PACKAGE || 'reconciler==0.1.0'": "reconciler (this checkout)"})
+            "vars.RECONCILER_PACKAGE || 'reconciler==0.1.0'": "reconciler (this checkout)",
+            "join(github.event.pull_request.labels.*.name, ' ')": ""})
+
+    def label(self, *names: str) -> None:
+        """The pull request's labels, as the plan workflow reads them."""
+        self.runner.expressions["join(github.event.pull_request.labels.*.name, ' ')"] = \
+            " ".join(names)
 
     # -- git ----------------------------------------------------------------------------------
     def branch(self, name: str) -> None:

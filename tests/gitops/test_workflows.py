@@ -66,11 +66,17 @@ def test_workflow_uses_oidc_redaction_and_pinned_actions(name):
 
 def test_plan_posts_one_comment_labels_and_keeps_the_plan():
     workflow = load("reconciler-plan.yml")
-    assert workflow["on"] == {"pull_request": {"branches": ["main"]}}
+    # A guardrail label (reconciler:allow-large, reconciler:allow-protected:KEYWORD) plans
+    # again: labeled and unlabeled are triggers too.
+    assert workflow["on"] == {"pull_request": {"branches": ["main"], "types": [
+        "opened", "synchronize", "reopened", "labeled", "unlabeled"]}}
     steps = {s["name"]: s for s in workflow["jobs"]["plan"]["steps"] if "name" in s}
     commands = reconciler_commands(steps["Plan"]["run"])
     assert commands[0].startswith("reconciler plan --out plan.json --detailed-exitcode "
                                   "--format markdown")
+    assert steps["Plan"]["env"]["LABELS"] == \
+        "${{ join(github.event.pull_request.labels.*.name, ' ') }}"
+    assert "reconciler:allow-large) allow+=(--allow-large)" in steps["Plan"]["run"]
     upload = steps["Keep the reviewed plan for apply"]
     assert upload["uses"].startswith("actions/upload-artifact@")
     assert upload["with"]["path"] == "plan.json" and upload["with"]["name"] == "reconciler-plan"
