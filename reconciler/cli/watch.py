@@ -99,8 +99,10 @@ def build_watcher(opts: GlobalOptions, paths, self_heal: bool, lock_timeout: flo
     hi = make_service(opts, config)     # one client, one quota pacer for every read and write
 
     def plan_for(chosen, state, redactor):
-        # As apply plans: every image set read (a listing never says "nothing changed").
-        return make_plan(hi, config, chosen, state, redactor, read_all=True)
+        # As apply plans: every image set read (a listing never says "nothing changed"). The
+        # specs chosen are a part of the project (the image set an event names), never the
+        # whole: what they lack is not removed, so a heal never forgets or reverts anything.
+        return make_plan(hi, config, chosen, state, redactor, read_all=True, complete=False)
 
     options = WatchOptions(
         self_heal=self_heal, lock_timeout=lock_timeout, default_datastore=config.datastore_id,

@@ -36,6 +36,7 @@ from ..spec.types import Spec
 from ..states import ImageSetRecord, State
 from ..states.edits import moved_view
 from .diff import ADD, REMOVE, UPDATE, Change, dicom_equal, value_at
+from .drift import metadata_uids, recorded_paths
 from .entries import change_entry
 from .reading import Assignment, Waiting, read_pinned, study_key
 
@@ -133,7 +134,7 @@ def plan_removed(hi: HealthImaging, state: State, assignments: list[Assignment],
                                  f"several removed specs ({', '.join(sorted(reverts[key]))}), "
                                  f"each to its own version: revert it for one, forget it for "
                                  f"the others")
-        return plan_revert(hi, entry, record, redactor, waiting)
+        return plan_revert(hi, state, entry, record, redactor, waiting)
 
     with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
         return list(pool.map(one, leaving))
@@ -157,7 +158,7 @@ def _error(entry: RemovedEntry, message: str) -> RemovedEntry:
     return entry
 
 
-def plan_revert(hi: HealthImaging, entry: RemovedEntry, record: ImageSetRecord,
+def plan_revert(hi: HealthImaging, state: State, entry: RemovedEntry, record: ImageSetRecord,
                 redactor: Redactor, waiting: Waiting) -> RemovedEntry:
     """A revert entry: the live version (pinned, as every write of ours is) and the target's
     managed values, before and after; what else differs, by path. An image set already at
@@ -182,7 +183,10 @@ def plan_revert(hi: HealthImaging, entry: RemovedEntry, record: ImageSetRecord,
                              f"cannot be reverted; {way_out}")
     except errors.ServiceError as exc:
         raise errors.about(exc, f"image set {isid} (removed spec {entry['spec']})") from None
-    changes, other = compare(record.hashes, live, wanted)
+    # The record's paths carry keyed UID tokens: the two documents give the real UIDs.
+    managed = set(recorded_paths(state, record, live,
+                                 frozenset(metadata_uids(wanted))).values())
+    changes, other = compare(managed, live, wanted)
     uid = ((live.get("Study") or {}).get("DICOM") or {}).get("StudyInstanceUID")
     entry.update({"version_id": image_set.version_id, "target_version": target,
                   "study": study_key(uid) if isinstance(uid, str) and uid else None,

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 
 
+from plan_files import read_plan, write_plan
+
+
 def _limits(project, **limits) -> None:
     project.write_config({**project.config, "limits": limits})
 
@@ -45,7 +48,7 @@ def test_a_plan_beyond_the_limits_is_printed_not_saved_and_nothing_is_written(pr
     allowed = project.run("plan", "--out", "plan.json", "--allow-large")
     assert allowed.exit_code == 0, allowed.stderr
     assert "lifted for this run: large." in allowed.stdout
-    doc = json.loads((project.root / "plan.json").read_text())
+    doc = read_plan(project.root / "plan.json")
     assert doc["limits"] == {"image_sets_changed": 3, "studies_changed": 3,
                              "max_image_sets_changed": 2, "max_studies_changed": None,
                              "protected_changed": [], "allowed": ["large"], "exceeded": []}
@@ -83,12 +86,12 @@ def test_a_protected_attribute_needs_its_own_flag(project, ids):
 
 
 def test_apply_refuses_a_plan_document_that_went_beyond_its_limits(project, ids):
-    """`plan --json` prints a plan beyond the limits (for review); saving that output and
-    applying it must not get around them."""
+    """`plan --json` prints a plan beyond the limits (for review); sealing that output with
+    the project's key (someone who holds it) and applying it must not get around them."""
     _limits(project, maxImageSetsChanged=0)
     printed = project.run("plan", "--json", "--no-redact")
     assert printed.exit_code == 1
-    (project.root / "sneaky.json").write_text(printed.stdout)
+    write_plan(json.loads(printed.stdout), project.root / "sneaky.json")
     before = _versions(project, ids)
     result = project.run("apply", "sneaky.json")
     assert result.exit_code == 1

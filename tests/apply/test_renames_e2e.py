@@ -10,6 +10,7 @@ import json
 import os
 import stat
 
+from plan_files import read_plan
 from apply_support import check_report
 
 from reconciler.states import open_backend
@@ -126,7 +127,7 @@ def test_a_moved_entry_is_planned_then_applied_keeping_the_records(project, appl
     assert "forget" not in plan.stdout
     saved = project.run("plan", "--out", "plan.json")
     assert saved.exit_code == 0
-    doc = json.loads((project.root / "plan.json").read_text())
+    doc = read_plan(project.root / "plan.json")
     assert doc["moved"] == [{"from": "ct-small", "to": "ct-chest", "image_sets": [
         {"datastore_id": project.datastore_id, "image_set_id": ct,
          "state_serial": record["serial"]}]}]
