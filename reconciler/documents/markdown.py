@@ -18,16 +18,8 @@ from typing import Any
 
 from . import plans
 from .render import (
-    drift_summary_line,
-    format_value,
-    group_title,
-    limits_lines,
-    moved_lines,
-    render_entry,
-    render_group,
-    render_removed,
-    summary_line,
-)
+    drift_summary_line, format_value, group_title, limits_lines, moved_lines, render_entry,
+    render_group, render_removed, summary_line)
 from .types import DriftReport, PlanDocument
 
 REDACTION_NOTE = ("_Values of PS3.15 Basic Profile attributes are redacted "

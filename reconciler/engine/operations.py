@@ -32,17 +32,7 @@ from .diff import desired_values
 from .drift import DriftOptions
 from .drift import check as drift_check
 from .outcomes import (
-    APPLIED,
-    FAILED,
-    FORGOTTEN,
-    MISSING,
-    MOVED,
-    REVERTED,
-    SKIPPED,
-    STALE,
-    UNCHANGED,
-    Outcome,
-)
+    APPLIED, FAILED, FORGOTTEN, MISSING, MOVED, REVERTED, SKIPPED, STALE, UNCHANGED, Outcome)
 
 REPORT_FORMAT = "1"
 

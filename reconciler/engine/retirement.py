@@ -20,16 +20,7 @@ from ..healthimaging.api import HealthImaging
 from ..spec.types import Spec
 from ..states import ImageSetRecord, State, StateBackend
 from .outcomes import (
-    FAILED,
-    FORGOTTEN,
-    MISSING,
-    MOVED,
-    REVERTED,
-    SKIPPED,
-    STALE,
-    UNCHANGED,
-    Outcome,
-)
+    FAILED, FORGOTTEN, MISSING, MOVED, REVERTED, SKIPPED, STALE, UNCHANGED, Outcome)
 from .rollback import RollbackOptions, revert_image_set
 from .sending import retried
 

@@ -10,13 +10,7 @@ from __future__ import annotations
 import json
 
 import jsonschema
-from apply_support import (
-    CT_STUDY,
-    INSTANCE_REMOVAL_REFUSED,
-    REPO_ROOT,
-    strip_generated,
-    wait_for,
-)
+from apply_support import CT_STUDY, INSTANCE_REMOVAL_REFUSED, REPO_ROOT, strip_generated, wait_for
 
 PLAN_SCHEMA = json.loads((REPO_ROOT / "schemas" / "plan.v1.schema.json").read_text())
 DRIFT_SCHEMA = json.loads((REPO_ROOT / "schemas" / "drift.v1.schema.json").read_text())

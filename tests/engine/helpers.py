@@ -14,14 +14,7 @@ from typing import Any
 
 from reconciler.dicom.dictionary import vr_of_keyword
 from reconciler.spec.types import (
-    Attribute,
-    DesiredAttributes,
-    InstanceSpec,
-    Position,
-    SeriesSpec,
-    Spec,
-    Target,
-)
+    Attribute, DesiredAttributes, InstanceSpec, Position, SeriesSpec, Spec, Target)
 
 POS = Position("test.yaml", 1, 1)
 

@@ -8,11 +8,7 @@ import pytest
 
 from reconciler.core import errors
 from reconciler.healthimaging.aws import (
-    BotoHealthImaging,
-    ClientSettings,
-    decode_metadata,
-    make_client,
-)
+    BotoHealthImaging, ClientSettings, decode_metadata, make_client)
 
 
 def test_custom_endpoint_turns_host_prefix_injection_off_and_aws_keeps_it(monkeypatch):

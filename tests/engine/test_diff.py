@@ -6,16 +6,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.engine.diff import (
-    ADD,
-    REMOVE,
-    REMOVE_INSTANCE,
-    REMOVE_SERIES,
-    UPDATE,
-    ImageSetProblem,
-    canonical,
-    dicom_equal,
-    diff,
-)
+    ADD, REMOVE, REMOVE_INSTANCE, REMOVE_SERIES, UPDATE, ImageSetProblem, canonical, dicom_equal,
+    diff)
 
 from .helpers import desired
 

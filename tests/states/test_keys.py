@@ -16,16 +16,8 @@ from moto import mock_aws
 
 from reconciler.core.errors import ConfigError, KeyUnavailableError
 from reconciler.states.keys import (
-    EnvKeySource,
-    FileKeySource,
-    SealError,
-    default_key_file,
-    key_source,
-    parse_secret,
-    parse_source,
-    seal,
-    unseal,
-)
+    EnvKeySource, FileKeySource, SealError, default_key_file, key_source, parse_secret,
+    parse_source, seal, unseal)
 from reconciler.states.kms import KmsKeySource
 
 CONTEXT = {"reconciler:purpose": "test", "reconciler:lineage": "l-1"}

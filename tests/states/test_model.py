@@ -15,10 +15,10 @@ import pytest
 from reconciler.core.errors import ConfigError, StateError
 from reconciler.spec.config import StateConfig
 from reconciler.states import ImageSetRecord, State, open_backend, utc_time
-from reconciler.states.document import FORMAT_VERSION, schema
 from reconciler.states.keys import derive
 from reconciler.states.local import LocalBackend
 from reconciler.states.records import OP_ROLLBACK
+from reconciler.states.validation import FORMAT_VERSION, schema
 
 DS, IS1, IS2 = "d" * 32, "1" * 32, "2" * 32
 SECRET = "SMITH^JOHN^Q"
