@@ -389,13 +389,9 @@ def test_without_the_right_to_lock_the_state_drift_checks_and_saves_nothing(
 
 def test_the_checkpoint_survives_the_s3_backend(project, index_caught_up):
     import boto3
-    from moto.server import ThreadedMotoServer
+    from moto_server import moto_server
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
+    with moto_server() as url:
         s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=url)
         s3.create_bucket(Bucket="drift-state")
         project.write_config({**project.config, "state": {
@@ -413,5 +409,3 @@ def test_the_checkpoint_survives_the_s3_backend(project, index_caught_up):
         code, doc, items = drift_json(project)
         assert code == 0 and doc["check"]["incremental"] is True
         assert fired(count) == {"SearchImageSets": 1, "GetImageSet": 0, "GetImageSetMetadata": 0}
-    finally:
-        server.stop()

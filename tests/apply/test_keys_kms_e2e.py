@@ -10,6 +10,7 @@ import json
 import boto3
 import pydicom
 import pytest
+from moto_server import moto_server
 from apply_support import EXAMPLES_DICOM
 from keys_support import files_of, run_with
 from plan_files import read_plan, sealed_envelope
@@ -27,15 +28,8 @@ PHI = sorted({str(pydicom.dcmread(f, stop_before_pixels=True).get(k))
 
 @pytest.fixture(scope="module")
 def kms_url():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -8,12 +8,11 @@ state recorded, not the older one the index still lists."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import jsonschema
 import pytest
-from apply_support import EXAMPLES_DICOM, REPO_ROOT, Project, check_report
+from index_clock import Clock
+from apply_support import EXAMPLES_DICOM, REPO_ROOT, check_report
 from plan_files import read_plan
 
 from reconciler.emulator.server import ThreadedEmulator
@@ -22,22 +21,6 @@ DRIFT_SCHEMA = json.loads((REPO_ROOT / "schemas" / "drift.v1.schema.json").read_
 PLAN_SCHEMA = json.loads((REPO_ROOT / "schemas" / "plan.v1.schema.json").read_text())
 LAG = 5.0
 CT = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
-
-
-class Clock:
-    """This machine's time plus a shift the test moves forward."""
-
-    def __init__(self):
-        self.shift = 0.0
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return time.time() + self.shift
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.shift += seconds
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import threading
 
 import boto3
 import pytest
+from moto_server import moto_server
 from apply_support import EXAMPLES_DICOM, Project, wait_for
 from watch_support import Queue, counters, envelope, finish, of_type, settle, watch
 
@@ -23,15 +24,8 @@ from reconciler.emulator.server import ThreadedEmulator
 
 @pytest.fixture(scope="module")
 def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture

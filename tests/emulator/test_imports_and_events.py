@@ -18,6 +18,7 @@ import boto3
 import pytest
 from emulator_support import CT_STUDY, EXAMPLES_DICOM, NM_STUDY, OT_STUDY, Api
 
+from moto_server import moto_server
 from reconciler.emulator.events import ALL_DETAIL_TYPES
 from reconciler.emulator.server import ThreadedEmulator
 
@@ -28,15 +29,8 @@ STUDIES = 5                       # the studies in examples/dicom
 
 @pytest.fixture(scope="module")
 def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 def aws(service: str, url: str):

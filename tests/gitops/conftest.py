@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from gitops_support import BUCKET, EXAMPLES_DICOM, KMS_ALIAS, MetadataRepo  # noqa: E402
 from index_clock import Clock, catch_up_index  # noqa: E402
+from moto_server import moto_server  # noqa: E402
 
 
 @pytest.fixture
@@ -47,20 +48,12 @@ def index_caught_up(clock):
 
 @pytest.fixture(scope="session")
 def s3_url():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    boto3.client("s3", region_name="us-east-1", endpoint_url=url).create_bucket(Bucket=BUCKET)
-    kms = boto3.client("kms", region_name="us-east-1", endpoint_url=url)
-    key = kms.create_key(Description="radiology reconciler")["KeyMetadata"]["KeyId"]
-    kms.create_alias(AliasName=KMS_ALIAS, TargetKeyId=key)
-    try:
+    with moto_server() as url:
+        boto3.client("s3", region_name="us-east-1", endpoint_url=url).create_bucket(Bucket=BUCKET)
+        kms = boto3.client("kms", region_name="us-east-1", endpoint_url=url)
+        key = kms.create_key(Description="radiology reconciler")["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName=KMS_ALIAS, TargetKeyId=key)
         yield url
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import time
 import boto3
 import pytest
 from botocore.config import Config
+from moto_server import moto_server
 
 BUCKET = "reconciler-state"
 KEY = "radiology/state.json"
@@ -18,18 +19,10 @@ KEY = "radiology/state.json"
 
 @pytest.fixture
 def s3(tmp_path):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    client = boto3.client("s3", region_name="us-east-1", endpoint_url=url)
-    client.create_bucket(Bucket=BUCKET)
-    try:
+    with moto_server() as url:
+        client = boto3.client("s3", region_name="us-east-1", endpoint_url=url)
+        client.create_bucket(Bucket=BUCKET)
         yield url, client
-    finally:
-        server.stop()
 
 
 def test_two_applies_on_one_s3_state(example_project, emulator, s3):

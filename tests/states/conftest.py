@@ -20,6 +20,7 @@ from typing import Any, Callable
 import boto3
 import pytest
 from moto import mock_aws
+from moto_server import moto_server
 
 from reconciler.states import StateBackend, open_backend
 from reconciler.states.keys import EnvKeySource, FileKeySource, KeySource
@@ -141,17 +142,10 @@ def s3(tmp_path, monkeypatch, aws_env) -> Iterator[Store]:
 @pytest.fixture(scope="session")
 def moto_server_url() -> Iterator[str]:
     """moto as a real HTTP server on port 0, one per test process (stopping one takes 0.5 s)."""
-    from moto.server import ThreadedMotoServer
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    boto3.client("s3", region_name=REGION, endpoint_url=url, aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
-    try:
+    with moto_server() as url:
+        boto3.client("s3", region_name=REGION, endpoint_url=url, aws_access_key_id="testing",
+                     aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
         yield url
-    finally:
-        server.stop()
 
 
 @pytest.fixture
