@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 
 import jsonschema
-from apply_support import CT_STUDY, INSTANCE_REMOVAL_REFUSED, REPO_ROOT, strip_generated, wait_for
+from apply_support import (CT_STUDY, INSTANCE_REMOVAL_REFUSED, PATIENT_CHANGES_REFUSED, REPO_ROOT,
+                           strip_generated, wait_for)
 
 PLAN_SCHEMA = json.loads((REPO_ROOT / "schemas" / "plan.v1.schema.json").read_text())
 DRIFT_SCHEMA = json.loads((REPO_ROOT / "schemas" / "drift.v1.schema.json").read_text())
@@ -101,16 +102,19 @@ def test_a_removed_spec_marked_revert_goes_back_to_the_version_before_the_first_
     assert (f"  # ct-small: image set {ct} (data store {project.datastore_id}, version {live}): "
             f"spec ct-small is no longer in the specs\n  #   RAD-77 wrong study\n"
             f"  - revert image set {ct} to version 1 {{\n") in plan.stdout
-    assert '~ PatientName: "DOE^JANE" -> "CompressedSamples^CT1"' in plan.stdout
+    if not PATIENT_CHANGES_REFUSED:      # (else the example spec carries no Patient block)
+        assert '~ PatientName: "DOE^JANE" -> "CompressedSamples^CT1"' in plan.stdout
     assert '~ AccessionNumber: "ACC-0042" -> null' in plan.stdout
     assert "1 image set to revert." in plan.stdout
     redacted = project.run("plan", ci=True)
-    assert "DOE^JANE" not in redacted.stdout and "<redacted PN" in redacted.stdout
+    assert "ACC-0042" not in redacted.stdout and "<redacted SH" in redacted.stdout
+    assert "DOE^JANE" not in redacted.stdout
     _, doc = _plan_json(project)
     (entry,) = doc["removed"]
     assert (entry["action"], entry["version_id"], entry["target_version"]) == ("revert", live, "1")
     assert entry["study"].startswith("study-") and CT_STUDY not in json.dumps(doc)
-    assert {c["key"] for c in entry["changes"]} >= {"PatientName", "StudyDescription"}
+    assert {c["key"] for c in entry["changes"]} >= {"AccessionNumber", "StudyDescription"} | (
+        set() if PATIENT_CHANGES_REFUSED else {"PatientName"})
 
     assert project.run("plan", "--out", "plan.json").exit_code == 0
     result = project.run("apply", "plan.json")
@@ -185,27 +189,35 @@ def test_an_image_set_a_spec_no_longer_targets_is_forgotten_and_the_new_one_plan
 def test_a_selector_whose_results_shrank_forgets_only_the_image_set_it_no_longer_finds(
         project, ids):
     """A patient merge: the MR study briefly carried the CT patient's id, so a selector on
-    that id found both; once corrected, it finds the CT study alone."""
+    that id found both; once corrected, it finds the CT study alone. (Where the reading
+    refuses every Patient change to a primary image set, an accession number mix-up between
+    the two studies stands in.)"""
     ct, mr = ids["ct-small"], project.image_set_of(MR_STUDY)
     for path in project.specs_dir.glob("*.yaml"):
         path.unlink()
-    project.write_oob(mr, {"Patient": {"DICOM": {"PatientID": "1CT1"}}})
+    if PATIENT_CHANGES_REFUSED:
+        level, keyword, key, merged, corrected = (
+            "Study", "AccessionNumber", "DICOMAccessionNumber", "A-MERGED", "A-MR")
+        project.write_oob(ct, {level: {"DICOM": {keyword: merged}}})
+    else:
+        level, keyword, key, merged, corrected = (
+            "Patient", "PatientID", "DICOMPatientId", "1CT1", "4MR1")
+    project.write_oob(mr, {level: {"DICOM": {keyword: merged}}})
 
     def found() -> set[str]:
         pages = project.client.get_paginator("search_image_sets").paginate(
             datastoreId=project.datastore_id,
-            searchCriteria={"filters": [{"operator": "EQUAL",
-                                         "values": [{"DICOMPatientId": "1CT1"}]}]})
+            searchCriteria={"filters": [{"operator": "EQUAL", "values": [{key: merged}]}]})
         return {s["imageSetId"] for page in pages for s in page["imageSetsMetadataSummaries"]}
 
-    wait_for(lambda: found() == {ct, mr}, timeout=30, what="the merged patient in search")
+    wait_for(lambda: found() == {ct, mr}, timeout=30, what="the merged value in search")
     project.write_spec("patient", {"Study": {"StudyDescription": "MERGED"}},
-                       selector={"DICOMPatientId": "1CT1"})
+                       selector={key: merged})
     assert project.run("apply", "--auto-approve").exit_code == 0
     assert set(project.state()["specs"]["patient"]["image_sets"]) == {ct, mr}
 
-    project.write_oob(mr, {"Patient": {"DICOM": {"PatientID": "4MR1"}}})
-    wait_for(lambda: found() == {ct}, timeout=30, what="the corrected patient in search")
+    project.write_oob(mr, {level: {"DICOM": {keyword: corrected}}})
+    wait_for(lambda: found() == {ct}, timeout=30, what="the corrected value in search")
     plan = project.run("plan", "--detailed-exitcode")
     assert plan.exit_code == 2, plan.stderr
     assert f"spec patient no longer targets image set {mr}\n  - forget image set {mr}" \

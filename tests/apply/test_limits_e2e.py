@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 
+from apply_support import PATIENT_CHANGES_REFUSED
 from plan_files import read_plan, write_plan
 
 
@@ -65,23 +66,27 @@ def test_studies_are_limited_too_and_the_environment_lifts_it(project, ids):
 
 
 def test_a_protected_attribute_needs_its_own_flag(project, ids):
-    _limits(project, protectedAttributes=["PatientName", "PatientID", "IssuerOfPatientID"])
+    # ct-small changes FIRST, sc-deid SECOND; where the reading refuses every Patient change to
+    # a primary image set, the example specs carry no Patient block, and Study elements stand in.
+    first, second = (("AccessionNumber", "ReferringPhysicianName") if PATIENT_CHANGES_REFUSED
+                     else ("PatientName", "PatientID"))
+    _limits(project, protectedAttributes=[first, second, "IssuerOfPatientID"])
     plan = project.run("plan", "--allow-large")
     assert plan.exit_code == 1
-    assert ("the plan changes PatientName, protected by limits.protectedAttributes of "
+    assert (f"the plan changes {first}, protected by limits.protectedAttributes of "
             "reconciler.yaml (ct-small: image set") in plan.stderr
-    assert "pass --allow-protected PatientName" in plan.stderr
-    assert "pass --allow-protected PatientID" in plan.stderr      # sc-deid de-identifies
+    assert f"pass --allow-protected {first}" in plan.stderr
+    assert f"pass --allow-protected {second}" in plan.stderr
     assert "IssuerOfPatientID" not in plan.stderr                  # protected, not changed
-    one = project.run("plan", "--allow-protected", "PatientName")
-    assert one.exit_code == 1 and "--allow-protected PatientID " in one.stderr
-    assert "--allow-protected PatientName " not in one.stderr
-    ok = project.run("plan", "--allow-protected", "PatientName", "--allow-protected",
-                     "PatientID", "--out", "plan.json")
+    one = project.run("plan", "--allow-protected", first)
+    assert one.exit_code == 1 and f"--allow-protected {second} " in one.stderr
+    assert f"--allow-protected {first} " not in one.stderr
+    ok = project.run("plan", "--allow-protected", first, "--allow-protected", second,
+                     "--out", "plan.json")
     assert ok.exit_code == 0, ok.stderr
-    assert ("protected attributes changed: PatientID, PatientName; lifted for this run: "
-            "PatientID, PatientName." in ok.stdout)
-    by_env = project.run("plan", env={"RECONCILER_ALLOW_PROTECTED": "PatientID PatientName"})
+    both = ", ".join(sorted((first, second)))
+    assert f"protected attributes changed: {both}; lifted for this run: {both}." in ok.stdout
+    by_env = project.run("plan", env={"RECONCILER_ALLOW_PROTECTED": f"{second} {first}"})
     assert by_env.exit_code == 0, by_env.stderr
 
 
