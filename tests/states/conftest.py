@@ -20,7 +20,7 @@ from typing import Any, Callable
 import boto3
 import pytest
 from moto import mock_aws
-from moto_server import moto_server
+from moto_server import moto_server as started_moto
 
 from reconciler.states import StateBackend, open_backend
 from reconciler.states.keys import EnvKeySource, FileKeySource, KeySource
@@ -142,7 +142,7 @@ def s3(tmp_path, monkeypatch, aws_env) -> Iterator[Store]:
 @pytest.fixture(scope="session")
 def moto_server_url() -> Iterator[str]:
     """moto as a real HTTP server on port 0, one per test process (stopping one takes 0.5 s)."""
-    with moto_server() as url:
+    with started_moto() as url:
         boto3.client("s3", region_name=REGION, endpoint_url=url, aws_access_key_id="testing",
                      aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
         yield url
