@@ -83,7 +83,7 @@ def build_table(doc: Document, build: BuildSpec) -> tuple[list[tuple[Spec, Posit
     """A table document → one ``(spec, where its name comes from)`` per row, the errors and
     the warnings. Errors in the document itself stop there; errors in rows are all
     collected."""
-    errors, flagged = schemacheck.check(doc, doc.data, TABLE_SCHEMA)
+    errors, _ = schemacheck.check(doc, doc.data, TABLE_SCHEMA)
     data = doc.data if isinstance(doc.data, dict) else {}
     if errors:
         return [], errors, []
@@ -111,8 +111,6 @@ def build_table(doc: Document, build: BuildSpec) -> tuple[list[tuple[Spec, Posit
     first_row: dict[str, int] = {}
     for line, cells in rows:
         row = _row_document(doc, data, shown, line, cells, index)
-        if row is None:
-            continue
         spec_name = row.data["metadata"]["name"]
         if spec_name in first_row:
             errors.append(Diagnostic(shown, line, 1, "row", f"the same match values as row "
@@ -175,7 +173,7 @@ def _scalar(cell: str) -> tuple[Any, bool]:
 
 
 def _row_document(doc: Document, data: dict[str, Any], shown: str, line: int,
-                  cells: list[str], index: dict[str, int]) -> RowDocument | None:
+                  cells: list[str], index: dict[str, int]) -> RowDocument:
     """The spec document a row stands for, with every value positioned at its cell."""
     def cell(column: str) -> str:
         i = index[column]
