@@ -233,7 +233,8 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
     (:func:`cannot_converge`); ``retire`` adds what leaves the specs and the limits."""
     options = options or PlanOptions()
     recorded = retire.state.spec_names() if retire is not None else []
-    assignments = resolve_targets(select_specs(specs, options, recorded), hi, default_datastore)
+    assignments = resolve_targets(select_specs(specs, options, recorded), hi, default_datastore,
+                                  options.parallelism)
     if check_overlaps is not None:
         problems = check_overlaps([(a.spec, a.datastore_id, a.image_set_id) for a in assignments])
         if problems:

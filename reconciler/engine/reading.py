@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -49,38 +50,64 @@ def _summary_matches(summary, key: str, value: Any) -> bool:
     return summary.dicom_tags.get(key) == value
 
 
-def resolve_targets(specs: list[Spec], hi: HealthImaging,
-                    default_datastore: str | None) -> list[Assignment]:
-    """Explicit ids as they are; selectors through SearchImageSets (every page)."""
-    assignments: list[Assignment] = []
+def resolve_targets(specs: list[Spec], hi: HealthImaging, default_datastore: str | None,
+                    parallelism: int = 1) -> list[Assignment]:
+    """Explicit ids as they are; selectors through SearchImageSets (every page), up to
+    ``parallelism`` searches at a time (a table of 100,000 rows is 100,000 searches). The
+    result, and which error is raised first, are in spec order whatever the parallelism."""
+    targets: list[tuple[Spec, str]] = []
     for spec in specs:
         datastore = spec.target.datastore_id or default_datastore
         if not datastore:
             raise errors.ConfigError(
                 f"{spec.position.file}:{spec.position.line}: spec {spec.name} has no "
                 f"target.datastoreId and reconciler.yaml sets no datastoreId")
-        if spec.target.image_set_id:
-            assignments.append(Assignment(spec, datastore, spec.target.image_set_id))
-            continue
-        selector = dict(spec.target.selector or {})
-        keys = sorted(selector, key=lambda k: SELECTOR_PRIORITY.index(k)
-                      if k in SELECTOR_PRIORITY else len(SELECTOR_PRIORITY))
-        sent, checked = keys[:MAX_SEARCH_FILTERS], keys[MAX_SEARCH_FILTERS:]
-        filters = [{"operator": "EQUAL", "values": [{k: selector[k]}]} for k in sent]
+        targets.append((spec, datastore))
+
+    def search(target: tuple[Spec, str]) -> list[Assignment] | Exception:
         try:
-            found = {s.image_set_id: s for s in hi.search_image_sets(datastore, filters=filters)
-                     if all(_summary_matches(s, k, selector[k]) for k in checked)}
-        except errors.ServiceError as exc:
-            raise errors.about(exc, f"spec {spec.name}: selector search in data store "
-                                    f"{datastore}") from None
-        if not found and not spec.target.allow_empty:
-            raise errors.ReconcilerError(
-                f"{spec.position.file}:{spec.position.line}: spec {spec.name}: the selector "
-                f"matched no image set in data store {datastore} (set allowEmpty: true if "
-                f"that is expected)")
-        for image_set_id in sorted(found):
-            assignments.append(Assignment(spec, datastore, image_set_id, found[image_set_id]))
+            return _resolve_one(*target, hi)
+        except errors.ReconcilerError as exc:
+            return exc
+
+    assignments: list[Assignment] = []
+    if parallelism > 1 and len(targets) > 1:
+        pool = ThreadPoolExecutor(max_workers=parallelism)
+        results = pool.map(search, targets)
+    else:
+        pool, results = None, map(search, targets)
+    try:
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+            assignments += result
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return assignments
+
+
+def _resolve_one(spec: Spec, datastore: str, hi: HealthImaging) -> list[Assignment]:
+    if spec.target.image_set_id:
+        return [Assignment(spec, datastore, spec.target.image_set_id)]
+    selector = dict(spec.target.selector or {})
+    keys = sorted(selector, key=lambda k: SELECTOR_PRIORITY.index(k)
+                  if k in SELECTOR_PRIORITY else len(SELECTOR_PRIORITY))
+    sent, checked = keys[:MAX_SEARCH_FILTERS], keys[MAX_SEARCH_FILTERS:]
+    filters = [{"operator": "EQUAL", "values": [{k: selector[k]}]} for k in sent]
+    try:
+        found = {s.image_set_id: s for s in hi.search_image_sets(datastore, filters=filters)
+                 if all(_summary_matches(s, k, selector[k]) for k in checked)}
+    except errors.ServiceError as exc:
+        raise errors.about(exc, f"spec {spec.name}: selector search in data store "
+                                f"{datastore}") from None
+    if not found and not spec.target.allow_empty:
+        raise errors.ReconcilerError(
+            f"{spec.position.file}:{spec.position.line}: spec {spec.name}: the selector "
+            f"matched no image set in data store {datastore} (set allowEmpty: true if "
+            f"that is expected)")
+    return [Assignment(spec, datastore, image_set_id, found[image_set_id])
+            for image_set_id in sorted(found)]
 
 
 def read_listed(hi: HealthImaging, assignment: Assignment,
