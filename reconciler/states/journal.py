@@ -3,10 +3,12 @@
 
 One line per write, each ``<sha256 of the JSON, hex> <JSON>\\n`` (compact, sorted keys):
 
-* the first line, the **header**: ``{"journal": "1", "lineage": L, "base_serial": S}`` — the
-  snapshot it extends. A journal whose header does not name the snapshot beside it (a newer
-  snapshot replaced it, by a compaction or by hand) is stale and is not replayed: a snapshot
-  is always complete in itself.
+* the first line, the **header**: ``{"journal": "1", "lineage": L, "base_serial": S,
+  "snapshot_sha256": D}`` — the snapshot it extends, and the digest of its bytes as written
+  (validated) by the writer: a reader whose snapshot has that digest need not validate its
+  records again, one whose snapshot does not (edited by hand) validates it all. A journal whose
+  header does not name the snapshot beside it (a newer snapshot replaced it, by a compaction
+  or by hand) is stale and is not replayed: a snapshot is always complete in itself.
 * then one **entry** per write, serials ``S + 1``, ``S + 2`` … without a gap:
   ``{"serial": n, "head": {…}, "put": [[spec, image set id, record], …], "gone": [[spec,
   image set id], …]}`` — the document's head at serial ``n`` (everything but ``specs``) and
@@ -38,8 +40,13 @@ def line(obj: dict[str, Any]) -> bytes:
     return hashlib.sha256(body).hexdigest().encode("ascii") + b" " + body + b"\n"
 
 
-def header(lineage: str, base_serial: int) -> bytes:
-    return line({"journal": JOURNAL_FORMAT, "lineage": lineage, "base_serial": base_serial})
+def header(lineage: str, base_serial: int, snapshot: bytes) -> bytes:
+    return line({"journal": JOURNAL_FORMAT, "lineage": lineage, "base_serial": base_serial,
+                 "snapshot_sha256": snapshot_digest(snapshot)})
+
+
+def snapshot_digest(snapshot: bytes) -> str:
+    return hashlib.sha256(snapshot).hexdigest()
 
 
 @dataclass
@@ -49,6 +56,7 @@ class Journal:
 
     lineage: str
     base_serial: int
+    snapshot_sha256: str | None = None
     entries: list[dict[str, Any]] = field(default_factory=list)
     valid_bytes: int = 0
     torn: int = 0
@@ -95,7 +103,8 @@ def parse(data: bytes, where: str) -> Journal | None:
     head = objs[0]
     if head.get("journal") != JOURNAL_FORMAT or not isinstance(head.get("base_serial"), int):
         raise StateError(f"{where}: not a reconciler state journal (format {JOURNAL_FORMAT})")
-    journal = Journal(lineage=str(head.get("lineage")), base_serial=head["base_serial"])
+    journal = Journal(lineage=str(head.get("lineage")), base_serial=head["base_serial"],
+                      snapshot_sha256=head.get("snapshot_sha256"))
     expected = journal.base_serial + 1
     for number, entry in enumerate(objs[1:], start=2):
         if entry.get("serial") != expected or not isinstance(entry.get("head"), dict) \

@@ -45,10 +45,13 @@ from ..core.canonical import digest
 from ..core.errors import LockError, StateConflictError, StateError
 from . import files, journal
 from .backend import LockInfo, StateBackend, check_expected, unlock_refused, write_failed
-from .document import Pending, State
+from .document import Pending, State, no_gc
 from .locking import LockFile
 
 ERRORED_IN_CWD = "errored.state.json"
+
+# The journal's append, separate so that tests can tear one (a crash mid-write).
+_write = os.write
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ class _Stored:
     snapshot: _Stat
     journal: _Stat | None         # None: no journal file
     lineage: str
+    base_serial: int              # the snapshot's
     serial: int                   # the journal's last entry, or the snapshot's
     keys: str | None              # digest of the keys section
     appendable: bool              # the journal extends this snapshot and ends with a whole line
@@ -151,11 +155,18 @@ class LocalBackend(StateBackend):
             return None
         data, snap_stat, journal_data, journal_stat = found
         try:
-            doc = self._parse(data)
-            log_ = self._journal_of(doc, journal_data)
-            if log_ is not None:
-                journal.replay(doc, log_, self._journal_name())
-            state = State.from_dict(doc, source=self.describe(), keys=self.keys)
+            with no_gc():
+                doc = self._parse(data)
+                base = doc.get("serial") if isinstance(doc, dict) else None
+                log_ = self._journal_of(doc, journal_data)
+                # Bytes whose digest their writer recorded are records it validated: only a
+                # snapshot changed since (by hand) is validated record by record again.
+                checked = (log_ is not None and log_.snapshot_sha256 is not None
+                           and log_.snapshot_sha256 == journal.snapshot_digest(data))
+                if log_ is not None:
+                    journal.replay(doc, log_, self._journal_name())
+                state = State.from_dict(doc, source=self.describe(), keys=self.keys,
+                                        records_checked=checked)
         except StateError as exc:
             if self.backup_path.exists():
                 raise StateError(f"{exc.message}; the previous snapshot is in "
@@ -163,7 +174,7 @@ class LocalBackend(StateBackend):
             raise
         # Remembered only if nothing was torn: a writer must then look again (and cut it).
         appendable = log_ is not None and log_.torn == 0
-        self._stored = _Stored(snap_stat, journal_stat, state.lineage, state.serial,
+        self._stored = _Stored(snap_stat, journal_stat, state.lineage, base, state.serial,
                                state.keys_fingerprint(), appendable)
         return state
 
@@ -218,7 +229,7 @@ class LocalBackend(StateBackend):
                 os.truncate(self.journal_path, log_.valid_bytes)
                 journal_stat = _stat(self.journal_path)
             serial = log_.serial
-        return _Stored(snap_stat, journal_stat, lineage, serial,
+        return _Stored(snap_stat, journal_stat, lineage, int(doc["serial"]), serial,
                        None if keys is None else digest(keys), log_ is not None)
 
     # -- writing ---------------------------------------------------------------------------
@@ -238,8 +249,8 @@ class LocalBackend(StateBackend):
                 stored = self._stored_identity()
                 if stored is None or (stored.lineage, stored.serial) != (state.lineage, state.serial):
                     return False
-                if stored.journal is None:
-                    return True
+                if stored.serial == stored.base_serial:
+                    return True                          # the snapshot is the state already
                 self._full(state, text, stored, state.serial)
             return True
 
@@ -292,35 +303,30 @@ class LocalBackend(StateBackend):
         """The journal line of this write, or None when it is to be full."""
         if stored is None or stored.snapshot_bytes < self.journal_min_bytes:
             return None
-        if stored.journal is not None and not stored.appendable:
-            return None                                  # a stale journal: start afresh
+        if stored.journal is None or not stored.appendable:
+            return None         # none (a snapshot written before journals), or stale: start one
         if stored.keys is None or stored.keys != state.keys_fingerprint():
             return None                                  # new keys: no old hash may remain
         changes = pending.changes()
         if changes is None:
             return None
         entry = journal.line(changes)
-        prefix = 0 if stored.journal is not None else len(journal.header(state.lineage, stored.serial))
-        if stored.journal_bytes + prefix + len(entry) > stored.snapshot_bytes * self.journal_ratio:
+        if stored.journal_bytes + len(entry) > stored.snapshot_bytes * self.journal_ratio:
             return None                                  # compact: the journal has grown
         return entry
 
     def _append(self, state: State, stored: _Stored, entry: bytes, new_serial: int) -> None:
-        if stored.journal is None:                       # the first entry: header and all
-            files.atomic_write(self.journal_path, journal.header(state.lineage, stored.serial) + entry)
-            journal_stat = _stat(self.journal_path)
-        else:
-            fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-            try:
-                view = memoryview(entry)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-                journal_stat = _fstat(fd)
-            finally:
-                os.close(fd)
-        self._stored = _Stored(stored.snapshot, journal_stat, state.lineage, new_serial,
-                               stored.keys, True)
+        fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            view = memoryview(entry)
+            while view:
+                view = view[_write(fd, view):]
+            os.fsync(fd)                 # acknowledged (the write returns) only once on disk
+            journal_stat = _fstat(fd)
+        finally:
+            os.close(fd)
+        self._stored = _Stored(stored.snapshot, journal_stat, state.lineage, stored.base_serial,
+                               new_serial, stored.keys, True)
 
     def _full(self, state: State, text: str, stored: _Stored | None, new_serial: int) -> None:
         files.remove_stale_temps(self.path)
@@ -335,11 +341,17 @@ class LocalBackend(StateBackend):
                 files.atomic_write(self.backup_path, data)
         files.atomic_write(self.path, data)
         snap_stat = _stat(self.path)
-        if stored is not None and stored.journal is not None:
-            self.journal_path.unlink(missing_ok=True)    # stale now: the snapshot holds it
+        # The journal of the new snapshot: only its header, for a snapshot large enough to
+        # journal the next saves; none for a small one. Until this is done, the journal
+        # there (if any) is stale (it names the snapshot replaced) and is not replayed.
+        if len(data) >= self.journal_min_bytes:
+            files.atomic_write(self.journal_path, journal.header(state.lineage, new_serial, data))
+        elif stored is not None and stored.journal is not None:
+            self.journal_path.unlink(missing_ok=True)
             files.fsync_dir(self.path.parent)
-        self._stored = _Stored(snap_stat, None, state.lineage, new_serial,
-                               state.keys_fingerprint(), False)
+        journal_stat = _stat(self.journal_path)
+        self._stored = _Stored(snap_stat, journal_stat, state.lineage, new_serial, new_serial,
+                               state.keys_fingerprint(), journal_stat is not None)
         self._journaled = None
 
     def _link_backup(self) -> None:
