@@ -172,10 +172,12 @@ class LocalBackend(StateBackend):
                 raise StateError(f"{exc.message}; the previous snapshot is in "
                                  f"{self.backup_path.name} beside it") from None
             raise
-        # Remembered only if nothing was torn: a writer must then look again (and cut it).
-        appendable = log_ is not None and log_.torn == 0
-        self._stored = _Stored(snap_stat, journal_stat, state.lineage, base, state.serial,
-                               state.keys_fingerprint(), appendable)
+        # Not remembered when the journal's last line is torn: the next write reads the files
+        # again under the directory lock, and cuts it off before appending.
+        torn = log_ is not None and log_.torn > 0
+        self._stored = None if torn else _Stored(snap_stat, journal_stat, state.lineage, base,
+                                                 state.serial, state.keys_fingerprint(),
+                                                 log_ is not None)
         return state
 
     def _journal_name(self) -> str:

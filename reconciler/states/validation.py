@@ -123,7 +123,7 @@ def _records_ok(specs: dict[str, Any], serial: Any) -> bool:
                     and type(rec["applied_at"]) is str and time_.fullmatch(rec["applied_at"])
                     and type(rec["spec_digest"]) is str and digest.fullmatch(rec["spec_digest"])
                     and type(number) is int and 1 <= number <= serial
-                    and rec["last_operation"] in _OPERATIONS
+                    and type(rec["last_operation"]) is str and rec["last_operation"] in _OPERATIONS
                     and (checked is None or (type(checked) is str and time_.fullmatch(checked)))
                     and type(rec["hashes"]) is dict):
                 return False
