@@ -32,17 +32,23 @@ def state_list(opts: GlobalOptions):
     """
     from ..spec.config import load_config
 
+    from ..states.document import no_gc
+
     backend = make_backend(load_config(opts.config_path))
-    current = backend.read()
-    if current is None:
-        click.echo(f"No state at {backend.describe()}.")
-        return errors.EXIT_OK
-    for name, record in current.records():
+    with no_gc():             # a short-lived command over objects without cycles
+        current = backend.read()
+        if current is None:
+            click.echo(f"No state at {backend.describe()}.")
+            return errors.EXIT_OK
+        records = current.records()
+    lines = []
+    for name, record in records:
         version = (f"version {record.version_after}" if record.version_after is not None
                    else f"pending write on version {record.version_before}")
         peer = f"\tpeer of {record.peer_of}" if record.peer_of else ""
-        click.echo(f"{name}\t{record.image_set_id}\t{version}\t"
-                   f"{record.last_operation} {record.applied_at}{peer}")
+        lines.append(f"{name}\t{record.image_set_id}\t{version}\t"
+                     f"{record.last_operation} {record.applied_at}{peer}\n")
+    click.echo("".join(lines), nl=False)     # one write: per-line echo was a third of 100,000
     return errors.EXIT_OK
 
 

@@ -13,6 +13,8 @@ conformance suite (``tests/states/test_conformance.py``). The contract every bac
   Nothing is overwritten then. On any failure the new snapshot is kept in an *errored* file
   (``StateError.errored_path``; Terraform's ``errored.tfstate``) so no record of an update
   that did land in HealthImaging is lost, and the message says how to put it in place.
+  How it stores it is the backend's: the local one appends only the changed records to a
+  journal and compacts it into a full snapshot at the end of the lock (:mod:`.local`).
 * ``lock(operation, timeout)`` is a context manager held for a whole apply. It polls until
   ``timeout`` seconds have passed, then raises :class:`LockError` naming the holder (who,
   host, pid, operation, since, lock id). It is released on exit, also on an exception.
@@ -229,7 +231,12 @@ class StateBackend(ABC):
             yield info
             failed = False
         finally:
+            self._settle()
             self._finish(info, failed)
+
+    def _settle(self) -> None:
+        """At the end of a lock, while it is still held: a backend keeping a journal compacts
+        it into its snapshot here (:mod:`.local`). Must not raise: what it tidies is saved."""
 
     def _finish(self, info: LockInfo, failed: bool) -> None:
         try:

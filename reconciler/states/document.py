@@ -34,11 +34,13 @@ stores them.
 
 from __future__ import annotations
 
+import gc
 import json
 import secrets
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Callable, TypeVar
 
@@ -53,6 +55,20 @@ from .validation import FORMAT_VERSION, LEGACY_FORMAT, validate
 SALT_BYTES = 16
 
 T = TypeVar("T")
+
+
+@contextmanager
+def no_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused: parsing a large state allocates millions of
+    objects without a cycle among them, and the collector's passes over them doubled the
+    time of a 100,000-record load."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _key(text: str) -> str:
@@ -102,6 +118,12 @@ class State(Hashing):
         self._checked: dict[int, ImageSetRecord] = {}
         # Each record's JSON text, made once (by identity, with the record kept alive).
         self._texts: dict[int, tuple[ImageSetRecord, str]] = {}
+        # The records (spec, image set id) put, replaced or removed since the snapshot this
+        # state was read or last written as: what a journal entry of the next write holds
+        # (:meth:`changes`), so that a save costs the changed records, not the whole state.
+        # ``_whole``: a change no entry can carry (new keys): the next write must be full.
+        self._dirty: set[tuple[str, str]] = set()
+        self._whole = False
 
     @classmethod
     def new(cls, keys: KeySource | None = None) -> State:
@@ -142,6 +164,7 @@ class State(Hashing):
         with self._lock:
             stamped = replace(record, hashes=dict(record.hashes), serial=self._serial + 1)
             self._specs.setdefault(spec, {})[record.image_set_id] = stamped
+            self._dirty.add((spec, record.image_set_id))
             self._changes += 1
             return stamped
 
@@ -153,8 +176,10 @@ class State(Hashing):
                 return 0
             self._changes += 1
             if image_set_id is None:
+                self._dirty.update((spec, isid) for isid in records)
                 del self._specs[spec]
                 return len(records)
+            self._dirty.add((spec, image_set_id))
             removed = int(records.pop(image_set_id, None) is not None)
             if not records:
                 del self._specs[spec]
@@ -173,6 +198,7 @@ class State(Hashing):
                 raise ValueError(f"spec {new} already has a record of image set {clash[0]}")
             for isid in ids:
                 self._specs.setdefault(new, {})[isid] = records.pop(isid)
+                self._dirty.update(((old, isid), (new, isid)))
                 refusal = self._refusals.get(old, {}).pop(isid, None)
                 if refusal is not None:
                     self._refusals.setdefault(new, {})[isid] = refusal
@@ -191,6 +217,7 @@ class State(Hashing):
                          drift_checkpoints=self._drift, refusals=self._refusals,
                          legacy=self._legacy)
             view._keys = self._keys
+            view._dirty, view._whole = set(self._dirty), self._whole   # the same base snapshot
             return view
 
     def mark_checked(self, when: str | None = None, spec: str | None = None,
@@ -207,6 +234,7 @@ class State(Hashing):
             if record is None:
                 raise KeyError(f"no record of image set {image_set_id} under spec {spec}")
             self._specs[spec][record.image_set_id] = replace(record, last_checked_at=when)
+            self._dirty.add((spec, record.image_set_id))
 
     def refusal(self, spec: str, image_set_id: str) -> Refusal | None:
         with self._lock:
@@ -333,19 +361,25 @@ class State(Hashing):
                   keys: KeySource | None = None) -> State:
         """Parse and validate; ``source`` (the backend location) names the state in errors;
         ``keys`` opens its keys when they are first needed (default: the key file)."""
-        try:
-            doc = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            where = f":{exc.lineno}:{exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-            raise StateError(f"{source}{where}: the state is not valid JSON "
-                             f"({type(exc).__name__})") from None
-        return cls.from_dict(doc, source, keys)
+        with no_gc():
+            try:
+                doc = json.loads(text)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                where = f":{exc.lineno}:{exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+                raise StateError(f"{source}{where}: the state is not valid JSON "
+                                 f"({type(exc).__name__})") from None
+            return cls.from_dict(doc, source, keys)
 
     @classmethod
-    def from_dict(cls, doc: Any, source: str = "state", keys: KeySource | None = None) -> State:
-        validate(doc, source)
-        specs = {name: {isid: ImageSetRecord.from_dict(rec) for isid, rec in body["image_sets"].items()}
-                 for name, body in doc["specs"].items()}
+    def from_dict(cls, doc: Any, source: str = "state", keys: KeySource | None = None,
+                  records_checked: bool = False) -> State:
+        """``records_checked``: the records are as a writer validated them (see
+        :func:`~.validation.validate`); the dicts are given to the records, not copied."""
+        validate(doc, source, records_checked)
+        with no_gc():
+            specs = {name: {isid: ImageSetRecord.from_valid(rec)
+                            for isid, rec in body["image_sets"].items()}
+                     for name, body in doc["specs"].items()}
         drift = {ds: DriftCheckpoint.from_dict(cp)
                  for ds, cp in (doc.get("drift_checkpoints") or {}).items()}
         refusals = {name: {isid: Refusal.from_dict(r) for isid, r in by_id.items()}
@@ -361,12 +395,55 @@ class State(Hashing):
         """For backends: serialise this state at ``serial + 1`` and call ``write(text,
         new_serial)``; on success the state *is* that serial. Holding the state's lock
         throughout means no record put meanwhile is stamped with a serial it is not in."""
+        return self.commit_pending(lambda pending: write(pending.text(), pending.serial))
+
+    def commit_pending(self, write: Callable[[Pending], T]) -> T:
+        """:meth:`commit` for a backend that may store either the whole snapshot or only what
+        changed: ``write(pending)`` asks the :class:`Pending` for the one it stores."""
         with self._lock:
             new_serial = self._serial + 1
-            result = write(self.to_json(new_serial), new_serial)
+            result = write(Pending(self, new_serial))
             self._serial = new_serial
             self._written = self._changes
+            self._dirty.clear()
+            self._whole = False
             return result
+
+    def changes(self, serial: int) -> dict[str, Any] | None:
+        """What the write of ``serial`` changes in the snapshot this state was read or last
+        written as (a journal entry: :mod:`.journal`): the document's head at ``serial``, the
+        records put or replaced (``put``: ``[spec, image set id, record]``) and removed
+        (``gone``: ``[spec, image set id]``). Validated like :meth:`to_json` validates. None
+        when no entry can say it (new keys, a format-1 state): the write must be full."""
+        with self._lock:
+            if self._whole or self._legacy or self._keys.envelope is None:
+                return None
+            head = self._head(serial)
+            put: list[list[Any]] = []
+            gone: list[list[str]] = []
+            fresh: dict[str, dict[str, Any]] = {}
+            for name, isid in sorted(self._dirty):
+                rec = self._specs.get(name, {}).get(isid)
+                if rec is None:
+                    gone.append([name, isid])
+                    continue
+                doc = rec.to_dict()
+                put.append([name, isid, doc])
+                if id(rec) not in self._checked:
+                    fresh.setdefault(name, {"image_sets": {}})["image_sets"][isid] = doc
+            validate({**head, "specs": fresh}, "state to be written")
+            for name, isid, _ in put:
+                rec = self._specs[name][isid]
+                self._checked[id(rec)] = rec
+            return {"serial": serial, "head": head, "put": put, "gone": gone}
+
+    def saved_text(self) -> str | None:
+        """The snapshot this state was last read or written as, in full (a journal's
+        compaction); None when it holds changes not saved yet, or was never written."""
+        with self._lock:
+            if self._changes != self._written or self._serial == 0:
+                return None
+            return self.to_json(self._serial)
 
     @property
     def unsaved(self) -> bool:
@@ -376,3 +453,21 @@ class State(Hashing):
 
     def __repr__(self) -> str:
         return f"State(lineage={self._lineage!r}, serial={self._serial}, records={len(self)})"
+
+
+class Pending:
+    """One write about to be stored as ``serial``: the whole snapshot (:meth:`text`) or what
+    changed since the snapshot the state was read or last written as (:meth:`changes`). Each
+    is made only when the backend asks for it, under the state's lock."""
+
+    def __init__(self, state: State, serial: int):
+        self.state, self.serial = state, serial
+        self._text: str | None = None
+
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self.state.to_json(self.serial)
+        return self._text
+
+    def changes(self) -> dict[str, Any] | None:
+        return self.state.changes(self.serial)

@@ -3,7 +3,7 @@
 A mixin of :class:`~.document.State`, apart so that the document stays about records and their
 serialisation. It uses the state's ``_lock``, ``_keys`` (a :class:`~.keychain.StateKeys`),
 ``_legacy`` (read as format 1 and not re-keyed yet), ``_salt_bytes``, ``_specs``,
-``_refusals``, ``_checked`` and ``_changes``.
+``_refusals``, ``_checked``, ``_whole`` and ``_changes``.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class Hashing:
                                  for isid, r in by_id.items()}
                           for name, by_id in self._refusals.items()}
         self._checked = {}
+        self._whole = True                    # every record changed: the next write is full
         self._changes += 1
 
     def keys_fingerprint(self) -> str | None:

@@ -9,6 +9,8 @@ Run as ``python worker.py MODE CONFIG_JSON [ARGS...]``; CONFIG_JSON is what
   ``WON`` (then hold it until stdin closes) or ``LOST <message>``;
 * ``crash-before-rename`` — read, put a record, and die by SIGKILL between the temp file's
   fsync and the rename.
+* ``crash-mid-append`` — (a local state that journals) read, put a record, and die by SIGKILL
+  once half of its journal line is written.
 """
 
 from __future__ import annotations
@@ -75,6 +77,18 @@ def main(argv: list[str]) -> int:
                 os.kill(os.getpid(), signal.SIGKILL)
             real_rename(src, dst)
         files._rename = crash
+        increment(backend)
+        say("NOT REACHED")
+    elif mode == "crash-mid-append":
+        from reconciler.states import local
+
+        backend.journal_min_bytes = 0
+
+        def torn(fd, data):
+            os.write(fd, bytes(data[:len(data) // 2]))
+            os.fsync(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
+        local._write = torn
         increment(backend)
         say("NOT REACHED")
     return 0
