@@ -20,14 +20,14 @@ from ..data.service_facts import PATIENT, STUDY
 from ..dicom.paths import attribute_path, instance_path, series_path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Position:
     file: str
     line: int     # 1-based
     column: int   # 1-based
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attribute:
     """One declared attribute. ``key`` is the DICOM keyword, or the 8-hex-digit tag of a private
     attribute (upper case, as HealthImaging keys them)."""
@@ -43,7 +43,7 @@ class Attribute:
         return self.value is None
 
 
-@dataclass
+@dataclass(slots=True)
 class InstanceSpec:
     uid: str
     position: Position
@@ -51,7 +51,7 @@ class InstanceSpec:
     attributes: dict[str, Attribute] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class SeriesSpec:
     uid: str
     position: Position
@@ -60,7 +60,7 @@ class SeriesSpec:
     instances: dict[str, InstanceSpec] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class DesiredAttributes:
     patient: dict[str, Attribute] = field(default_factory=dict)
     study: dict[str, Attribute] = field(default_factory=dict)
@@ -85,7 +85,7 @@ class DesiredAttributes:
         return paths
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     datastore_id: str | None          # None: take reconciler.yaml's datastoreId
     image_set_id: str | None = None   # exactly one of image_set_id / selector
@@ -93,7 +93,7 @@ class Target:
     allow_empty: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Spec:
     name: str
     target: Target
