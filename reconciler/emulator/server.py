@@ -24,7 +24,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wsgi import LimitedStream
 
 from .behaviours import BehaviourError, Behaviours
-from .dicom_seed import SeedError, load_seeds
+from .dicom_seed import SeedError, iter_seeds
 from .entities import ImageSet
 from .events import EventLog, Publisher
 from .faults import FaultError, Faults
@@ -132,11 +132,11 @@ def build(options: ServeOptions, clock: Callable[[], float] | None = None) -> Em
 
     def seed() -> None:
         backend.default_datastore()
-        try:
-            documents = load_seeds(options.seeds, behaviours.instance_storage_keys == "on")
+        try:                    # one document at a time: parsed, stored compressed, dropped
+            seeded[:] = backend.seed(iter_seeds(options.seeds,
+                                                behaviours.instance_storage_keys == "on"))
         except SeedError as exc:
             raise OptionsError(str(exc)) from None
-        seeded[:] = backend.seed(documents)
 
     def reset() -> None:
         backend.reset()
@@ -219,10 +219,15 @@ class _Handler(WSGIRequestHandler):
             chunks[:] = [b"Internal Server Error"]
             started[:] = ["500 INTERNAL SERVER ERROR", [("Content-Type", "text/plain")]]
         stream = environ["wsgi.input"]
-        try:                    # what the app left unread of this request's body
-            while stream.read(65536):
-                pass
-        except Exception:  # noqa: BLE001 - a body we cannot finish reading ends the connection
+        if isinstance(stream, LimitedStream):
+            try:                # what the app left unread of this request's body
+                while stream.read(65536):
+                    pass
+            except Exception:  # noqa: BLE001 - a body we cannot finish ends the connection
+                self.close_connection = True
+        elif not getattr(stream, "_done", False):
+            # A chunked body not read to its end (or malformed): where the next request
+            # starts is unknown, so this connection ends with this answer.
             self.close_connection = True
         status, headers = started
         body = b"".join(chunks)
