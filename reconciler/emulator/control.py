@@ -120,7 +120,7 @@ class ControlMixin:
         if isinstance(resource, Datastore):
             self.store.save_datastore(resource)
         else:
-            self.store.save_image_set(resource, [])
+            self._save_image_set(resource, [])
 
     # ------------------------------------------------------------------- not implemented
     def get_image_frame(self, p: dict[str, Any], call: Call) -> dict[str, Any]:

@@ -34,7 +34,7 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pydicom
 from pydicom.datadict import dictionary_VM
@@ -54,6 +54,9 @@ LOSSY_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
                             "1.2.840.10008.1.2.4.203"})
 
 
+JSON_LINES = (".jsonl", ".ndjson")
+
+
 class SeedError(ValueError):
     """A seed path that holds neither DICOM nor a metadata document."""
 
@@ -66,6 +69,8 @@ class SeedDocument:
     document: dict[str, Any]
     source: str                      # "dicom" | "json"
     image_set_id: str | None = None  # the id a JSON document carried, when valid
+    text: str | None = None          # the JSON text it was parsed from (seeding stores the
+                                     # compact form as it is: core.seed_document)
 
 
 # ------------------------------------------------------------------------------ values
@@ -289,29 +294,61 @@ def _assemble(instances: list[_Instance], storage_keys: bool) -> dict[str, Any]:
 
 def load_seeds(paths: Iterable[str], storage_keys: bool = True) -> list[SeedDocument]:
     """Every image set the seed paths describe: DICOM grouped by study, JSON documents as is."""
+    return list(iter_seeds(paths, storage_keys))
+
+
+def iter_seeds(paths: Iterable[str], storage_keys: bool = True) -> Iterator[SeedDocument]:
+    """:func:`load_seeds` one document at a time: JSON documents as they are read (a fleet
+    of 100,000 is never all parsed at once), then the DICOM studies."""
     by_study: dict[str, list[_Instance]] = {}
-    seeds: list[SeedDocument] = []
     for path in _files(paths):
         if path.suffix.lower() == ".json":
-            seeds.append(load_json_document(path))
+            yield load_json_document(path)
+            continue
+        if path.suffix.lower() in JSON_LINES:
+            yield from load_json_lines(path)
             continue
         stat = path.stat()
         inst = _read_instance(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
         if inst is not None:
             by_study.setdefault(inst.study_uid, []).append(inst)
     for study_uid, instances in by_study.items():
-        seeds.append(SeedDocument(study_uid, _assemble(instances, storage_keys), "dicom"))
-    return seeds
+        yield SeedDocument(study_uid, _assemble(instances, storage_keys), "dicom")
 
 
 def load_json_document(path: Path) -> SeedDocument:
     try:
-        doc = json.loads(path.read_text("utf-8"))
+        text = path.read_text("utf-8")
+    except (OSError, ValueError):
+        raise SeedError(f"{path}: not a HealthImaging metadata document") from None
+    return json_seed(text, str(path))
+
+
+def load_json_lines(path: Path) -> Iterable[SeedDocument]:
+    """A JSON-lines seed (``.jsonl`` / ``.ndjson``): one metadata document a line, blank lines
+    skipped; the fast way to seed a fleet (one file read, one parse a document)."""
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError:
+        raise SeedError(f"{path}: cannot be read") from None
+    with handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield json_seed(line, f"{path}:{number}")
+        except UnicodeDecodeError:
+            raise SeedError(f"{path}: not UTF-8 text") from None
+
+
+def json_seed(text: str, where: str) -> SeedDocument:
+    """One metadata document from its JSON text, shape-checked like every seed."""
+    try:
+        doc = json.loads(text)
         study_uid = doc["Study"]["DICOM"]["StudyInstanceUID"]
         doc["Study"]["Series"]  # noqa: B018 - shape check
-    except (OSError, ValueError, KeyError, TypeError):
-        raise SeedError(f"{path}: not a HealthImaging metadata document") from None
+    except (ValueError, KeyError, TypeError):
+        raise SeedError(f"{where}: not a HealthImaging metadata document") from None
     original = doc.get("ImageSetID")
     valid = isinstance(original, str) and len(original) == 32 and original.isalnum() \
         and original == original.lower()
-    return SeedDocument(str(study_uid), doc, "json", original if valid else None)
+    return SeedDocument(str(study_uid), doc, "json", original if valid else None, text)

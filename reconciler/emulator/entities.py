@@ -5,6 +5,13 @@ relies on: **the latest version carries the image set's current state**. An upda
 or a copy into an existing set appends a version; a copy *source* or a delete changes the
 latest version's state in place (they do not create versions, as the CLI examples show).
 
+A version's metadata is kept as a :class:`Document`: the gzip'd JSON that GetImageSetMetadata
+sends, ready to go, plus the few fields search and study lookups read (:class:`Summary`).
+Reading ``version.metadata`` decodes a fresh dict (nobody can change a stored version in
+place); assigning a dict encodes it once; assigning a Document shares it (a new version that
+starts with the previous content costs nothing). At 100,000 image sets this keeps the emulator
+at a few KiB per version instead of the tens of KiB a document's dicts take.
+
 A version whose work is still in flight (state ``LOCKED``) has a ``pending`` completion: when
 it falls due (time and, optionally, a number of GetImageSet polls) its fields are applied in
 one step. Until then ``metadata`` holds what readers see (the previous content for an update)
@@ -14,8 +21,10 @@ and ``pending["metadata"]`` the content the version will have if it succeeds.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import gzip
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, NamedTuple
 
 ACCOUNT_ID = "123456789012"
 ACTIVE, LOCKED, DELETED = "ACTIVE", "LOCKED", "DELETED"
@@ -32,10 +41,84 @@ def image_set_arn(region: str, datastore_id: str, image_set_id: str) -> str:
     return f"{datastore_arn(region, datastore_id)}/imageset/{image_set_id}"
 
 
+COMPRESS_LEVEL = 6
+
+
+def encode(doc: dict[str, Any]) -> bytes:
+    """A document as GetImageSetMetadata sends it: compact JSON, gzip'd, no timestamp."""
+    return gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), COMPRESS_LEVEL,
+                         mtime=0)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+PATIENT_FIELDS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex")
+STUDY_FIELDS = ("StudyInstanceUID", "StudyID", "StudyDescription", "AccessionNumber",
+                "StudyDate", "StudyTime")
+SERIES_FIELDS = ("Modality", "BodyPartExamined", "SeriesNumber")
+
+
+class Summary(NamedTuple):
+    """What search (filters, sort, DICOMTags) and study lookups read of a document, as the
+    raw values the document holds (absent keys absent)."""
+
+    patient: dict[str, Any]
+    study: dict[str, Any]
+    series_uids: tuple[str, ...]       # Study.Series keys, in order
+    first_series: dict[str, Any]       # SERIES_FIELDS of the first series' DICOM
+    instances: int                     # instances over all series
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> "Summary":
+        patient = _dict(_dict(doc.get("Patient")).get("DICOM"))
+        study_node = _dict(doc.get("Study"))
+        study = _dict(study_node.get("DICOM"))
+        series = _dict(study_node.get("Series"))
+        first = _dict(_dict(next(iter(series.values()), {})).get("DICOM"))
+        return cls({k: patient[k] for k in PATIENT_FIELDS if k in patient},
+                   {k: study[k] for k in STUDY_FIELDS if k in study},
+                   tuple(series),
+                   {k: first[k] for k in SERIES_FIELDS if k in first},
+                   sum(len(_dict(s).get("Instances") or {}) for s in series.values()))
+
+
+class Document:
+    """One version's metadata, immutable: ``blob`` (what GetImageSetMetadata sends) and its
+    :class:`Summary`."""
+
+    __slots__ = ("blob", "summary")
+
+    def __init__(self, blob: bytes, summary: Summary):
+        self.blob = blob
+        self.summary = summary
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> "Document":
+        return cls(encode(doc), Summary.of(doc))
+
+    def load(self) -> dict[str, Any]:
+        return json.loads(gzip.decompress(self.blob))
+
+
+class _Metadata:
+    """``Version.metadata`` (see the module docstring): a dict to read, a dict or a
+    :class:`Document` to assign; the Document itself is ``version.document``."""
+
+    def __get__(self, obj: Any, owner: Any = None) -> dict[str, Any]:
+        if obj is None:
+            raise AttributeError("metadata")        # a required field, no default
+        return obj.document.load()
+
+    def __set__(self, obj: Any, value: "dict[str, Any] | Document") -> None:
+        obj.document = value if isinstance(value, Document) else Document.of(value)
+
+
 @dataclass
 class Version:
     version_id: int
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] = _Metadata()  # type: ignore[assignment]
     state: str
     status: str
     created_at: float
@@ -49,11 +132,10 @@ class Version:
                                             # search_index_lag (seeds: data imported long ago)
 
     def to_record(self) -> dict[str, Any]:
-        record = asdict(self)
-        record.pop("metadata")
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "metadata"}
         if record["pending"]:
             record["pending"] = {k: v for k, v in record["pending"].items() if k != "metadata"}
-        return record
+        return copy.deepcopy(record)
 
 
 @dataclass

@@ -256,7 +256,7 @@ class ImportsMixin:
                               with_ids(merged, datastore_id, primary.image_set_id), ACTIVE,
                               "IMPORTED", primary.created_at, now)
             primary.versions.append(version)
-            self.store.save_image_set(primary, [version])
+            self._save_image_set(primary, [version])
             merge_event = self.behaviours.import_merge_event
             self.events.image_set(datastore_id, primary.image_set_id, version.version_id, True,
                                   ACTIVE, "UPDATED" if merge_event == "updated" else "CREATED",
@@ -267,7 +267,7 @@ class ImportsMixin:
                           "IMPORTED", now, now)
         image_set.versions.append(version)
         self.image_sets[image_set.image_set_id] = image_set
-        self.store.save_image_set(image_set)
+        self._save_image_set(image_set)
         self.events.image_set(datastore_id, image_set.image_set_id, 1, image_set.is_primary,
                               ACTIVE, "CREATED", now)
         return image_set, version
@@ -277,8 +277,8 @@ class ImportsMixin:
         counts as a conflict: the import does not write into an image set being changed."""
         found = sorted((s for s in self.image_sets.values()
                         if s.datastore_id == datastore_id and s.is_primary and not s.deleted
-                        and s.latest.metadata.get("Study", {}).get("DICOM", {})
-                        .get("StudyInstanceUID") == study_uid),
+                        and s.latest.document.summary.study.get("StudyInstanceUID")
+                        == study_uid),
                        key=lambda s: (s.created_at, s.image_set_id))
         if not found:
             return None

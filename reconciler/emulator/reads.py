@@ -7,12 +7,11 @@ that should already have finished.
 
 from __future__ import annotations
 
-import gzip
-import json
 from typing import Any
 
 from . import search
 from .core import Call, conflict, not_found
+from .entities import encode
 from .paging import fingerprint, paginate
 
 
@@ -45,18 +44,27 @@ class ReadsMixin:
                     raise conflict(f"Version {version.version_id} of image set "
                                    f"{image_set.image_set_id} is still being written")
                 pending_read = mode == "pending" and version.pending.get("metadata") is not None
-            key = (image_set.image_set_id, version.version_id, pending_read)
-            blob = self._gzip_cache.get(key)
-            if blob is None or image_set.in_flight(version):
-                doc = version.pending["metadata"] if pending_read else version.metadata
-                if self.behaviours.schema_version == "number":   # the form it accepts
-                    doc = dict(doc, SchemaVersion=1.1)
-                blob = gzip.compress(json.dumps(doc, separators=(",", ":")).encode(), 6, mtime=0)
-                if not image_set.in_flight(version):
-                    self._gzip_cache[key] = blob
+            if pending_read or self.behaviours.schema_version == "number":
+                blob = self._encoded(image_set, version, pending_read)
+            else:
+                blob = version.document.blob            # stored as it is sent
             image_set.last_accessed_at = self.clock()
             return {"imageSetMetadataBlob": blob, "contentType": "application/json",
                     "contentEncoding": "gzip"}
+
+    def _encoded(self, image_set: Any, version: Any, pending_read: bool) -> bytes:
+        """The blob of a content other than the stored one: the pending content, or the
+        document with ``SchemaVersion`` as a number (``schema_version=number``)."""
+        key = (image_set.image_set_id, version.version_id, pending_read)
+        blob = self._gzip_cache.get(key)
+        if blob is None or image_set.in_flight(version):
+            doc = version.pending["metadata"] if pending_read else version.metadata
+            if self.behaviours.schema_version == "number":   # the form it accepts
+                doc = dict(doc, SchemaVersion=1.1)
+            blob = encode(doc)
+            if not image_set.in_flight(version):
+                self._gzip_cache[key] = blob
+        return blob
 
     def list_image_set_versions(self, p: dict[str, Any], call: Call) -> dict[str, Any]:
         with self.lock:
@@ -86,7 +94,13 @@ class ReadsMixin:
             self._advance()
             ds = self._datastore(p["datastoreId"])
             criteria = p.get("searchCriteria") or {}
-            candidates = [s for s in self.image_sets.values() if s.datastore_id == ds.datastore_id]
+            ids = self.search_index.candidates(search.compile_filters(criteria))
+            if ids is None:
+                candidates = [s for s in self.image_sets.values()
+                              if s.datastore_id == ds.datastore_id]
+            else:                                 # the index: a superset of the matches
+                candidates = [s for s in map(self.image_sets.get, ids)
+                              if s is not None and s.datastore_id == ds.datastore_id]
             lag = self.settings.scaled(self.behaviours.search_index_lag)
             found = search.search(search.entries(candidates, self.clock(), lag), criteria)
             page, token = paginate(found, p.get("maxResults"), p.get("nextToken"),

@@ -7,6 +7,13 @@ those of the Python API's ``add_image_set``) stand for data imported long ago: t
 version is in the index from the start. ``DICOMTags`` are taken from that version's
 metadata; values longer than the model allows are cut to fit, numbers that do not parse are
 left out.
+
+Everything here reads a version's :class:`~.entities.Summary` (the few fields search needs,
+kept beside the compressed document), never the document itself; :class:`Index` maps the
+values EQUAL filters name to the image sets that ever held them, so a search for one study
+looks at that study's image sets, not at the whole fleet. It is a superset (values are only
+ever added), and every candidate still goes through the same entry and filter rules, so
+results are exactly those of a full scan.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .entities import ImageSet, Version
+from .entities import ImageSet, Summary, Version
 from .protocol import service_model, validation
 
 ATTRIBUTES = ("DICOMPatientId", "DICOMAccessionNumber", "DICOMStudyId", "DICOMStudyInstanceUID",
@@ -28,17 +35,17 @@ class Entry:
     version: Version
 
     @property
-    def doc(self) -> dict[str, Any]:
-        return self.version.metadata
+    def summary(self) -> Summary:
+        return self.version.document.summary
 
     def patient(self, key: str) -> Any:
-        return self.doc.get("Patient", {}).get("DICOM", {}).get(key)
+        return self.summary.patient.get(key)
 
     def study(self, key: str) -> Any:
-        return self.doc.get("Study", {}).get("DICOM", {}).get(key)
+        return self.summary.study.get(key)
 
-    def series(self) -> dict[str, Any]:
-        return self.doc.get("Study", {}).get("Series", {})
+    def series_uids(self) -> tuple[str, ...]:
+        return self.summary.series_uids
 
     @property
     def updated_at(self) -> float:
@@ -72,6 +79,46 @@ def entries(image_sets: list[ImageSet], now: float, lag: float) -> list[Entry]:
                 out.append(Entry(image_set, version))
                 break
     return out
+
+
+# -------------------------------------------------------------------------------- index
+# The EQUAL filters the index answers, and how each reads a summary (as _comparable does).
+INDEXED = {
+    "DICOMPatientId": lambda s: [_text(s.patient.get("PatientID"))],
+    "DICOMAccessionNumber": lambda s: [_text(s.study.get("AccessionNumber"))],
+    "DICOMStudyId": lambda s: [_text(s.study.get("StudyID"))],
+    "DICOMStudyInstanceUID": lambda s: [_text(s.study.get("StudyInstanceUID"))],
+    "DICOMSeriesInstanceUID": lambda s: list(s.series_uids),
+}
+
+
+class Index:
+    """(attribute, value) → ids of the image sets any version of which held that value."""
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[str, Any], set[str]] = {}
+
+    def add(self, image_set_id: str, summary: Summary) -> None:
+        for attribute, values in INDEXED.items():
+            for value in values(summary):
+                if value is not None:
+                    self._ids.setdefault((attribute, value), set()).add(image_set_id)
+
+    def candidates(self, filters: list[tuple[str, str, list[Any]]]) -> set[str] | None:
+        """The image sets that may match every filter (None: no filter the index answers)."""
+        found: set[str] | None = None
+        for attribute, operator, operands in filters:
+            if operator != "EQUAL" or attribute not in INDEXED:
+                continue
+            try:
+                ids = self._ids.get((attribute, operands[0]), set())
+            except TypeError:                                   # an unhashable operand
+                continue
+            found = set(ids) if found is None else found & ids
+        return found
+
+    def clear(self) -> None:
+        self._ids.clear()
 
 
 # ------------------------------------------------------------------------------ filters
@@ -113,7 +160,7 @@ def _operand(attribute: str, value: Any) -> Any:
 
 def _matches(entry: Entry, attribute: str, operator: str, operands: list[Any]) -> bool:
     if attribute == "DICOMSeriesInstanceUID":
-        uids = set(entry.series())
+        uids = set(entry.series_uids())
         if operator == "EQUAL":
             return operands[0] in uids
         return any(operands[0] <= uid <= operands[1] for uid in uids)
@@ -188,8 +235,8 @@ def _int(value: Any) -> int | None:
 
 
 def dicom_tags(entry: Entry) -> dict[str, Any]:
-    series = entry.series()
-    first = next(iter(series.values()), {}).get("DICOM", {})
+    uids = entry.series_uids()
+    first = entry.summary.first_series
     tags = {
         "DICOMPatientId": _text(entry.patient("PatientID")),
         "DICOMPatientName": _text(entry.patient("PatientName")),
@@ -199,7 +246,7 @@ def dicom_tags(entry: Entry) -> dict[str, Any]:
         "DICOMStudyId": _text(entry.study("StudyID")),
         "DICOMStudyDescription": _text(entry.study("StudyDescription")),
         "DICOMAccessionNumber": _text(entry.study("AccessionNumber")),
-        "DICOMSeriesInstanceUID": next(iter(series), None),
+        "DICOMSeriesInstanceUID": uids[0] if uids else None,
         "DICOMSeriesModality": _text(first.get("Modality")),
         "DICOMSeriesBodyPart": _text(first.get("BodyPartExamined")),
         "DICOMStudyDate": _text(entry.study("StudyDate")),
@@ -207,9 +254,8 @@ def dicom_tags(entry: Entry) -> dict[str, Any]:
     }
     shapes = service_model().shape_for("DICOMTags").members
     out: dict[str, Any] = {k: _fit(shapes[k].name, v) for k, v in tags.items() if v is not None}
-    out["DICOMNumberOfStudyRelatedSeries"] = len(series)
-    out["DICOMNumberOfStudyRelatedInstances"] = sum(len(s.get("Instances", {}))
-                                                    for s in series.values())
+    out["DICOMNumberOfStudyRelatedSeries"] = len(uids)
+    out["DICOMNumberOfStudyRelatedInstances"] = entry.summary.instances
     number = _int(first.get("SeriesNumber"))
     if number is not None and -2**31 <= number < 2**31:
         out["DICOMSeriesNumber"] = number

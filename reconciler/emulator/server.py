@@ -13,6 +13,7 @@ What ``serve`` prints goes to stdout, flushed line by line even into a pipe: fir
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 import threading
 import time
@@ -20,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wsgi import LimitedStream
 
 from .behaviours import BehaviourError, Behaviours
-from .dicom_seed import SeedError, load_seeds
+from .dicom_seed import SeedError, iter_seeds
 from .entities import ImageSet
 from .events import EventLog, Publisher
 from .faults import FaultError, Faults
@@ -48,6 +50,11 @@ class ServeOptions:
     s3_endpoint: str | None = None        # import jobs' S3 (None: boto3's default resolution)
     events_endpoint: str | None = None    # EventBridge for PutEvents (None: log only)
     region: str = "us-east-1"             # of the event bus, the events and the S3 client
+
+
+# Seconds a kept-alive connection may stay idle before the server closes it (boto3 and the
+# AWS CLI reopen one transparently).
+IDLE_TIMEOUT = 120.0
 
 
 class OptionsError(ValueError):
@@ -125,11 +132,11 @@ def build(options: ServeOptions, clock: Callable[[], float] | None = None) -> Em
 
     def seed() -> None:
         backend.default_datastore()
-        try:
-            documents = load_seeds(options.seeds, behaviours.instance_storage_keys == "on")
+        try:                    # one document at a time: parsed, stored compressed, dropped
+            seeded[:] = backend.seed(iter_seeds(options.seeds,
+                                                behaviours.instance_storage_keys == "on"))
         except SeedError as exc:
             raise OptionsError(str(exc)) from None
-        seeded[:] = backend.seed(documents)
 
     def reset() -> None:
         backend.reset()
@@ -140,20 +147,134 @@ def build(options: ServeOptions, clock: Callable[[], float] | None = None) -> Em
     return Emulator(backend, faults, quotas, app, seeded, options, events)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """No per-request log lines (they would flood test output and stdout)."""
+class _Handler(WSGIRequestHandler):
+    """HTTP/1.1 with keep-alive on werkzeug's threaded server, and no per-request log lines
+    (they would flood test output and stdout).
+
+    werkzeug's own ``run_wsgi`` closes every connection (``Connection: close``, then it drains
+    the socket), so each boto3 call paid a TCP connect and a new server thread. This one
+    reads exactly the request body (``Content-Length``, or chunked), answers with a
+    ``Content-Length`` on every response (the app's bodies are bytes, so the length is known)
+    in a single write (no Nagle stall between headers and body), and keeps the connection for
+    the client's next request: one thread per connection, not per request. A client that
+    asks for ``Connection: close`` (or speaks HTTP/1.0 without keep-alive) gets it; an idle
+    connection is closed after :data:`IDLE_TIMEOUT` seconds, and every open one when the
+    server stops (:func:`_close`).
+    """
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    timeout = IDLE_TIMEOUT
+
+    def setup(self) -> None:
+        super().setup()
+        _connections(self.server).add(self.connection)
+
+    def finish(self) -> None:
+        _connections(self.server).discard(self.connection)
+        super().finish()
 
     def log_request(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     def log(self, type: str, message: str, *args: Any) -> None:  # noqa: A002
-        if type == "error":
+        if type == "error" and not message.startswith("Request timed out"):  # idle keep-alive
             sys.stderr.write(f"emulator: {message % args}\n")
+
+    def run_wsgi(self) -> None:
+        if getattr(self.server, "emulator_closing", False):
+            self.close_connection = True
+            return
+        if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        environ = self.make_environ()
+        if not environ.get("wsgi.input_terminated"):          # not chunked
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:
+                self.send_error(400, "Bad Content-Length")
+                self.close_connection = True
+                return
+            environ["wsgi.input"] = LimitedStream(self.rfile, length)
+            environ["wsgi.input_terminated"] = True
+        started: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]],
+                           exc_info: Any = None) -> Callable[[bytes], None]:
+            started[:] = [status, headers]
+            return chunks.append
+
+        chunks: list[bytes] = []
+        try:
+            result = self.server.app(environ, start_response)
+            try:
+                chunks.extend(result)
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+        except Exception as exc:  # noqa: BLE001 - answer 500 and keep serving
+            self.log("error", "Error on request: %s", repr(exc))
+            chunks[:] = [b"Internal Server Error"]
+            started[:] = ["500 INTERNAL SERVER ERROR", [("Content-Type", "text/plain")]]
+        stream = environ["wsgi.input"]
+        if isinstance(stream, LimitedStream):
+            try:                # what the app left unread of this request's body
+                while stream.read(65536):
+                    pass
+            except Exception:  # noqa: BLE001 - a body we cannot finish ends the connection
+                self.close_connection = True
+        elif not getattr(stream, "_done", False):
+            # A chunked body not read to its end (or malformed): where the next request
+            # starts is unknown, so this connection ends with this answer.
+            self.close_connection = True
+        status, headers = started
+        body = b"".join(chunks)
+        code = int(status.split(None, 1)[0])
+        lines = [f"{self.protocol_version} {status}", f"Server: {self.version_string()}",
+                 f"Date: {self.date_time_string()}"]
+        names = set()
+        for key, value in headers:
+            names.add(key.lower())
+            lines.append(f"{key}: {value}")
+        if "content-length" not in names and not (100 <= code < 200 or code in (204, 304)):
+            lines.append(f"Content-Length: {len(body)}")
+        if self.close_connection or getattr(self.server, "emulator_closing", False):
+            self.close_connection = True
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if environ["REQUEST_METHOD"] == "HEAD":
+            body = b""
+        self.wfile.write(head + body)
+
+
+def _connections(server: BaseWSGIServer) -> set:
+    conns = getattr(server, "emulator_connections", None)
+    if conns is None:
+        conns = server.emulator_connections = set()
+    return conns
 
 
 def _bind(emulator: Emulator) -> BaseWSGIServer:
-    return make_server(emulator.options.host, emulator.options.port, emulator.app,
-                       threaded=True, request_handler=_QuietHandler)
+    server = make_server(emulator.options.host, emulator.options.port, emulator.app,
+                         threaded=True, request_handler=_Handler)
+    server.emulator_closing = False
+    server.emulator_connections = set()
+    return server
+
+
+def _close(server: BaseWSGIServer) -> None:
+    """Stop accepting, then end every kept-alive connection: after stop(), no request is
+    answered by this emulator (a client's pooled connection gets a clean close)."""
+    server.emulator_closing = True
+    server.shutdown()
+    for conn in list(_connections(server)):
+        try:
+            conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    server.server_close()
 
 
 class ThreadedEmulator:
@@ -214,8 +335,7 @@ class ThreadedEmulator:
             self._ticker.stop()
             self._ticker = None
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            _close(self._server)
             if self._thread is not None:
                 self._thread.join(timeout=5)
             self._server = self._thread = None
@@ -271,8 +391,7 @@ def serve(options: ServeOptions) -> None:
     finally:
         if ticker:
             ticker.stop()
-        server.shutdown()
-        server.server_close()
+        _close(server)
         emulator.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -97,13 +97,13 @@ class WritesMixin:
 
     def _study_peers(self, image_set: ImageSet, updatable, removable, ctx: UpdateContext):
         """The other primary image sets of the study, with their new content (atomic)."""
-        study_uid = image_set.latest.metadata["Study"]["DICOM"].get("StudyInstanceUID")
+        study_uid = image_set.latest.document.summary.study.get("StudyInstanceUID")
         peers, violations = [], []
         scope = self.behaviours.include_study_scope
         for other in self.image_sets.values():
             if (other is image_set or other.datastore_id != image_set.datastore_id
                     or not other.is_primary or other.deleted
-                    or other.latest.metadata["Study"]["DICOM"].get("StudyInstanceUID")
+                    or other.latest.document.summary.study.get("StudyInstanceUID")
                     != study_uid):
                 continue
             if other.latest.state == LOCKED:
@@ -121,7 +121,7 @@ class WritesMixin:
 
     def _start_update(self, image_set: ImageSet, new_doc: dict[str, Any], status: str,
                       failure: str | None, force: bool, call: Call, group: str | None):
-        previous = image_set.latest.metadata
+        previous = image_set.latest.document            # shared, not copied
         version = self._new_version(image_set, previous, LOCKED, status, forced=force)
         version.group = group
         if failure:
@@ -131,7 +131,7 @@ class WritesMixin:
             self._schedule(image_set, version, ACTIVE, "UPDATED", call,
                            metadata=with_ids(new_doc, image_set.datastore_id,
                                              image_set.image_set_id))
-        self.store.save_image_set(image_set, [version])
+        self._save_image_set(image_set, [version])
         self._image_set_event(image_set, version, detail_type="Image Set Updating")
         return version
 
@@ -154,7 +154,7 @@ class WritesMixin:
                 if problem and self.settings.validation == "sync":
                     raise validation(problem)
                 failure = failure or problem
-                version = self._new_version(dest, dest.latest.metadata, LOCKED, "COPYING",
+                version = self._new_version(dest, dest.latest.document, LOCKED, "COPYING",
                                             forced=bool(p.get("force")))
             else:
                 now = self.clock()
@@ -187,8 +187,8 @@ class WritesMixin:
             src.updated_at = version.updated_at
             src.pending = dict(restore, due_at=version.pending["due_at"], polls=0, quiet=True)
             self._track(source)
-            self.store.save_image_set(dest)
-            self.store.save_image_set(source, [src])
+            self._save_image_set(dest)
+            self._save_image_set(source, [src])
             self._image_set_event(dest, version, sourceImageSetArn=image_set_arn(
                 self.events.region, source.datastore_id, source.image_set_id))
             self._image_set_event(source, src)
@@ -202,8 +202,7 @@ class WritesMixin:
         study = content.get("Study", {}).get("DICOM", {}).get("StudyInstanceUID")
         others = [s.image_set_id for s in self.image_sets.values()
                   if s.datastore_id == source.datastore_id and s.is_primary and not s.deleted
-                  and s.latest.metadata.get("Study", {}).get("DICOM", {})
-                  .get("StudyInstanceUID") == study]
+                  and s.latest.document.summary.study.get("StudyInstanceUID") == study]
         if not others:
             return [], None
         if self.behaviours.promote_onto_primary == "demote_existing":
@@ -283,7 +282,7 @@ class WritesMixin:
             latest.state, latest.status = LOCKED, "DELETING"
             self._schedule(image_set, latest, DELETED, "DELETED", call, deleted=True,
                            message=latest.message)
-            self.store.save_image_set(image_set, [latest])
+            self._save_image_set(image_set, [latest])
             self._image_set_event(image_set, latest)
             return self._delete_output(image_set)
 
