@@ -55,11 +55,9 @@ def test_second_apply_waits_for_the_lock_or_fails_naming_the_holder(project, ids
     project.emu.backend.complete_pending()              # let the first apply finish
     out1, err1 = first.communicate(timeout=60)
     assert first.returncode == 0, err1
-    started = time.monotonic()
     out2, err2 = patient.communicate(timeout=60)
     assert patient.returncode == 0, err2
     assert "Apply complete: 1 applied." in out2
-    assert time.monotonic() - started < 30
 
     # No lost update: both runs' records are in the one state, and it is valid.
     state = project.check_state_schema()

@@ -23,14 +23,15 @@ def _admin(emulator, method, path, body=None):
 
 
 def test_latency(api):
-    api.emulator.faults.add("GetImageSet", "latency", seconds=0.3, times=1)
+    rule = api.emulator.faults.add("GetImageSet", "latency", seconds=0.3, times=1)
     image_set = api.image_set(CT_STUDY)
     started = time.monotonic()
     api.get(image_set)
     assert time.monotonic() - started >= 0.3
-    started = time.monotonic()
+    assert rule.fired == 1
     api.get(image_set)
-    assert time.monotonic() - started < 0.3          # times=1: only once
+    assert rule.fired == 1                           # times=1: only once
+    assert api.emulator.faults.list() == []          # spent, so gone
 
 
 def test_500_before_the_write_is_retried_by_botocore(api):
