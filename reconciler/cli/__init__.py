@@ -29,6 +29,7 @@ import sys
 # Each command module registers its commands on ``cli`` when imported.
 from . import apply, authoring, drift, emulator, plan, state, watch  # noqa: F401
 from . import keys  # noqa: F401  (after state: it registers on the state group)
+from ..core.memory import limit_malloc_arenas
 from .base import cli
 
 __all__ = ["cli", "main", "run"]
@@ -36,6 +37,7 @@ __all__ = ["cli", "main", "run"]
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the group and returns the documented exit code."""
+    limit_malloc_arenas()         # before any thread starts (reconciler.core.memory)
     return cli.main(args=argv, prog_name="reconciler", standalone_mode=False)
 
 
