@@ -243,7 +243,7 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
     progress = Progress("plan", len(assignments), enabled=options.progress,
                         throttles=getattr(getattr(hi, "pacer", None), "throttle_count", None))
 
-    studies = study_updates.StudyIndex()
+    studies = study_updates.StudyIndex(a.spec for a in assignments)
 
     settled = (unchanged_since_apply(hi, assignments, known_version)
                if known_version is not None and options.trust_state else {})

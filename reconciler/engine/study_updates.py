@@ -49,6 +49,9 @@ from .reading import Assignment, study_key
 
 log = logging.getLogger(__name__)
 
+# (Patient keys, Study keys) a plan's specs manage: what StudyFacts keeps of each image set.
+Keep = tuple[frozenset[str], frozenset[str]]
+
 GROUP_LEVELS = (PATIENT, STUDY)
 WAY_OUT = ("the way out: copy the image set to a non-primary one (CopyImageSet) and manage "
            "the copy, or promote a corrected copy with CopyImageSet promoteToPrimary; or, if "
@@ -99,14 +102,21 @@ class StudyIndex:
     document itself is dropped after its diff), and the study-level changes each entry leaves
     to a study update. Thread-safe: plan reads run in parallel."""
 
-    def __init__(self) -> None:
+    def __init__(self, specs: Iterable[Spec] | None = None) -> None:
+        # Of each image set only the Patient and Study keys some spec manages are kept (a
+        # study update diffs those alone): the whole maps were ~2 KB an image set, held for
+        # every image set of the plan.
+        specs = None if specs is None else list(specs)
+        self.keep: Keep | None = None if specs is None else (
+            frozenset(k for s in specs for k in s.attributes.patient),
+            frozenset(k for s in specs for k in s.attributes.study))
         self._facts: dict[str, StudyFacts] = {}
         self._pending: dict[tuple[str, str], tuple[Spec, list[Change]]] = {}
         self._own: dict[tuple[str, str], list[Change]] = {}
         self._lock = threading.Lock()
 
     def note(self, image_set: ImageSet, metadata: dict[str, Any]) -> None:
-        facts = facts_of(image_set.is_primary, image_set.version_id, metadata)
+        facts = facts_of(image_set.is_primary, image_set.version_id, metadata, self.keep)
         with self._lock:
             self._facts[image_set.image_set_id] = facts
 
@@ -132,13 +142,19 @@ class StudyIndex:
 
 
 def facts_of(is_primary: bool | None, version_id: str | None,
-             metadata: dict[str, Any]) -> StudyFacts:
+             metadata: dict[str, Any], keep: Keep | None = None) -> StudyFacts:
+    """What a study update needs of one image set's metadata; of the Patient and Study maps
+    only the keys in ``keep`` (Patient keys, Study keys) when it is given."""
     study = metadata.get("Study") if isinstance(metadata.get("Study"), dict) else {}
     study_dicom = study.get("DICOM") if isinstance(study.get("DICOM"), dict) else {}
     patient = metadata.get("Patient") if isinstance(metadata.get("Patient"), dict) else {}
+    patient_dicom = patient.get("DICOM") if isinstance(patient.get("DICOM"), dict) else {}
     uid = study_dicom.get("StudyInstanceUID")
+    if keep is not None:
+        patient_dicom = {k: v for k, v in patient_dicom.items() if k in keep[0]}
+        study_dicom = {k: v for k, v in study_dicom.items() if k in keep[1]}
     return StudyFacts(uid if isinstance(uid, str) and uid else None, is_primary,
-                      dict(patient.get("DICOM") or {}), dict(study_dicom), version_id,
+                      dict(patient_dicom), dict(study_dicom), version_id,
                       schema_version_of(metadata))
 
 
@@ -221,13 +237,14 @@ def _merge(study: _Study, studies: StudyIndex) -> DesiredAttributes:
     return merged
 
 
-def _peer_facts(hi: HealthImaging, datastore_id: str, summary: ImageSetSummary) -> StudyFacts:
+def _peer_facts(hi: HealthImaging, datastore_id: str, summary: ImageSetSummary,
+                keep: Keep | None) -> StudyFacts:
     try:
         metadata = hi.get_metadata(datastore_id, summary.image_set_id, summary.version)
     except errors.ServiceError as exc:
         raise errors.about(exc, f"image set {summary.image_set_id} (a primary image set of "
                                 f"the same study)") from None
-    return facts_of(True, summary.version, metadata)
+    return facts_of(True, summary.version, metadata, keep)
 
 
 def _member_changes(merged: DesiredAttributes, facts: StudyFacts, image_set_id: str
@@ -367,7 +384,7 @@ def _plan_study(study: _Study, entries: list[dict[str, Any]], studies: StudyInde
     for image_set_id in sorted(set(primaries) | targeted):
         noted = studies.get(image_set_id)
         facts[image_set_id] = noted if noted is not None and image_set_id in targeted \
-            else _peer_facts(hi, study.datastore_id, primaries[image_set_id])
+            else _peer_facts(hi, study.datastore_id, primaries[image_set_id], studies.keep)
     try:
         per_member = {i: _member_changes(merged, f, i) for i, f in facts.items()}
     except ImageSetProblem as exc:

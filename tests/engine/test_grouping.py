@@ -293,3 +293,22 @@ def test_a_study_update_the_service_refused_before_is_one_error_per_member_spec(
     assert errors == [("one", IDS[0], "error"), ("two", IDS[1], "error")]   # no follower left
     assert all("cannot converge" in e["error"] for e in doc["image_sets"])
     assert Request.from_json(request).canonical() in seen
+
+
+def test_the_study_index_keeps_only_the_patient_and_study_keys_the_specs_manage():
+    """What the planner holds of every image set until the study updates are made: at 100,000
+    image sets the whole Patient and Study maps were ~2 KB each."""
+    from reconciler.engine.study_updates import StudyIndex
+
+    hi = FakeHealthImaging()
+    specs = [_spec(IDS[0]), _spec(IDS[1], name="t", study={"StudyDescription": "NEW"})]
+    index = StudyIndex(iter(specs))          # (an iterator: read once, for both levels)
+    image_set = ImageSet(datastore_id=DS, image_set_id=IDS[0], version_id="1", state="ACTIVE",
+                         is_primary=True)
+    document = hi.documents[IDS[0]]
+    assert len(document["Patient"]["DICOM"]) > 1 and len(document["Study"]["DICOM"]) > 1
+    index.note(image_set, document)
+    facts = index.get(IDS[0])
+    assert set(facts.patient) == {"PatientName"} & set(document["Patient"]["DICOM"])
+    assert set(facts.study) == {"StudyDescription"} & set(document["Study"]["DICOM"])
+    assert facts.study_uid == STUDY_UID
