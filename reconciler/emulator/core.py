@@ -149,6 +149,22 @@ class BackendCore:
         for version in image_set.versions if versions is None else versions:
             self.search_index.add(image_set.image_set_id, version.document.summary)
 
+    def study_image_sets(self, datastore_id: str, study_uid: Any) -> list[ImageSet]:
+        """The live primary image sets of one study in one data store, oldest first: through
+        the search index (every image set that ever held the StudyInstanceUID), then checked
+        against the latest version, not a scan of every image set per write."""
+        if isinstance(study_uid, str):
+            ids = self.search_index.candidates(
+                [("DICOMStudyInstanceUID", "EQUAL", [study_uid])]) or set()
+            found: Iterable[ImageSet | None] = (self.image_sets.get(i) for i in ids)
+        else:                   # a malformed UID the index does not key: look at every one
+            found = self.image_sets.values()
+        return sorted((s for s in found
+                       if s is not None and s.datastore_id == datastore_id and s.is_primary
+                       and not s.deleted
+                       and s.latest.document.summary.study.get("StudyInstanceUID") == study_uid),
+                      key=lambda s: (s.created_at, s.image_set_id))
+
     def _save_image_set(self, image_set: ImageSet, versions: list[Version] | None = None) -> None:
         """Persist (the store) and index (search) what changed: every change to an image set
         ends here, with the versions whose content it wrote (default: all of them)."""

@@ -275,11 +275,7 @@ class ImportsMixin:
     def _study_primary(self, datastore_id: str, study_uid: str) -> ImageSet | None:
         """The study's primary image set (the oldest, should there be several); a LOCKED one
         counts as a conflict: the import does not write into an image set being changed."""
-        found = sorted((s for s in self.image_sets.values()
-                        if s.datastore_id == datastore_id and s.is_primary and not s.deleted
-                        and s.latest.document.summary.study.get("StudyInstanceUID")
-                        == study_uid),
-                       key=lambda s: (s.created_at, s.image_set_id))
+        found = self.study_image_sets(datastore_id, study_uid)
         if not found:
             return None
         return found[0]

@@ -100,11 +100,8 @@ class WritesMixin:
         study_uid = image_set.latest.document.summary.study.get("StudyInstanceUID")
         peers, violations = [], []
         scope = self.behaviours.include_study_scope
-        for other in self.image_sets.values():
-            if (other is image_set or other.datastore_id != image_set.datastore_id
-                    or not other.is_primary or other.deleted
-                    or other.latest.document.summary.study.get("StudyInstanceUID")
-                    != study_uid):
+        for other in self.study_image_sets(image_set.datastore_id, study_uid):
+            if other is image_set:
                 continue
             if other.latest.state == LOCKED:
                 raise conflict(f"Image set {other.image_set_id} of the same study is locked by "
@@ -200,9 +197,7 @@ class WritesMixin:
         """promoteToPrimary onto a study that already has a primary image set: the ones to
         demote (promote_onto_primary=demote_existing) or the copy's failure message."""
         study = content.get("Study", {}).get("DICOM", {}).get("StudyInstanceUID")
-        others = [s.image_set_id for s in self.image_sets.values()
-                  if s.datastore_id == source.datastore_id and s.is_primary and not s.deleted
-                  and s.latest.document.summary.study.get("StudyInstanceUID") == study]
+        others = [s.image_set_id for s in self.study_image_sets(source.datastore_id, study)]
         if not others:
             return [], None
         if self.behaviours.promote_onto_primary == "demote_existing":
