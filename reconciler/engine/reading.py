@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -106,7 +106,9 @@ def _resolve_one(spec: Spec, datastore: str, hi: HealthImaging) -> list[Assignme
             f"{spec.position.file}:{spec.position.line}: spec {spec.name}: the selector "
             f"matched no image set in data store {datastore} (set allowEmpty: true if "
             f"that is expected)")
-    return [Assignment(spec, datastore, image_set_id, found[image_set_id])
+    # The listing is kept for its version and times; its DICOMTags served the match above and
+    # are dropped (~1.5 KB an image set, held through the whole plan).
+    return [Assignment(spec, datastore, image_set_id, replace(found[image_set_id], dicom_tags={}))
             for image_set_id in sorted(found)]
 
 
