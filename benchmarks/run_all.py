@@ -402,7 +402,7 @@ def main() -> int:
         lg = bench_large(tmp)
         rss = bench_rss(tmp)
         import table as tablemod   # (imports this module's helpers)
-        tb = tablemod.bench_table(tmp)
+        tb = [tablemod.bench_table(tmp, n) for n in tablemod.SIZES]
     quota = service_facts.quotas()[UPDATE]["rate"] * SCALE
     base = a["baseline"]
     planned = a["n"]

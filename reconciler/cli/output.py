@@ -22,12 +22,20 @@ def redact_option(f):
 
 
 def _print_plan(doc, as_json: bool, opts: GlobalOptions) -> None:
-    from ..documents.render import render_json, render_plan
+    from ..documents.render import json_chunks, plan_lines
 
     if as_json:
-        click.echo(render_json(doc), nl=False)
+        for chunk in json_chunks(doc):
+            click.echo(chunk, nl=False)
     elif opts.verbosity >= 0 or doc["summary"]["error"]:
-        click.echo(render_plan(doc, color=opts.color and sys.stdout.isatty()), nl=False)
+        batch: list[str] = []
+        for line in plan_lines(doc, color=opts.color and sys.stdout.isatty()):
+            batch.append(line)
+            if len(batch) >= 1000:            # written as they come, a thousand at a time
+                click.echo("\n".join(batch))
+                batch = []
+        if batch:
+            click.echo("\n".join(batch))
 
 
 FORMATS = ("text", "markdown", "json")

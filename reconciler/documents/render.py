@@ -10,7 +10,7 @@ Values are printed as the plan document holds them: redacted markers stay as the
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Iterator
 
 from . import plans
 from .types import (
@@ -219,35 +219,53 @@ def _change_lines(changes: list[PlanChange], color: bool) -> list[str]:
 
 
 def render_plan(doc: PlanDocument, color: bool = False) -> str:
+    return "\n".join(plan_lines(doc, color)) + "\n"
+
+
+def plan_lines(doc: PlanDocument, color: bool = False) -> Iterator[str]:
+    """The text of the plan line by line (``plan`` writes them as they come: at 100,000 image
+    sets the whole text is ~100 MB)."""
     entries = doc["image_sets"]
     changed = [e for e in entries if e["action"] != plans.ACTION_NOOP]
-    lines: list[str] = []
     if plans.has_changes(doc):
-        lines += ["reconciler will perform the following actions:", ""]
+        yield from ["reconciler will perform the following actions:", ""]
     elif not doc["summary"]["error"]:
-        lines += ["No changes. The live metadata matches the specs.", ""]
+        yield from ["No changes. The live metadata matches the specs.", ""]
     for move in doc.get("moved", []):
-        lines += moved_lines(move)
+        yield from moved_lines(move)
     for entry in changed:
-        lines += render_entry(entry, color)
+        yield from render_entry(entry, color)
     for group in doc.get("groups", []):
-        lines += render_group(group, color)
+        yield from render_group(group, color)
     for entry in doc.get("removed", []):
-        lines += render_removed(entry, color)
-    lines.append(summary_line(doc))
-    lines += limits_lines(doc)
+        yield from render_removed(entry, color)
+    yield summary_line(doc)
+    yield from limits_lines(doc)
     if doc.get("not_reread"):
-        lines.append(f"Note: {doc['not_reread']['note']}.")
+        yield f"Note: {doc['not_reread']['note']}."
     errors = doc["summary"]["error"]
     if errors:
-        lines.append(f"Error: {_plural(errors, 'image set', 'image sets')} could not be planned.")
+        yield f"Error: {_plural(errors, 'image set', 'image sets')} could not be planned."
     if doc.get("redacted"):
-        lines.append("Values of PS3.15 Basic Profile attributes are redacted (--no-redact shows them).")
-    return "\n".join(lines) + "\n"
+        yield "Values of PS3.15 Basic Profile attributes are redacted (--no-redact shows them)."
 
 
 def render_json(doc: dict[str, Any]) -> str:
-    return json.dumps(plans.public_view(doc), indent=2, ensure_ascii=False) + "\n"
+    return "".join(json_chunks(doc))
+
+
+def json_chunks(doc: dict[str, Any]) -> Iterator[str]:
+    """``render_json``'s text in pieces of about 64 KB, never whole in memory."""
+    pending: list[str] = []
+    size = 0
+    for piece in json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(
+            plans.public_view(doc)):
+        pending.append(piece)
+        size += len(piece)
+        if size >= 1 << 16:
+            yield "".join(pending)
+            pending, size = [], 0
+    yield "".join(pending) + "\n"
 
 
 # -- apply / rollback reports ------------------------------------------------------------------

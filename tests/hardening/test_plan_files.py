@@ -136,3 +136,37 @@ def test_apply_of_an_edited_plan_writes_nothing(emulator, tmp_path):
     assert "checksum mismatch" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / ".reconciler" / "state.json").exists()
+
+
+def _sealed_as(doc_bytes: bytes, version: str, lineage) -> bytes:
+    """A plan file sealed by hand with KEY, as a given format version would write it."""
+    from reconciler.documents.planfile import FORMAT, context
+    from reconciler.states.keys import seal
+
+    header = {"format": FORMAT, "format_version": version, "lineage": lineage,
+              "created_at": "2026-11-25T00:00:00+00:00"}
+    return json.dumps(seal(KEY, doc_bytes, context(lineage), header)).encode()
+
+
+def test_a_plan_sealed_by_the_previous_format_still_opens(tmp_path):
+    """Format 1 sealed the JSON as it is; a plan saved before the upgrade still applies."""
+    doc = _valid_plan()
+    data = _sealed_as(json.dumps(doc).encode(), "1", doc["state"]["lineage"])
+    assert _load_bytes(tmp_path, data) is None
+
+
+def test_the_sealed_document_is_compressed(tmp_path):
+    doc = _valid_plan()
+    doc["image_sets"] = doc["image_sets"] * 200
+    doc["checksum"] = plans.checksum(doc)
+    envelope = json.loads(_sealed(tmp_path, doc))
+    assert envelope["format_version"] == "2" and envelope["compression"] == "gzip"
+    assert len(base64.b64decode(envelope["ciphertext"])) < len(json.dumps(doc)) / 4
+    assert _load_bytes(tmp_path, json.dumps(envelope).encode()) is None
+
+
+def test_a_format_2_plan_that_is_not_gzip_is_refused(tmp_path):
+    doc = _valid_plan()
+    data = _sealed_as(json.dumps(doc).encode(), "2", doc["state"]["lineage"])
+    exc = _load_bytes(tmp_path, data)
+    assert exc is not None and "does not hold a plan document" in str(exc)
