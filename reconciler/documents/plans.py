@@ -20,11 +20,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 
 from .. import __version__
 from ..core.canonical import digest
 from ..core.errors import PlanFileError
+from ..spec.schemacheck import validator
 from ..states.files import atomic_write
 from ..states.keys import KeySource
 from .planfile import open_plan, seal_plan
@@ -131,7 +131,7 @@ def validate(doc: Any, source: str = "plan") -> PlanDocument:
     if version != FORMAT_VERSION:
         raise PlanFileError(f"{source}: unsupported plan format_version {version!r} "
                             f"(this reconciler reads {FORMAT_VERSION!r})")
-    problems = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(doc),
+    problems = sorted(validator(SCHEMA_FILE).iter_errors(doc),
                       key=lambda e: list(e.absolute_path))
     if problems:
         first = problems[0]

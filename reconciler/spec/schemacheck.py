@@ -54,9 +54,12 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 @cache
-def _validator(name: str) -> Draft202012Validator:
+def validator(name: str) -> Draft202012Validator:
+    """The validator of a schema of ``reconciler.schemas``, made once, its local ``$ref``s
+    inlined (specs, tables and saved plans are checked with it)."""
     schema = load_schema(name)
     return Draft202012Validator(_inline_refs(schema, schema.get("$defs", {}), ()))
+
 
 
 _ANNOTATIONS = {"description", "title", "$comment"}
@@ -92,7 +95,7 @@ def check(doc: Document, data: Any, schema_name: str, *,
     diagnostics: list[Diagnostic] = []
     flagged: set[tuple] = set()
     seen: set[tuple] = set()
-    for error in _validator(schema_name).iter_errors(data):
+    for error in validator(schema_name).iter_errors(data):
         for path, message, at_key, flag in _explain(error, attribute_key_hint):
             if (path, message) in seen:
                 continue
