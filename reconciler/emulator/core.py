@@ -125,6 +125,10 @@ class BackendCore:
         self.image_sets: dict[str, ImageSet] = {}
         self._gzip_cache: dict[tuple[str, int, bool], bytes] = {}
         self.search_index = Index()
+        # Counts every change to an image set (_save_image_set, reset): a search listing
+        # computed at one count holds until the next (see ReadsMixin.search_image_sets).
+        self.changes = 0
+        self._listing: tuple[tuple[int, str, str], list[Any]] | None = None
         stores, sets = self.store.load()
         self.datastores.update((d.datastore_id, d) for d in stores)
         self.image_sets.update((s.image_set_id, s) for s in sets)
@@ -169,6 +173,7 @@ class BackendCore:
         """Persist (the store) and index (search) what changed: every change to an image set
         ends here, with the versions whose content it wrote (default: all of them)."""
         self._index(image_set, versions)
+        self.changes += 1
         self.store.save_image_set(image_set, versions)
 
     @property
@@ -368,6 +373,7 @@ class BackendCore:
             self._pending_ids.clear()
             self._gzip_cache.clear()
             self.search_index.clear()
+            self.changes += 1
             self.jobs.clear()
             self.events.clear()
             self.store.clear()

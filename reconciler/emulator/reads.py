@@ -7,6 +7,8 @@ that should already have finished.
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 from . import search
@@ -95,14 +97,24 @@ class ReadsMixin:
             ds = self._datastore(p["datastoreId"])
             criteria = p.get("searchCriteria") or {}
             ids = self.search_index.candidates(search.compile_filters(criteria))
-            if ids is None:
-                candidates = [s for s in self.image_sets.values()
-                              if s.datastore_id == ds.datastore_id]
-            else:                                 # the index: a superset of the matches
-                candidates = [s for s in map(self.image_sets.get, ids)
-                              if s is not None and s.datastore_id == ds.datastore_id]
             lag = self.settings.scaled(self.behaviours.search_index_lag)
-            found = search.search(search.entries(candidates, self.clock(), lag), criteria)
+            # A listing of the whole data store (drift pages through it, 50 at a time) is
+            # computed once and kept while nothing changes: with no index lag and no update
+            # in flight it depends on the image sets alone. Else every page of 100,000 image
+            # sets sorted them all again.
+            key = (self.changes, ds.datastore_id, json.dumps(criteria, sort_keys=True))
+            cacheable = ids is None and lag == 0 and not self._pending_ids
+            if cacheable and self._listing is not None and self._listing[0] == key:
+                found = self._listing[1]
+            else:
+                if ids is None:
+                    candidates = [s for s in self.image_sets.values()
+                                  if s.datastore_id == ds.datastore_id]
+                else:                                 # the index: a superset of the matches
+                    candidates = [s for s in map(self.image_sets.get, ids)
+                                  if s is not None and s.datastore_id == ds.datastore_id]
+                found = search.search(search.entries(candidates, self.clock(), lag), criteria)
+                self._listing = (key, found) if cacheable else None
             page, token = paginate(found, p.get("maxResults"), p.get("nextToken"),
                                    fingerprint("search", ds.datastore_id, criteria),
                                    self.behaviours.default_page_size)

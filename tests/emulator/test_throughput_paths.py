@@ -198,3 +198,30 @@ def test_search_index_answers_only_what_the_shown_version_holds(make_api):
     assert found("NEW-ID") == [ct] and found(before) == []
     api.apply(ct, None, revert="1", latest="2")
     assert found("NEW-ID") == [] and found(before) == [ct]
+
+
+def test_a_kept_listing_is_dropped_by_any_change(api, reading):
+    """The whole-data-store listing is kept between pages while nothing changes; an update,
+    in flight or finished, shows in the next search as it did before."""
+    if reading.behaviour("search_index_lag") not in (0, 0.0, "0"):
+        pytest.skip("with an index lag the listing is never kept")
+
+    def listing():
+        pages, token = [], None
+        while True:
+            kw = {"nextToken": token} if token else {}
+            out = api.client.search_image_sets(datastoreId=api.ds, maxResults=2, **kw)
+            pages += [(s["imageSetId"], s["version"])
+                      for s in out["imageSetsMetadataSummaries"]]
+            token = out.get("nextToken")
+            if not token:
+                return pages
+
+    first = listing()
+    assert listing() == first and len(first) > 2
+    image_set, _ = first[-1]                  # the least recently updated
+    api.apply(image_set, {"Study": {"DICOM": {"StudyDescription": "KEPT-LISTING"}}})
+    after = listing()
+    assert after[0] == (image_set, 2)         # newest first: the change shows at once
+    assert sorted(after) == sorted([(i, v) for i, v in first if i != image_set]
+                                   + [(image_set, 2)])
