@@ -34,9 +34,11 @@ import logging
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from itertools import chain
+from typing import Any, Callable, Iterable, Iterator
 
 from ..core import errors
 from ..core.canonical import canonical_text
@@ -368,10 +370,22 @@ class Applier(StudyApplication):
         # Pipelining: many image sets are in progress at once, so one waiting for its
         # asynchronous update never holds back the next update (the pacer alone sets the
         # update rate); the heavy part, reading and diffing metadata, is bounded apart.
-        with ThreadPoolExecutor(max_workers=max(1, self.options.in_flight)) as pool:
-            grouped = pool.map(group, plan.get("groups", []))
-            alone = [e for e in plan["image_sets"] if not e.get("after_study")]
-            return list(pool.map(one, alone)) + [o for g in grouped for o in g]
+        # Study updates first, then the image sets alone, as submitted before; but at most a
+        # few times the workers' number waiting in the pool at once (at 100,000 image sets,
+        # a future each, all submitted up front, was ~100 MB).
+        tasks: Iterator[tuple[Callable[[dict[str, Any]], Any], dict[str, Any]]] = chain(
+            ((group, item) for item in plan.get("groups", [])),
+            ((one, e) for e in plan["image_sets"] if not e.get("after_study")))
+        grouped: list[Outcome] = []
+        alone: list[Outcome] = []
+        workers = max(1, self.options.in_flight)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for fn, result in bounded_map(pool, tasks, window=4 * workers):
+                if fn is group:
+                    grouped += result
+                else:
+                    alone.append(result)
+        return alone + grouped
 
     def _after_study(self, entry: dict[str, Any], specs: dict[str, Spec],
                      skip: dict[tuple[str, str], str], member: Outcome | None) -> Outcome:
@@ -392,3 +406,19 @@ class Applier(StudyApplication):
         if outcome.status == UNCHANGED and member.status == APPLIED:
             outcome.status = APPLIED
         return outcome
+
+
+def bounded_map(pool: ThreadPoolExecutor, tasks: Iterable[tuple[Callable[[Any], Any], Any]],
+                window: int) -> Iterator[tuple[Callable[[Any], Any], Any]]:
+    """``(fn, fn(arg))`` for each ``(fn, arg)`` of ``tasks``, in order, run on ``pool`` with at
+    most ``window`` submitted and not yet taken. A task's exception is raised where its result
+    is taken; nothing more is submitted after it (those already submitted still run)."""
+    pending: deque[tuple[Callable[[Any], Any], Future[Any]]] = deque()
+    for fn, arg in tasks:
+        pending.append((fn, pool.submit(fn, arg)))
+        if len(pending) >= window:
+            fn_, future = pending.popleft()
+            yield fn_, future.result()
+    while pending:
+        fn_, future = pending.popleft()
+        yield fn_, future.result()
