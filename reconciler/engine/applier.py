@@ -34,14 +34,14 @@ import logging
 import random
 import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 from ..core import errors
 from ..core.canonical import canonical_text
+from ..core.pools import bounded_map
 from ..healthimaging import waits
 from ..healthimaging.api import DELETED, UPDATE_FAILED, UPDATED, HealthImaging
 from ..spec.config import PrimaryPolicy
@@ -407,18 +407,3 @@ class Applier(StudyApplication):
             outcome.status = APPLIED
         return outcome
 
-
-def bounded_map(pool: ThreadPoolExecutor, tasks: Iterable[tuple[Callable[[Any], Any], Any]],
-                window: int) -> Iterator[tuple[Callable[[Any], Any], Any]]:
-    """``(fn, fn(arg))`` for each ``(fn, arg)`` of ``tasks``, in order, run on ``pool`` with at
-    most ``window`` submitted and not yet taken. A task's exception is raised where its result
-    is taken; nothing more is submitted after it (those already submitted still run)."""
-    pending: deque[tuple[Callable[[Any], Any], Future[Any]]] = deque()
-    for fn, arg in tasks:
-        pending.append((fn, pool.submit(fn, arg)))
-        if len(pending) >= window:
-            fn_, future = pending.popleft()
-            yield fn_, future.result()
-    while pending:
-        fn_, future = pending.popleft()
-        yield fn_, future.result()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from ..core import errors
+from ..core.pools import bounded
 from ..dicom.redact import Redactor
 from ..documents import plans
 from ..documents.progress import Progress
@@ -276,8 +277,9 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
         progress.step()
         return entry
 
-    with ThreadPoolExecutor(max_workers=max(1, options.parallelism)) as pool:
-        entries = list(pool.map(one, assignments))
+    workers = max(1, options.parallelism)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        entries = list(bounded(pool, one, assignments, window=4 * workers))
     progress.close()
     entries, groups = study_updates.plan_study_updates(
         entries, studies, hi, redactor, study_updates.listed_studies(assignments), state_serial)

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from ..core import errors
+from ..core.pools import bounded
 from ..healthimaging import waits
 from ..healthimaging.api import ACTIVE, DELETED, HealthImaging, ImageSet, ImageSetSummary
 from ..spec.types import Spec
@@ -73,7 +74,7 @@ def resolve_targets(specs: list[Spec], hi: HealthImaging, default_datastore: str
     assignments: list[Assignment] = []
     if parallelism > 1 and len(targets) > 1:
         pool = ThreadPoolExecutor(max_workers=parallelism)
-        results = pool.map(search, targets)
+        results = bounded(pool, search, targets, window=4 * parallelism)
     else:
         pool, results = None, map(search, targets)
     try:

@@ -1,4 +1,4 @@
-"""applier.bounded_map: results in order, at most ``window`` tasks submitted ahead."""
+"""core.pools.bounded_map: results in order, at most ``window`` tasks submitted ahead."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from reconciler.engine.applier import bounded_map
+from reconciler.core.pools import bounded_map
 
 
 def test_results_in_order_with_at_most_window_submitted_ahead():
@@ -43,3 +43,10 @@ def test_an_exception_is_raised_in_its_place_and_stops_submitting():
         with pytest.raises(ValueError, match="task 3"):
             next(results)
     assert max(ran) < 3 + 4 + 1                # nothing submitted past the window after it
+
+
+def test_bounded_is_map_in_order():
+    from reconciler.core.pools import bounded
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        assert list(bounded(pool, str, range(50), window=2)) == [str(i) for i in range(50)]
