@@ -37,6 +37,8 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 	$(BIN)/python benchmarks/watch.py
+	$(BIN)/python benchmarks/emulator.py
+	$(BIN)/python benchmarks/state.py
 
 # The reference site, into site/: every page, link and anchor must resolve (--strict turns
 # each warning into a failure; --quiet would hide them from the count, so it is not used).
