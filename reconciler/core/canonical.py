@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Iterator
 
 
 def canonical_text(value: Any) -> str:
@@ -27,3 +27,50 @@ def canonical_bytes(value: Any) -> bytes:
 def digest(value: Any, salt: bytes = b"") -> str:
     """sha256 hex of ``salt`` + the canonical bytes of ``value``."""
     return hashlib.sha256(salt + canonical_bytes(value)).hexdigest()
+
+
+def large_digest(value: Any, salt: bytes = b"") -> str:
+    """:func:`digest` of a large document (a plan of 100,000 image sets) without its canonical
+    text whole in memory: the same sha256, fed piece by piece."""
+    h = hashlib.sha256(salt)
+    for piece in json_pieces(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                             allow_nan=False):
+        h.update(piece.encode("utf-8"))
+    return h.hexdigest()
+
+
+def json_pieces(value: Any, *, indent: int | None = None, sort_keys: bool = False,
+                separators: tuple[str, str] | None = None, ensure_ascii: bool = True,
+                allow_nan: bool = True) -> Iterator[str]:
+    """Exactly the text of ``json.dumps(value, ...)`` with these options, in pieces: each
+    member of a top-level object, and each item of a top-level member that is a list, is
+    encoded on its own (by json's C encoder; ``JSONEncoder.iterencode`` is pure Python and
+    several times slower). What plan files, ``plan --json`` and plan checksums are made of."""
+    def dumps(v: Any, level: int) -> str:
+        text = json.dumps(v, indent=indent, sort_keys=sort_keys, separators=separators,
+                          ensure_ascii=ensure_ascii, allow_nan=allow_nan)
+        return text if indent is None or level == 0 else text.replace(
+            "\n", "\n" + " " * (indent * level))
+
+    if not isinstance(value, dict) or not value or not all(isinstance(k, str) for k in value):
+        yield dumps(value, 0)
+        return
+    item_sep, key_sep = separators or ((", ", ": ") if indent is None else (",", ": "))
+    newline = "" if indent is None else "\n"
+
+    def pad(level: int) -> str:
+        return "" if indent is None else " " * (indent * level)
+
+    yield "{" + newline
+    for i, key in enumerate(sorted(value) if sort_keys else value):
+        member = value[key]
+        head = (item_sep + newline if i else "") + pad(1) + json.dumps(
+            key, ensure_ascii=ensure_ascii) + key_sep
+        if isinstance(member, list) and member:
+            yield head + "[" + newline
+            for j, item in enumerate(member):
+                yield (item_sep + newline if j else "") + pad(2) + dumps(item, 2)
+            yield newline + pad(1) + "]"
+        else:
+            yield head + dumps(member, 1)
+    yield newline + "}"

@@ -24,6 +24,7 @@ import json
 import zlib
 from typing import Any
 
+from ..core.canonical import json_pieces
 from ..core.errors import PlanFileError
 from ..states.keys import KeySource, SealError, seal, unseal
 
@@ -58,7 +59,7 @@ def _compressed_json(doc: Any) -> bytes:
     out: list[bytes] = []
     pending: list[str] = []
     size = 0
-    for piece in json.JSONEncoder(ensure_ascii=False).iterencode(doc):
+    for piece in json_pieces(doc, ensure_ascii=False):
         pending.append(piece)
         size += len(piece)
         if size >= CHUNK:

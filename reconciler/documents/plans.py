@@ -22,7 +22,7 @@ from typing import Any
 
 
 from .. import __version__
-from ..core.canonical import digest
+from ..core.canonical import large_digest
 from ..core.errors import PlanFileError
 from ..spec.schemacheck import validator
 from ..states.files import atomic_write
@@ -43,7 +43,7 @@ def schema() -> dict[str, Any]:
 
 def checksum(doc: PlanDocument) -> str:
     """sha256 of the canonical JSON of every member but the checksum itself."""
-    return "sha256:" + digest({k: v for k, v in doc.items() if k != "checksum"})
+    return "sha256:" + large_digest({k: v for k, v in doc.items() if k != "checksum"})
 
 
 def new_plan(entries: list[PlanEntry], *, redacted: bool,

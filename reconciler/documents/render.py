@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
+from ..core.canonical import json_pieces
 from . import plans
 from .types import (
     DriftReport, MovedEntry, PlanChange, PlanDocument, PlanEntry, RemovedEntry, Report,
@@ -258,8 +259,7 @@ def json_chunks(doc: dict[str, Any]) -> Iterator[str]:
     """``render_json``'s text in pieces of about 64 KB, never whole in memory."""
     pending: list[str] = []
     size = 0
-    for piece in json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(
-            plans.public_view(doc)):
+    for piece in json_pieces(plans.public_view(doc), indent=2, ensure_ascii=False):
         pending.append(piece)
         size += len(piece)
         if size >= 1 << 16:

@@ -282,7 +282,8 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
         entries = list(bounded(pool, one, assignments, window=4 * workers))
     progress.close()
     entries, groups = study_updates.plan_study_updates(
-        entries, studies, hi, redactor, study_updates.listed_studies(assignments), state_serial)
+        entries, studies, hi, redactor, study_updates.listed_studies(assignments), state_serial,
+        options.parallelism)
     if refused is not None:
         entries, groups = cannot_converge(entries, groups, refused)
     removed = None

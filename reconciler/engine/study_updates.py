@@ -31,10 +31,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ..core import errors
+from ..core.pools import bounded
 from ..data.service_facts import PATIENT, STUDY
 from ..dicom.dictionary import vr_of_keyword
 from ..dicom.redact import Redactor
@@ -307,7 +309,8 @@ def study_attributes(request: dict[str, Any], leader_spec: Spec | None) -> Desir
 
 def plan_study_updates(entries: list[dict[str, Any]], studies: StudyIndex, hi: HealthImaging,
                        redactor: Redactor, listed: dict | None = None,
-                       state_serial=None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                       state_serial=None, parallelism: int = 1
+                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Turn the deferred Patient/Study changes of ``entries`` into study updates. Returns the
     entries that stay (with ``after_study`` where they must wait for one) and the updates."""
     by_study: dict[tuple[str, str], _Study] = {}
@@ -318,11 +321,19 @@ def plan_study_updates(entries: list[dict[str, Any]], studies: StudyIndex, hi: H
             continue
         key = (entry["datastore_id"], facts.study_uid)
         by_study.setdefault(key, _Study(*key)).entries.append(entry)
+    listed = dict(listed or {})
+    listed.update(_search_studies(hi, [k for k in by_study if k not in listed], parallelism))
+    # Entries by image set, and where each stands: every study below looks up its own image
+    # sets here (a scan of all entries per study was quadratic: 10^10 steps at 100,000).
+    position = {id(e): i for i, e in enumerate(entries)}
+    by_image_set: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        by_image_set.setdefault(entry["image_set_id"], []).append(entry)
     groups, absorbed, order = [], set(), {}
     for key, study in by_study.items():
         try:
-            group = _plan_study(study, entries, studies, hi, redactor, listed or {},
-                                state_serial)
+            group = _plan_study(study, by_image_set, position, studies, hi, redactor,
+                                listed, state_serial)
         except StudyRefused as exc:
             for entry in study.entries:
                 refuse_entry(entry, f"study update of {study_key(study.uid)}: {exc}")
@@ -334,17 +345,35 @@ def plan_study_updates(entries: list[dict[str, Any]], studies: StudyIndex, hi: H
         if group is None:
             continue
         leader = group.pop("_leader_entry")
-        order[id(group)] = entries.index(leader)
+        order[id(group)] = position[id(leader)]
         groups.append(group)
         members = {m["image_set_id"] for m in group["members"]}
-        for entry in entries:
-            if entry["image_set_id"] in members and entry["datastore_id"] == study.datastore_id:
+        for entry in (e for member in members for e in by_image_set.get(member, ())):
+            if entry["datastore_id"] == study.datastore_id:
                 if entry["requests"] and entry is not leader:
                     entry["after_study"] = group["study"]
                 else:
                     absorbed.add(id(entry))
     groups.sort(key=lambda g: order[id(g)])      # in the order of the specs that lead them
     return [e for e in entries if id(e) not in absorbed], groups
+
+
+def _search_studies(hi: HealthImaging, keys: list[tuple[str, str]], parallelism: int
+                    ) -> dict[tuple[str, str], dict[str, ImageSetSummary]]:
+    """The primary image sets of the studies ``keys`` (data store, StudyInstanceUID), searched
+    up to ``parallelism`` at a time. A study whose search fails is left out: its turn in
+    :func:`_plan_study` searches again and reports the error there, in order."""
+    def search(key: tuple[str, str]) -> dict[str, ImageSetSummary] | None:
+        try:
+            return primary_summaries(hi, *key)
+        except errors.ServiceError:
+            return None
+
+    if parallelism <= 1 or len(keys) <= 1:
+        return {}
+    with ThreadPoolExecutor(max_workers=parallelism) as pool:
+        found = zip(keys, bounded(pool, search, keys, window=4 * parallelism))
+        return {key: primaries for key, primaries in found if primaries is not None}
 
 
 def refuse_entry(entry: dict[str, Any], reason: str) -> None:
@@ -362,9 +391,9 @@ def member_error(group: dict[str, Any], member: dict[str, Any], reason: str) -> 
             "changes": [], "before_digest": None, "requests": [], "error": reason}
 
 
-def _plan_study(study: _Study, entries: list[dict[str, Any]], studies: StudyIndex,
-                hi: HealthImaging, redactor: Redactor, listed: dict, state_serial
-                ) -> dict[str, Any] | None:
+def _plan_study(study: _Study, by_image_set: dict[str, list[dict[str, Any]]],
+                position: dict[int, int], studies: StudyIndex, hi: HealthImaging,
+                redactor: Redactor, listed: dict, state_serial) -> dict[str, Any] | None:
 
     merged = _merge(study, studies)
     primaries = listed.get((study.datastore_id, study.uid))
@@ -376,7 +405,8 @@ def _plan_study(study: _Study, entries: list[dict[str, Any]], studies: StudyInde
                                     f"its primary image sets") from None
     leader = min(study.entries, key=lambda e: e["image_set_id"])
     targeted = {e["image_set_id"] for e in study.entries}
-    blocked = [e for e in entries if e["error"] and e["image_set_id"] in primaries]
+    blocked = sorted((e for i in primaries for e in by_image_set.get(i, ()) if e["error"]),
+                     key=lambda e: position[id(e)])
     if blocked:
         raise StudyRefused(f"it would also change image set {blocked[0]['image_set_id']}, which "
                        f"cannot be planned ({blocked[0]['error']})")
@@ -400,7 +430,7 @@ def _plan_study(study: _Study, entries: list[dict[str, Any]], studies: StudyInde
     members = []
     for image_set_id, changes in sorted(per_member.items()):
         mine = [e for e in study.entries if e["image_set_id"] == image_set_id] or [
-            e for e in entries if e["image_set_id"] == image_set_id and not e["error"]
+            e for e in by_image_set.get(image_set_id, ()) if not e["error"]
             and e["datastore_id"] == study.datastore_id]
         for entry in mine or [None]:
             spec, digest = (entry["spec"], entry["spec_digest"]) if entry else \

@@ -1,0 +1,56 @@
+"""core.canonical.json_pieces is json.dumps in pieces; large_digest is digest."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler.core.canonical import digest, json_pieces, large_digest
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                      | st.dictionaries(st.text(max_size=5), inner, max_size=4), max_leaves=30)
+documents = st.dictionaries(st.text(max_size=8), values | st.lists(values, max_size=6),
+                            max_size=6)
+
+OPTIONS = [{}, {"indent": 2, "ensure_ascii": False},
+           {"sort_keys": True, "separators": (",", ":"), "ensure_ascii": False},
+           {"indent": 2}, {"sort_keys": True, "indent": 4, "allow_nan": False}]
+
+
+@settings(max_examples=300, deadline=None)
+@given(documents | values)
+def test_the_pieces_are_json_dumps(value):
+    for options in OPTIONS:
+        try:
+            expected = json.dumps(value, **options)
+        except ValueError:                      # inf with allow_nan=False: both refuse it
+            continue
+        assert "".join(json_pieces(value, **options)) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(documents, st.binary(max_size=8))
+def test_large_digest_is_digest(value, salt):
+    try:
+        expected = digest(value, salt)
+    except ValueError:                          # inf: canonical JSON refuses it, so must this
+        with pytest.raises(ValueError):
+            large_digest(value, salt)
+        return
+    assert large_digest(value, salt) == expected
+
+
+def test_a_plan_sized_list_is_many_pieces():
+    doc = {"groups": [{"study": str(i), "members": [i]} for i in range(1000)], "n": 1}
+    pieces = list(json_pieces(doc, indent=2))
+    assert len(pieces) > 1000 and "".join(pieces) == json.dumps(doc, indent=2)
+
+
+def test_nan_is_refused_as_json_dumps_refuses_it():
+    with pytest.raises(ValueError):
+        large_digest({"a": [math.nan]})
