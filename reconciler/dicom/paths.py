@@ -92,6 +92,6 @@ _SIMPLE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 def display_key(key: str) -> str:
     """A mapping key as a message may show it: simple words as they are, anything else quoted
     with escapes (a key may hold newlines) and cut to a readable length."""
-    if _SIMPLE_KEY.match(key) and len(key) <= 64:
+    if _SIMPLE_KEY.fullmatch(key) and len(key) <= 64:
         return key
     return json.dumps(key if len(key) <= 64 else key[:61] + "...", ensure_ascii=False)

@@ -102,7 +102,7 @@ def render_path(path: Path_) -> str:
         text = part if len(part) <= 80 else part[:77] + "..."
         uid_slot = (i in (2, 4) and path[0] == "attributes" and path[1] == "Series"
                     and (i == 2 or path[3] == "Instances"))
-        if uid_slot or not _SIMPLE_KEY.match(text):
+        if uid_slot or not _SIMPLE_KEY.fullmatch(text):
             out += "[" + json.dumps(text, ensure_ascii=False) + "]"
         else:
             out += ("." if out else "") + text

@@ -83,6 +83,12 @@ def test_random_documents(value):
     _load(yaml.safe_dump(value, allow_unicode=True))
 
 
+def test_a_key_ending_in_a_newline_is_shown_escaped():
+    """Found by the fuzzer above: ``$`` matches before a final newline, so the key ``"0\\n"``
+    passed for a plain word and broke the diagnostic over two lines."""
+    _load(yaml.safe_dump({"0\n": None}))
+
+
 @FUZZ
 @given(st.lists(st.tuples(st.integers(0, len(VALID_TEXT)), st.integers(0, 5),
                           st.text(alphabet=" \t\n:-[]{}&*!|>'\"#%@`,?0123456789abcXYZ^\\",
