@@ -15,7 +15,7 @@ _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 
 
 def is_tag(key: str) -> bool:
-    return bool(_TAG.match(key))
+    return bool(_TAG.fullmatch(key))
 
 
 def is_private_tag(key: str) -> bool:

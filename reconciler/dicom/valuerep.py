@@ -145,7 +145,7 @@ def _check_beyond_pydicom(vr: str, value: str) -> str | None:
         except ValueError:
             return "is not a calendar date"
     elif vr == "DT":
-        if not _DT.match(value):
+        if not _DT.fullmatch(value):
             return f"is not a single date-time ({_HINTS['DT']}; ranges are for queries)"
         try:
             DT(value)

@@ -185,3 +185,13 @@ def test_private_tag_rules():
     assert dictionary.standard_tag_problem("00100010") == \
         "standard attributes are keyed by keyword: write PatientName"
     assert dictionary.standard_tag_problem("00091001") is None
+
+
+def test_a_final_newline_is_not_part_of_a_date_time_or_a_tag():
+    """``$`` matches before a final newline: these checks use fullmatch (YAML's ``|`` block
+    scalars end in one)."""
+    from reconciler.dicom.dictionary import is_tag
+
+    assert check_text("DT", "20240101120000") is None
+    assert check_text("DT", "20240101120000\n") is not None
+    assert is_tag("0009100A") and not is_tag("0009100A\n")
