@@ -31,7 +31,6 @@ def state_list(opts: GlobalOptions):
       reconciler state list
     """
     from ..spec.config import load_config
-
     from ..states.document import no_gc
 
     backend = make_backend(load_config(opts.config_path))

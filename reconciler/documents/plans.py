@@ -20,7 +20,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-
 from .. import __version__
 from ..core.canonical import large_digest
 from ..core.errors import PlanFileError

@@ -41,6 +41,7 @@ from .payloads import PayloadTooLarge, Request, schema_version_of
 from .reading import (
     Assignment, Waiting, list_versions, moved_since_listed, read_listed, resolve_targets,
     study_key)
+from .study_facts import StudyIndex
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ StateSerial = Callable[[str, str], "int | None"]  # (spec, image set) → serial
 
 def plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
              options: PlanOptions, state_serial: StateSerial | None = None,
-             studies: study_updates.StudyIndex | None = None) -> dict[str, Any]:
+             studies: StudyIndex | None = None) -> dict[str, Any]:
     serial = state_serial(assignment.spec.name, assignment.image_set_id) if state_serial else None
     entry = _plan_one(hi, assignment, redactor, options, studies)
     entry["state_serial"] = serial
@@ -100,7 +101,7 @@ def plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
 
 
 def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
-              options: PlanOptions, studies: study_updates.StudyIndex | None = None) -> dict[str, Any]:
+              options: PlanOptions, studies: StudyIndex | None = None) -> dict[str, Any]:
     image_set_id = assignment.image_set_id
     try:
         image_set, metadata = read_listed(hi, assignment, options.waiting)
@@ -244,7 +245,7 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
     progress = Progress("plan", len(assignments), enabled=options.progress,
                         throttles=getattr(getattr(hi, "pacer", None), "throttle_count", None))
 
-    studies = study_updates.StudyIndex(a.spec for a in assignments)
+    studies = StudyIndex(a.spec for a in assignments)
 
     settled = (unchanged_since_apply(hi, assignments, known_version)
                if known_version is not None and options.trust_state else {})

@@ -298,7 +298,7 @@ def test_a_study_update_the_service_refused_before_is_one_error_per_member_spec(
 def test_the_study_index_keeps_only_the_patient_and_study_keys_the_specs_manage():
     """What the planner holds of every image set until the study updates are made: at 100,000
     image sets the whole Patient and Study maps were ~2 KB each."""
-    from reconciler.engine.study_updates import StudyIndex
+    from reconciler.engine.study_facts import StudyIndex
 
     hi = FakeHealthImaging()
     specs = [_spec(IDS[0]), _spec(IDS[1], name="t", study={"StudyDescription": "NEW"})]

@@ -1,0 +1,88 @@
+"""What a plan keeps of each image set's study while it reads (the document itself is dropped
+after its diff), for the study updates made once every image set is read
+(:mod:`.study_updates`)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from ..healthimaging.api import ImageSet
+from ..spec.types import Spec
+from .diff import Change
+from .payloads import schema_version_of
+
+# (Patient keys, Study keys) a plan's specs manage: what StudyFacts keeps of each image set.
+Keep = tuple[frozenset[str], frozenset[str]]
+
+
+@dataclass
+class StudyFacts:
+    study_uid: str | None
+    is_primary: bool | None
+    patient: dict[str, Any] = field(default_factory=dict)   # the Patient and Study DICOM maps
+    study: dict[str, Any] = field(default_factory=dict)
+    version_id: str | None = None
+    schema_version: Any = 1.1
+
+
+class StudyIndex:
+    """What the planner saw of each image set's study while it held the pinned metadata (the
+    document itself is dropped after its diff), and the study-level changes each entry leaves
+    to a study update. Thread-safe: plan reads run in parallel."""
+
+    def __init__(self, specs: Iterable[Spec] | None = None) -> None:
+        # Of each image set only the Patient and Study keys some spec manages are kept (a
+        # study update diffs those alone): the whole maps were ~2 KB an image set, held for
+        # every image set of the plan.
+        specs = None if specs is None else list(specs)
+        self.keep: Keep | None = None if specs is None else (
+            frozenset(k for s in specs for k in s.attributes.patient),
+            frozenset(k for s in specs for k in s.attributes.study))
+        self._facts: dict[str, StudyFacts] = {}
+        self._pending: dict[tuple[str, str], tuple[Spec, list[Change]]] = {}
+        self._own: dict[tuple[str, str], list[Change]] = {}
+        self._lock = threading.Lock()
+
+    def note(self, image_set: ImageSet, metadata: dict[str, Any]) -> None:
+        facts = facts_of(image_set.is_primary, image_set.version_id, metadata, self.keep)
+        with self._lock:
+            self._facts[image_set.image_set_id] = facts
+
+    def defer(self, spec: Spec, image_set_id: str, changes: list[Change],
+              own: list[Change]) -> None:
+        """``changes`` go to the study update; ``own`` (below the study) travel in the same
+        request when this entry leads it, else in the entry's own, after it."""
+        with self._lock:
+            self._pending[(spec.name, image_set_id)] = (spec, changes)
+            self._own[(spec.name, image_set_id)] = own
+
+    def own(self, spec_name: str, image_set_id: str) -> list[Change]:
+        with self._lock:
+            return self._own.get((spec_name, image_set_id), [])
+
+    def get(self, image_set_id: str) -> StudyFacts | None:
+        with self._lock:
+            return self._facts.get(image_set_id)
+
+    def deferred(self, spec_name: str, image_set_id: str) -> tuple[Spec, list[Change]] | None:
+        with self._lock:
+            return self._pending.get((spec_name, image_set_id))
+
+
+def facts_of(is_primary: bool | None, version_id: str | None,
+             metadata: dict[str, Any], keep: Keep | None = None) -> StudyFacts:
+    """What a study update needs of one image set's metadata; of the Patient and Study maps
+    only the keys in ``keep`` (Patient keys, Study keys) when it is given."""
+    study = metadata.get("Study") if isinstance(metadata.get("Study"), dict) else {}
+    study_dicom = study.get("DICOM") if isinstance(study.get("DICOM"), dict) else {}
+    patient = metadata.get("Patient") if isinstance(metadata.get("Patient"), dict) else {}
+    patient_dicom = patient.get("DICOM") if isinstance(patient.get("DICOM"), dict) else {}
+    uid = study_dicom.get("StudyInstanceUID")
+    if keep is not None:
+        patient_dicom = {k: v for k, v in patient_dicom.items() if k in keep[0]}
+        study_dicom = {k: v for k, v in study_dicom.items() if k in keep[1]}
+    return StudyFacts(uid if isinstance(uid, str) and uid else None, is_primary,
+                      dict(patient_dicom), dict(study_dicom), version_id,
+                      schema_version_of(metadata))
