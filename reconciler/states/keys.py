@@ -72,12 +72,16 @@ def b64(data: bytes) -> str:
 
 
 def unb64(text: Any) -> bytes | None:
+    """The bytes of a base64 text :func:`b64` wrote; None for anything else, also for another
+    spelling of the same bytes (the unused low bits of a padded last character): an edit of
+    a sealed file must never pass for the original."""
     if not isinstance(text, str):
         return None
     try:
-        return base64.b64decode(text, validate=True)
+        data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return None
+    return data if b64(data) == text else None
 
 
 def parse_secret(text: str) -> bytes | None:
