@@ -1,4 +1,4 @@
-"""The emulator at fleet scale (issue 17): requests per second and seeding time.
+"""The emulator at fleet scale: requests per second and seeding time.
 
     .venv/bin/python benchmarks/emulator.py
 

@@ -1,4 +1,4 @@
-"""The cost of the state at fleet scale (issue 17): saves, loads and ``state list`` of states
+"""The cost of the state at fleet scale: saves, loads and ``state list`` of states
 of 1,000 / 10,000 / 100,000 records, built through the real API in the shape apply writes.
 
     .venv/bin/python benchmarks/state.py                    # ≈ 2-4 minutes on 2 cores
