@@ -18,7 +18,7 @@ each). :func:`large_document` builds one image set with N instances (default 5,0
 :func:`write_fleet` writes the seed documents (one JSON file each) to a directory and returns a
 :class:`Fleet` describing them; :func:`write_specs` writes spec files (100 YAML documents per
 file) that change a chosen fraction of the fleet: explicit ``imageSetId`` specs for single
-image-set studies (PatientName, StudyDescription, one SeriesDescription), one
+image-set studies (PatientName, StudyDescription: every seeded image set is primary), one
 ``DICOMStudyInstanceUID`` selector spec per multi-image-set study (PatientName,
 StudyDescription). Unchanged specs declare the live values.
 """
@@ -211,16 +211,14 @@ def write_specs(directory: str | os.PathLike[str], fleet: Fleet, datastore_id: s
         first = sets[0]
         patient_name = f"{first.patient_name}^^^CORRECTED" if change else first.patient_name
         desc = f"BENCH STUDY {study}" if change else "FLEET STUDY"
+        # Patient and Study attributes only: every seeded image set is primary, and the
+        # emulator's default reading (like the guide's wording) refuses Series-level updates
+        # on primary image sets (docs/primary-image-sets.md).
+        attrs: dict[str, Any] = {"Patient": {"PatientName": patient_name},
+                                 "Study": {"StudyDescription": desc}}
         if len(sets) == 1:
-            attrs: dict[str, Any] = {
-                "Patient": {"PatientName": patient_name},
-                "Study": {"StudyDescription": desc},
-                "Series": {first.series_uid: {
-                    "SeriesDescription": "BENCH SERIES" if change else "FLEET SERIES 1"}},
-            }
             docs.append(_spec(f"s{study:06d}", {"imageSetId": first.image_set_id}, attrs))
         else:
-            attrs = {"Patient": {"PatientName": patient_name}, "Study": {"StudyDescription": desc}}
             docs.append(_spec(f"s{study:06d}", {"selector": {"DICOMStudyInstanceUID": first.study_uid}},
                               attrs))
         for info in sets:
@@ -228,7 +226,7 @@ def write_specs(directory: str | os.PathLike[str], fleet: Fleet, datastore_id: s
             out.desired[info.image_set_id] = attrs
             if change:
                 out.changed += 1
-                out.changed_attributes += 3 if len(sets) == 1 else 2
+                out.changed_attributes += 2
     for start in range(0, len(docs), per_file):
         chunk = docs[start:start + per_file]
         (directory / f"specs-{start // per_file:04d}.yaml").write_text(
