@@ -87,7 +87,7 @@ def parse(data: bytes, where: str) -> Journal | None:
     """The journal in ``data``; None when it has no whole header (empty, or its creation was
     torn: then there is nothing in it). ``where`` names the file in errors."""
     lines = data.split(b"\n")
-    tail = lines.pop()                     # after the last newline: b"" or a torn line
+    lines.pop()                            # after the last newline: b"" or a torn line
     objs: list[dict[str, Any] | None] = [_decode(raw) for raw in lines]
     # A bad line is a torn append only when it is the last whole one.
     torn_last = bool(objs) and objs[-1] is None
