@@ -54,3 +54,13 @@ def test_a_plan_sized_list_is_many_pieces():
 def test_nan_is_refused_as_json_dumps_refuses_it():
     with pytest.raises(ValueError):
         large_digest({"a": [math.nan]})
+
+
+def test_batched_joins_pieces_to_about_the_size_and_loses_nothing():
+    from reconciler.core.canonical import batched
+
+    pieces = [str(i) * (i % 7 + 1) for i in range(500)]
+    out = list(batched(pieces, size=100))
+    assert "".join(out) == "".join(pieces)
+    assert all(len(text) >= 100 for text in out[:-1]) and len(out) > 5
+    assert list(batched([], size=100)) == []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 def canonical_text(value: Any) -> str:
@@ -74,3 +74,18 @@ def json_pieces(value: Any, *, indent: int | None = None, sort_keys: bool = Fals
         else:
             yield head + dumps(member, 1)
     yield newline + "}"
+
+
+def batched(pieces: Iterable[str], size: int = 1 << 16) -> Iterator[str]:
+    """``pieces`` joined into strings of about ``size`` characters (the last may be shorter):
+    what is written or compressed at a time."""
+    pending: list[str] = []
+    length = 0
+    for piece in pieces:
+        pending.append(piece)
+        length += len(piece)
+        if length >= size:
+            yield "".join(pending)
+            pending, length = [], 0
+    if pending:
+        yield "".join(pending)

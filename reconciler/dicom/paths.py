@@ -86,12 +86,17 @@ def containers(path: str) -> list[str]:
     return out
 
 
-_SIMPLE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def is_simple_key(key: str) -> bool:
+    """A key a message may show bare (a word: letters, digits, ``_``, ``-``; nothing after)."""
+    return bool(_SIMPLE_KEY.fullmatch(key))
 
 
 def display_key(key: str) -> str:
     """A mapping key as a message may show it: simple words as they are, anything else quoted
     with escapes (a key may hold newlines) and cut to a readable length."""
-    if _SIMPLE_KEY.fullmatch(key) and len(key) <= 64:
+    if is_simple_key(key) and len(key) <= 64:
         return key
     return json.dumps(key if len(key) <= 64 else key[:61] + "...", ensure_ascii=False)

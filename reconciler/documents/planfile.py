@@ -24,14 +24,13 @@ import json
 import zlib
 from typing import Any
 
-from ..core.canonical import json_pieces
+from ..core.canonical import batched, json_pieces
 from ..core.errors import PlanFileError
 from ..states.keys import KeySource, SealError, seal, unseal
 
 FORMAT = "reconciler-sealed-plan"
 FORMAT_VERSION = "2"          # 2: the document is gzip-compressed before it is sealed
 READABLE_VERSIONS = ("1", "2")
-CHUNK = 1 << 16
 
 
 def context(lineage: str | None) -> dict[str, str]:
@@ -56,16 +55,8 @@ def seal_plan(doc: dict[str, Any], keys: KeySource) -> bytes:
 
 def _compressed_json(doc: Any) -> bytes:
     gz = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)     # a gzip stream
-    out: list[bytes] = []
-    pending: list[str] = []
-    size = 0
-    for piece in json_pieces(doc, ensure_ascii=False):
-        pending.append(piece)
-        size += len(piece)
-        if size >= CHUNK:
-            out.append(gz.compress("".join(pending).encode("utf-8")))
-            pending, size = [], 0
-    out.append(gz.compress("".join(pending).encode("utf-8")))
+    out = [gz.compress(text.encode("utf-8"))
+           for text in batched(json_pieces(doc, ensure_ascii=False))]
     out.append(gz.flush())
     return b"".join(out)
 

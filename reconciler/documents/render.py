@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from ..core.canonical import json_pieces
+from ..core.canonical import batched, json_pieces
 from . import plans
 from .types import (
     DriftReport, MovedEntry, PlanChange, PlanDocument, PlanEntry, RemovedEntry, Report,
@@ -257,15 +257,8 @@ def render_json(doc: dict[str, Any]) -> str:
 
 def json_chunks(doc: dict[str, Any]) -> Iterator[str]:
     """``render_json``'s text in pieces of about 64 KB, never whole in memory."""
-    pending: list[str] = []
-    size = 0
-    for piece in json_pieces(plans.public_view(doc), indent=2, ensure_ascii=False):
-        pending.append(piece)
-        size += len(piece)
-        if size >= 1 << 16:
-            yield "".join(pending)
-            pending, size = [], 0
-    yield "".join(pending) + "\n"
+    yield from batched(json_pieces(plans.public_view(doc), indent=2, ensure_ascii=False))
+    yield "\n"
 
 
 # -- apply / rollback reports ------------------------------------------------------------------

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..core.errors import Diagnostic
+from ..dicom.paths import is_simple_key
 from .types import Position
 
 MAX_FILE_BYTES = 8 * 1024 * 1024   # a spec of 5,000 instances is well under 1 MiB
@@ -84,9 +84,6 @@ class Document:
 # --------------------------------------------------------------------------------------------
 # Paths as shown to people
 # --------------------------------------------------------------------------------------------
-_SIMPLE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
 def render_path(path: Path_) -> str:
     """``("attributes", "Series", "1.2", "Instances", "1.2.3", "ImageComments")`` →
     ``attributes.Series["1.2"].Instances["1.2.3"].ImageComments``.
@@ -102,7 +99,7 @@ def render_path(path: Path_) -> str:
         text = part if len(part) <= 80 else part[:77] + "..."
         uid_slot = (i in (2, 4) and path[0] == "attributes" and path[1] == "Series"
                     and (i == 2 or path[3] == "Instances"))
-        if uid_slot or not _SIMPLE_KEY.fullmatch(text):
+        if uid_slot or not is_simple_key(text):
             out += "[" + json.dumps(text, ensure_ascii=False) + "]"
         else:
             out += ("." if out else "") + text
