@@ -5,6 +5,7 @@ one given. ``tests/`` is on ``sys.path`` through its conftest."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,11 @@ from reconciler.states.keys import KeySource, key_source
 
 
 def read_plan(path: str | Path, keys: KeySource | None = None) -> dict[str, Any]:
-    """The plan document inside a saved plan file (not validated)."""
-    return open_plan(Path(path).read_bytes(), keys or key_source(None), str(path))
+    """The plan document inside a saved plan file (not validated), as plain lists and dicts
+    that a test may change: ``open_plan`` keeps its lists packed, and an item read from a
+    packed list is a fresh copy each time (a deep copy gives plain lists)."""
+    return copy.deepcopy(open_plan(Path(path).read_bytes(), keys or key_source(None),
+                                   str(path)))
 
 
 def write_plan(doc: dict[str, Any], path: str | Path, keys: KeySource | None = None) -> None:

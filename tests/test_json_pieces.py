@@ -64,3 +64,38 @@ def test_batched_joins_pieces_to_about_the_size_and_loses_nothing():
     assert "".join(out) == "".join(pieces)
     assert all(len(text) >= 100 for text in out[:-1]) and len(out) > 5
     assert list(batched([], size=100)) == []
+
+
+def _sorted_items(value):
+    """What a packed list gives back: its items as canonical JSON decodes them."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), st.lists(values, max_size=6), max_size=6))
+def test_a_packed_list_writes_as_the_list_it_holds(doc):
+    from reconciler.core.packed import PackedList
+
+    try:
+        packed = {k: PackedList.of(v) for k, v in doc.items()}
+    except ValueError:                          # inf: canonical JSON refuses it
+        return
+    plain = {k: _sorted_items(v) for k, v in doc.items()}
+    for options in OPTIONS:
+        assert "".join(json_pieces(packed, **options)) == json.dumps(plain, **options)
+    assert large_digest(packed) == digest(plain)
+
+
+def test_a_packed_item_is_a_fresh_copy_and_a_deep_copy_is_a_plain_list():
+    import copy
+
+    from reconciler.core.packed import PackedList
+
+    packed = PackedList.of([{"a": [1]}, {"b": "é"}])
+    packed[0]["a"].append(2)                    # changes a copy, not the list
+    assert packed[0] == {"a": [1]} and list(packed) == [{"a": [1]}, {"b": "é"}]
+    assert len(packed) == 2 and packed[1:] == [{"b": "é"}] and packed == [{"a": [1]}, {"b": "é"}]
+    plain = copy.deepcopy({"items": packed})["items"]
+    assert type(plain) is list and plain == list(packed)
+    plain[0]["a"].append(2)                     # the copy is the caller's to change
+    assert plain[0] == {"a": [1, 2]} and packed[0] == {"a": [1]}

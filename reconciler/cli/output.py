@@ -94,10 +94,10 @@ class ApplyWatcher:
     progress on stderr when a person watches."""
 
     def __init__(self, plan_doc, stream: bool, hi):
-        from ..documents.plans import per_image_set
+        from ..documents.plans import count_per_image_set
         from ..documents.progress import Progress
 
-        self.total = (len(per_image_set(plan_doc)) + len(plan_doc.get("removed", []))
+        self.total = (count_per_image_set(plan_doc) + len(plan_doc.get("removed", []))
                       + sum(len(m["image_sets"]) for m in plan_doc.get("moved", [])))
         self.stream = stream
         self.done = 0

@@ -62,8 +62,8 @@ class Printer:
         write_plan(plan, "stream" if self.output == "stream" else self.output, self.opts)
 
     def apply_start(self, plan) -> None:
-        from ..documents.plans import per_image_set
-        self._done, self._total = 0, len(per_image_set(plan))
+        from ..documents.plans import count_per_image_set
+        self._done, self._total = 0, count_per_image_set(plan)
         if self.output == "stream":
             from ..documents.events import apply_start_events
             self._events(apply_start_events(plan))

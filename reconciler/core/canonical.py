@@ -45,7 +45,10 @@ def json_pieces(value: Any, *, indent: int | None = None, sort_keys: bool = Fals
     """Exactly the text of ``json.dumps(value, ...)`` with these options, in pieces: each
     member of a top-level object, and each item of a top-level member that is a list, is
     encoded on its own (by json's C encoder; ``JSONEncoder.iterencode`` is pure Python and
-    several times slower). What plan files, ``plan --json`` and plan checksums are made of."""
+    several times slower). What plan files, ``plan --json`` and plan checksums are made of.
+    A top-level member may be a :class:`~.packed.PackedList`, written as the list it holds."""
+    from .packed import PackedList     # it encodes with this module
+
     def dumps(v: Any, level: int) -> str:
         text = json.dumps(v, indent=indent, sort_keys=sort_keys, separators=separators,
                           ensure_ascii=ensure_ascii, allow_nan=allow_nan)
@@ -61,16 +64,26 @@ def json_pieces(value: Any, *, indent: int | None = None, sort_keys: bool = Fals
     def pad(level: int) -> str:
         return "" if indent is None else " " * (indent * level)
 
+    canonical = (indent is None and sort_keys and separators == (",", ":")
+                 and not ensure_ascii and not allow_nan)
     yield "{" + newline
     for i, key in enumerate(sorted(value) if sort_keys else value):
         member = value[key]
         head = (item_sep + newline if i else "") + pad(1) + json.dumps(
             key, ensure_ascii=ensure_ascii) + key_sep
-        if isinstance(member, list) and member:
+        if isinstance(member, PackedList) and canonical and member:
+            # Stored as canonical text already (a checksum of a loaded plan): as it is.
+            yield head + "["
+            for j, text in enumerate(member.texts()):
+                yield ("," if j else "") + text.decode("utf-8")
+            yield "]"
+        elif isinstance(member, (list, PackedList)) and member:
             yield head + "[" + newline
             for j, item in enumerate(member):
                 yield (item_sep + newline if j else "") + pad(2) + dumps(item, 2)
             yield newline + pad(1) + "]"
+        elif isinstance(member, PackedList):
+            yield head + "[]"
         else:
             yield head + dumps(member, 1)
     yield newline + "}"

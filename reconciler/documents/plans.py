@@ -18,10 +18,14 @@ from datetime import datetime, timezone
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
+
+from jsonschema import Draft202012Validator, ValidationError
 
 from .. import __version__
 from ..core.canonical import large_digest
+from ..core.packed import PackedList
 from ..core.errors import PlanFileError
 from ..spec.schemacheck import validator
 from ..states.files import atomic_write
@@ -122,6 +126,30 @@ def note_not_reread(doc: PlanDocument, count: int) -> PlanDocument:
     return doc
 
 
+@cache
+def _item_validator(key: str) -> Draft202012Validator:
+    """The validator of an item of the plan's list ``key`` (refs inlined, as the plan's)."""
+    whole = validator(SCHEMA_FILE).schema
+    return Draft202012Validator({**whole["properties"][key]["items"],
+                                 "$defs": whole.get("$defs", {})})
+
+
+def _schema_errors(doc: dict[str, Any]) -> Iterator[ValidationError]:
+    """The plan's schema errors. A list held packed (a loaded plan) is checked an item at a
+    time, each decoded on its own, with the errors at the same paths."""
+    properties = validator(SCHEMA_FILE).schema["properties"]
+    packed = {k: v for k, v in doc.items()
+              if isinstance(v, PackedList) and "items" in properties.get(k, {})}
+    whole = {k: list(v) if isinstance(v, PackedList) and k not in packed else v
+             for k, v in doc.items()}
+    yield from validator(SCHEMA_FILE).iter_errors({**whole, **{k: [] for k in packed}})
+    for key, items in packed.items():
+        for i, item in enumerate(items):
+            for error in _item_validator(key).iter_errors(item):
+                error.path.extendleft((i, key))   # reversed: the path is key/i/...
+                yield error
+
+
 def validate(doc: Any, source: str = "plan") -> PlanDocument:
     """Schema, format version and checksum; raises :class:`PlanFileError` naming the problem."""
     if not isinstance(doc, dict):
@@ -130,8 +158,10 @@ def validate(doc: Any, source: str = "plan") -> PlanDocument:
     if version != FORMAT_VERSION:
         raise PlanFileError(f"{source}: unsupported plan format_version {version!r} "
                             f"(this reconciler reads {FORMAT_VERSION!r})")
-    problems = sorted(validator(SCHEMA_FILE).iter_errors(doc),
-                      key=lambda e: list(e.absolute_path))
+    try:
+        problems = sorted(_schema_errors(doc), key=lambda e: list(e.absolute_path))
+    except ValueError:          # a packed item that is not JSON: decoded here the first time
+        raise PlanFileError(f"{source}: the sealed plan does not hold a plan document") from None
     if problems:
         first = problems[0]
         where = "/".join(str(p) for p in first.absolute_path) or "(root)"
@@ -211,17 +241,24 @@ def is_applicable(doc: PlanDocument) -> bool:
                    for k in ("updatableAttributes", "removableAttributes"))
 
 
-def per_image_set(doc: PlanDocument) -> list[PlanEntry]:
+def per_image_set(doc: PlanDocument) -> Iterator[PlanEntry]:
     """Every planned (spec, image set), as entries: those of ``image_sets`` (less those that
     follow a study update they are a member of: one item each), then each member of each
     study update with its changes (and the request on the leader's member only, listed
     first), and ``group`` naming the study. Apply reports, records and checks them one by
-    one."""
-    members = [{**member, "datastore_id": group["datastore_id"], "action": ACTION_UPDATE,
-                "changes": member.get("changes", group["changes"]), "group": group["study"],
-                "requests": group["requests"] if i == 0 else []}
-               for group in doc.get("groups", []) for i, member in enumerate(group["members"])]
-    listed = {(m["spec"], m["image_set_id"]) for m in members}
-    return [*(e for e in doc["image_sets"]
-              if not (e.get("after_study") and (e["spec"], e["image_set_id"]) in listed)),
-            *members]
+    one. Made as they are read: a plan of 100,000 image sets is not copied whole."""
+    listed = {(m["spec"], m["image_set_id"])
+              for group in doc.get("groups", []) for m in group["members"]}
+    for entry in doc["image_sets"]:
+        if not (entry.get("after_study") and (entry["spec"], entry["image_set_id"]) in listed):
+            yield entry
+    for group in doc.get("groups", []):
+        for i, member in enumerate(group["members"]):
+            yield {**member, "datastore_id": group["datastore_id"], "action": ACTION_UPDATE,
+                   "changes": member.get("changes", group["changes"]), "group": group["study"],
+                   "requests": group["requests"] if i == 0 else []}
+
+
+def count_per_image_set(doc: PlanDocument) -> int:
+    """How many items :func:`per_image_set` gives."""
+    return sum(1 for _ in per_image_set(doc))

@@ -20,7 +20,7 @@ UPDATE_FAILED = "UPDATE_FAILED"
 UPDATING_FOR_STUDY_CONSISTENCY = "UPDATING_FOR_STUDY_CONSISTENCY"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageSet:
     """GetImageSet: one version's properties (the latest when no version was asked); also an
     item of ListImageSetVersions."""
@@ -41,7 +41,7 @@ class ImageSet:
         return self.state == LOCKED
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UpdateResult:
     """UpdateImageSetMetadata's response: the *new* version, usually LOCKED/UPDATING."""
 
@@ -55,7 +55,7 @@ class UpdateResult:
     updated_at: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageSetSummary:
     """One item of SearchImageSets. ``version`` is a string here, as everywhere else in the
     engine, although the service sends it as an integer."""

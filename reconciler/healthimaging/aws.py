@@ -22,6 +22,7 @@ import logging
 import os
 import zlib
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
@@ -148,6 +149,16 @@ def _require(response: dict[str, Any], keys: tuple[str, ...], operation: str,
             operation=operation), subject)
 
 
+def _when(value: Any) -> Any:
+    """A timestamp in UTC. botocore gives every datetime a ``tzlocal()`` object of its own
+    (~0.5 KB each, two per listed image set: most of what a 100,000-row plan's listings held);
+    ``timezone.utc`` is one shared object, and the instant is the same. A naive time stays
+    as it is (``reading.aware`` takes it as UTC)."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(timezone.utc)
+    return value
+
+
 def _version_str(value: Any) -> str:
     return str(int(value)) if isinstance(value, (int, float)) else str(value)
 
@@ -203,7 +214,7 @@ class BotoHealthImaging:
             datastore_id=r["datastoreId"], image_set_id=r["imageSetId"],
             version_id=_version_str(r["versionId"]), state=r["imageSetState"],
             workflow_status=r.get("imageSetWorkflowStatus"), message=r.get("message"),
-            created_at=r.get("createdAt"), updated_at=r.get("updatedAt"),
+            created_at=_when(r.get("createdAt")), updated_at=_when(r.get("updatedAt")),
             forced=bool((r.get("overrides") or {}).get("forced")), is_primary=r.get("isPrimary"))
 
     def get_metadata(self, datastore_id: str, image_set_id: str,
@@ -249,7 +260,7 @@ class BotoHealthImaging:
             datastore_id=r["datastoreId"], image_set_id=r["imageSetId"],
             latest_version_id=_version_str(r["latestVersionId"]), state=r["imageSetState"],
             workflow_status=r.get("imageSetWorkflowStatus"), message=r.get("message"),
-            created_at=r.get("createdAt"), updated_at=r.get("updatedAt"))
+            created_at=_when(r.get("createdAt")), updated_at=_when(r.get("updatedAt")))
 
     def list_versions(self, datastore_id: str, image_set_id: str) -> list[ImageSet]:
         versions: list[ImageSet] = []
@@ -264,8 +275,8 @@ class BotoHealthImaging:
                 versions.append(ImageSet(
                     datastore_id=datastore_id, image_set_id=item["imageSetId"],
                     version_id=_version_str(item["versionId"]), state=item["imageSetState"], workflow_status=item.get("ImageSetWorkflowStatus"),
-                    message=item.get("message"), created_at=item.get("createdAt"),
-                    updated_at=item.get("updatedAt"),
+                    message=item.get("message"), created_at=_when(item.get("createdAt")),
+                    updated_at=_when(item.get("updatedAt")),
                     forced=bool((item.get("overrides") or {}).get("forced")),
                     is_primary=item.get("isPrimary")))
             token = r.get("nextToken")
@@ -294,8 +305,8 @@ class BotoHealthImaging:
             for item in r["imageSetsMetadataSummaries"]:
                 yield ImageSetSummary(
                     image_set_id=item["imageSetId"], version=_version_str(item.get("version", 0)),
-                    created_at=item.get("createdAt"), updated_at=item.get("updatedAt"),
-                    is_primary=item.get("isPrimary"), dicom_tags=dict(item.get("DICOMTags") or {}))
+                    created_at=_when(item.get("createdAt")),
+                    updated_at=_when(item.get("updatedAt")), is_primary=item.get("isPrimary"), dicom_tags=dict(item.get("DICOMTags") or {}))
             token = r.get("nextToken")
             if not token:
                 return

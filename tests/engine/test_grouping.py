@@ -189,7 +189,7 @@ def test_own_changes_travel_with_the_leader_and_follow_for_the_other_members():
     assert (follower["spec"], follower["after_study"]) == ("two", group["study"])
     assert "Patient" not in json.loads(follower["requests"][0]["updatableAttributes"])
     assert doc["summary"]["update"] == 3 and doc["summary"]["requests"] == 2
-    assert len(plans.per_image_set(doc)) == 3          # the follower reports as its member
+    assert plans.count_per_image_set(doc) == 3          # the follower reports as its member
 
 
 def test_an_edited_study_update_is_refused():

@@ -155,12 +155,43 @@ def test_a_plan_sealed_by_the_previous_format_still_opens(tmp_path):
     assert _load_bytes(tmp_path, data) is None
 
 
+def test_a_plan_sealed_by_format_2_still_opens(tmp_path):
+    """Format 2 sealed one gzip'd JSON text; format 3 (JSON lines) reads it too."""
+    import gzip
+
+    doc = _valid_plan()
+    data = _sealed_as(gzip.compress(json.dumps(doc).encode()), "2", doc["state"]["lineage"])
+    assert _load_bytes(tmp_path, data) is None
+
+
+def _lines_sealed(tmp_path, edit) -> PlanFileError | None:
+    """A valid format-3 plan whose decompressed lines went through ``edit``, sealed again."""
+    import gzip
+
+    from reconciler.documents.planfile import _compressed_lines
+
+    doc = _valid_plan()
+    lines = gzip.decompress(_compressed_lines(doc)).split(b"\n")
+    data = _sealed_as(gzip.compress(b"\n".join(edit(lines))), "3", doc["state"]["lineage"])
+    return _load_bytes(tmp_path, data)
+
+
+def test_a_format_3_plan_opens_item_by_item_and_a_wrong_count_is_refused(tmp_path):
+    assert _lines_sealed(tmp_path, lambda lines: lines) is None
+    for edit in (lambda lines: lines[:-2] + lines[-1:],          # an item missing
+                 lambda lines: lines[:-1] + [lines[1], b""],      # one too many
+                 lambda lines: [lines[0][:-1]] + lines[1:],       # the first line cut
+                 lambda lines: lines[:1] + [b"{"] + lines[2:]):   # an item that is not JSON
+        exc = _lines_sealed(tmp_path, edit)
+        assert exc is not None and "does not hold a plan document" in str(exc)
+
+
 def test_the_sealed_document_is_compressed(tmp_path):
     doc = _valid_plan()
     doc["image_sets"] = doc["image_sets"] * 200
     doc["checksum"] = plans.checksum(doc)
     envelope = json.loads(_sealed(tmp_path, doc))
-    assert envelope["format_version"] == "2" and envelope["compression"] == "gzip"
+    assert envelope["format_version"] == "3" and envelope["compression"] == "gzip"
     assert len(base64.b64decode(envelope["ciphertext"])) < len(json.dumps(doc)) / 4
     assert _load_bytes(tmp_path, json.dumps(envelope).encode()) is None
 
