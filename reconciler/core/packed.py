@@ -29,6 +29,9 @@ class PackedList(Sequence):
     def of(cls, values: Iterable[Any]) -> PackedList:
         return cls(canonical_bytes(v) for v in values)
 
+    def append(self, value: Any) -> None:
+        self._texts.append(canonical_bytes(value))
+
     def texts(self) -> Iterator[bytes]:
         """Each item's canonical JSON, as stored."""
         return iter(self._texts)

@@ -21,9 +21,11 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
 from typing import Any, Callable
 
 from ..core import errors
+from ..core.packed import PackedList
 from ..core.pools import bounded
 from ..dicom.redact import Redactor
 from ..documents import plans
@@ -156,8 +158,8 @@ def _refusal_note(refusal: Any) -> str:
             f"Changing the spec plans anew; plan --retry-refused sends it again")
 
 
-def cannot_converge(entries: list[PlanEntry], groups: list[StudyUpdate],
-                    refused: Refused) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def cannot_converge(entries: list[PlanEntry], groups: Iterable[StudyUpdate],
+                    refused: Refused) -> tuple[list[dict[str, Any]], PackedList]:
     """Entries and study updates whose very request the service refused before become errors
     that say so, instead of proposing the doomed request again (a study update: an error for
     each of its members' specs)."""
@@ -167,7 +169,7 @@ def cannot_converge(entries: list[PlanEntry], groups: list[StudyUpdate],
                                   for q in entry["requests"]) if r is not None), None)
         if found is not None:
             study_updates.refuse_entry(entry, _refusal_note(found))
-    kept = []
+    kept = PackedList()
     for group in groups:
         request = Request.from_json(group["requests"][0]).canonical()
         found = next((r for m in group["members"]

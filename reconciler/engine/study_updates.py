@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ..core import errors
+from ..core.canonical import canonical_bytes
+from ..core.packed import PackedList
 from ..core.pools import bounded
 from ..data.service_facts import PATIENT, STUDY
 from ..dicom.dictionary import vr_of_keyword
@@ -236,9 +238,10 @@ def study_attributes(request: dict[str, Any], leader_spec: Spec | None) -> Desir
 def plan_study_updates(entries: list[dict[str, Any]], studies: StudyIndex, hi: HealthImaging,
                        redactor: Redactor, listed: dict | None = None,
                        state_serial=None, parallelism: int = 1
-                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                       ) -> tuple[list[dict[str, Any]], PackedList]:
     """Turn the deferred Patient/Study changes of ``entries`` into study updates. Returns the
-    entries that stay (with ``after_study`` where they must wait for one) and the updates."""
+    entries that stay (with ``after_study`` where they must wait for one) and the updates
+    (packed: nothing changes them once made)."""
     by_study: dict[tuple[str, str], _Study] = {}
     for entry in entries:
         facts = studies.get(entry["image_set_id"]) if entry["image_set_id"] else None
@@ -255,8 +258,12 @@ def plan_study_updates(entries: list[dict[str, Any]], studies: StudyIndex, hi: H
     by_image_set: dict[str, list[dict[str, Any]]] = {}
     for entry in entries:
         by_image_set.setdefault(entry["image_set_id"], []).append(entry)
-    groups, absorbed, order = [], set(), {}
-    for key, study in by_study.items():
+    made: list[tuple[int, bytes]] = []
+    absorbed: set[int] = set()
+    for key in list(by_study):
+        # Each study's facts go once it is planned, and its update is kept packed: at 100,000
+        # image sets these are most of what the plan holds.
+        study = by_study.pop(key)
         try:
             group = _plan_study(study, by_image_set, position, studies, hi, redactor,
                                 listed, state_serial)
@@ -268,11 +275,12 @@ def plan_study_updates(entries: list[dict[str, Any]], studies: StudyIndex, hi: H
             for entry in study.entries:
                 refuse_entry(entry, str(exc))
             continue
+        finally:
+            listed.pop(key, None)
         if group is None:
             continue
         leader = group.pop("_leader_entry")
-        order[id(group)] = position[id(leader)]
-        groups.append(group)
+        made.append((position[id(leader)], canonical_bytes(group)))
         members = {m["image_set_id"] for m in group["members"]}
         for entry in (e for member in members for e in by_image_set.get(member, ())):
             if entry["datastore_id"] == study.datastore_id:
@@ -280,8 +288,8 @@ def plan_study_updates(entries: list[dict[str, Any]], studies: StudyIndex, hi: H
                     entry["after_study"] = group["study"]
                 else:
                     absorbed.add(id(entry))
-    groups.sort(key=lambda g: order[id(g)])      # in the order of the specs that lead them
-    return [e for e in entries if id(e) not in absorbed], groups
+    made.sort(key=lambda m: m[0])               # in the order of the specs that lead them
+    return [e for e in entries if id(e) not in absorbed], PackedList(t for _, t in made)
 
 
 def _search_studies(hi: HealthImaging, keys: list[tuple[str, str]], parallelism: int
@@ -353,6 +361,13 @@ def _plan_study(study: _Study, by_image_set: dict[str, list[dict[str, Any]]],
     if made is None:
         return None
     request, carried = made
+    shown: dict[int, dict[str, Any]] = {}      # a change in a member and in the request: one
+
+    def show(change: Change) -> dict[str, Any]:
+        if id(change) not in shown:
+            shown[id(change)] = change_entry(change, redactor)
+        return shown[id(change)]
+
     members = []
     for image_set_id, changes in sorted(per_member.items()):
         mine = [e for e in study.entries if e["image_set_id"] == image_set_id] or [
@@ -366,7 +381,7 @@ def _plan_study(study: _Study, by_image_set: dict[str, list[dict[str, Any]]],
                       "before_digest": before_digest(changes) if changes else None,
                       "state_serial": state_serial(spec, image_set_id) if state_serial else None,
                       "peer": entry is None,
-                      "changes": [change_entry(c, redactor) for c in changes]}
+                      "changes": [show(c) for c in changes]}
             members.append(member)
     # The leader's member first: its spec's own changes travel in the request.
     members.sort(key=lambda m: (m["image_set_id"], m["spec"]) !=
@@ -377,6 +392,6 @@ def _plan_study(study: _Study, by_image_set: dict[str, list[dict[str, Any]]],
         "datastore_id": study.datastore_id,
         "leader": leader["image_set_id"],
         "members": members,
-        "changes": [change_entry(c, redactor) for c in carried],
+        "changes": [show(c) for c in carried],
         "requests": [request.to_json()],
     }
