@@ -140,3 +140,44 @@ def test_a_missing_csv_file_is_reported_at_source(tmp_path, monkeypatch):
     (tmp_path / "fixes.csv").unlink()
     found = problems(path)
     assert len(found) == 1 and found[0].startswith("fixes.yaml:5:9: source: cannot read fixes.csv")
+
+
+def test_rows_share_what_they_hold_alike_read_only(tmp_path, monkeypatch):
+    # A table may have 200,000 rows: the labels and the empty attribute maps are one object for
+    # all of them, which no row can change (so no row can change another).
+    monkeypatch.chdir(tmp_path)
+    first, second = load(table(tmp_path, f"study_uid,accession\n{STUDY_A},A1\n{STUDY_B},B1\n"))
+    assert first.labels is second.labels
+    assert first.attributes.patient is second.attributes.patient
+    assert first.attributes.series is second.attributes.series
+    for shared in (first.labels, first.attributes.patient, first.attributes.series):
+        with pytest.raises(TypeError):
+            shared["PatientName"] = "x"    # type: ignore[index]
+    assert dict(first.attributes.patient) == {} and dict(first.attributes.series) == {}
+    # What differs between rows is each row's own.
+    assert first.attributes.study is not second.attributes.study
+    assert first.target.selector is not second.target.selector
+    del first.attributes.study["AccessionNumber"]
+    first.target.selector["DICOMStudyInstanceUID"] = STUDY_B
+    assert second.attributes.study["AccessionNumber"].value == "B1"
+    assert second.target.selector == {"DICOMStudyInstanceUID": STUDY_B}
+    assert first.name != second.name
+
+
+def test_a_row_has_the_digest_of_the_yaml_spec_it_stands_for(tmp_path, monkeypatch):
+    # The digest goes into the state and saved plans: sharing objects between rows must not
+    # change it.
+    monkeypatch.chdir(tmp_path)
+    (row,) = load(table(tmp_path, f"study_uid,accession\n{STUDY_A},0042\n"))
+    yaml_dir = tmp_path / "yaml"
+    yaml_dir.mkdir()
+    (yaml_dir / "row.yaml").write_text(textwrap.dedent(f"""\
+        apiVersion: reconciler/v1
+        kind: ImageSetMetadata
+        metadata: {{name: {row.name}, labels: {{team: ris, table: fixes}}}}
+        target: {{datastoreId: {DS}, selector: {{DICOMStudyInstanceUID: "{STUDY_A}"}}}}
+        attributes: {{Study: {{AccessionNumber: "0042"}}}}
+        """))
+    monkeypatch.chdir(yaml_dir)
+    (spec,) = load_specs(["row.yaml"], load_config(None))
+    assert row.digest == spec.digest
