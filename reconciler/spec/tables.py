@@ -102,8 +102,7 @@ def build_table(doc: Document, build: BuildSpec) -> tuple[list[tuple[Spec, Posit
     except OSError as exc:
         return [], [doc.diagnostic(("source",), f"cannot read {shown}: "
                                    f"{exc.strerror or type(exc).__name__}")], []
-    header, text, problem = _read_csv(raw, shown)
-    del raw
+    header, problem = _read_csv(raw, shown)
     if problem is not None:
         return [], [problem], []
     index = {name: i for i, name in enumerate(header)}
@@ -117,7 +116,7 @@ def build_table(doc: Document, build: BuildSpec) -> tuple[list[tuple[Spec, Posit
     out: list[tuple[Spec, Position]] = []
     warnings: list[Diagnostic] = []
     first_row: dict[str, int] = {}
-    for line, cells in _rows(text):
+    for line, cells in _rows(raw):
         row = _row_document(doc, table, shown, line, cells)
         spec_name = row.data["metadata"]["name"]
         if spec_name in first_row:
@@ -185,40 +184,46 @@ def _share(spec: Spec, labels: Mapping[str, str]) -> None:
         desired.series = EMPTY
 
 
-def _read_csv(raw: bytes, shown: str) -> tuple[list[str], str, Diagnostic | None]:
-    """The header and the decoded text, once every row is known to parse (``_rows`` then
-    reads them again one at a time, so that no list of all rows is ever held)."""
+def _read_csv(raw: bytes, shown: str) -> tuple[list[str], Diagnostic | None]:
+    """The header, once every row is known to parse (``_rows`` then reads them again one at
+    a time, so that no list of all rows is ever held)."""
     try:
-        text = raw.decode("utf-8-sig")
+        raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        return [], "", Diagnostic(shown, 1, 1, "", f"not UTF-8 (byte {exc.start})")
-    reader = csv.reader(io.StringIO(text, newline=""))
+        return [], Diagnostic(shown, 1, 1, "", f"not UTF-8 (byte {exc.start})")
+    reader = _reader(raw)
     try:
         header = next(reader, None)
         if not header or not any(cell.strip() for cell in header):
-            return [], "", Diagnostic(shown, 1, 1, "", "a header row naming the columns is "
+            return [], Diagnostic(shown, 1, 1, "", "a header row naming the columns is "
                                       "required")
         header = [cell.strip() for cell in header]
         seen = set()
         for i, cell in enumerate(header):
             if cell in seen:
-                return [], "", Diagnostic(shown, 1, i + 1, "", f"column {cell!r} is named twice")
+                return [], Diagnostic(shown, 1, i + 1, "", f"column {cell!r} is named twice")
             seen.add(cell)
         for count, (start, _) in enumerate(_non_blank(reader), 1):
             if count > MAX_ROWS:
-                return [], "", Diagnostic(shown, start, 1, "", f"more than {MAX_ROWS} rows: "
+                return [], Diagnostic(shown, start, 1, "", f"more than {MAX_ROWS} rows: "
                                           "split the table")
     except csv.Error as exc:
-        return [], "", Diagnostic(shown, reader.line_num, 1, "", f"not valid CSV: {exc}")
-    return header, text, None
+        return [], Diagnostic(shown, reader.line_num, 1, "", f"not valid CSV: {exc}")
+    return header, None
 
 
-def _rows(text: str) -> Iterator[tuple[int, list[str]]]:
+def _rows(raw: bytes) -> Iterator[tuple[int, list[str]]]:
     """(line where the row starts, its cells) for each row that is not blank, header skipped;
-    ``text`` has passed :func:`_read_csv`."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    ``raw`` has passed :func:`_read_csv`."""
+    reader = _reader(raw)
     next(reader)
     return _non_blank(reader)
+
+
+def _reader(raw: bytes) -> Any:
+    """A CSV reader decoding ``raw`` as it goes: the file is held once, as its bytes (the
+    decoded text in a StringIO would take up to 4 bytes a character, and a copy)."""
+    return csv.reader(io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig", newline=""))
 
 
 def _non_blank(reader: Any) -> Iterator[tuple[int, list[str]]]:
