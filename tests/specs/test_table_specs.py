@@ -181,3 +181,30 @@ def test_a_row_has_the_digest_of_the_yaml_spec_it_stands_for(tmp_path, monkeypat
     monkeypatch.chdir(yaml_dir)
     (spec,) = load_specs(["row.yaml"], load_config(None))
     assert row.digest == spec.digest
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_rows_far_into_the_file_are_reported_at_their_own_line(tmp_path, monkeypatch, newline):
+    # The file is read row by row (in chunks of its bytes): line numbers must still be those
+    # of the file, across blank lines, a cell spanning two lines and every line ending.
+    monkeypatch.chdir(tmp_path)
+    lines = ["study_uid,accession,description"]
+    lines += [f"1.2.840.1.{i},A{i}," for i in range(3000)]
+    lines += ["", f'1.2.840.2.1,A,"two{newline}lines"', "1.2.840.2.2,THIS-ACCESSION-IS-TOO-LONG,"]
+    found = problems(table(tmp_path, newline.join(lines) + newline,
+                           attributes="  Study.AccessionNumber: accession\n"
+                                      "  Study.StudyDescription: description\n"))
+    assert [f.split(": ")[0] for f in found] == ["fixes.csv:3003:3", "fixes.csv:3005:2"]
+
+
+def test_a_file_that_is_not_csv_to_the_end_loads_no_row(tmp_path, monkeypatch):
+    # The whole file is checked before any row is built: a bad line late in it is the one
+    # problem, however many good or bad rows precede it.
+    monkeypatch.chdir(tmp_path)
+    rows = "".join(f"1.2.840.1.{i},A{i}\n" for i in range(3000))
+    too_long = '1.2.3,"' + "x" * 140_000 + '"\n'      # over the csv module's field limit
+    found = problems(table(tmp_path, "study_uid,accession\nnot-a-uid,A\n" + rows + too_long))
+    assert len(found) == 1 and found[0].startswith("fixes.csv:3003:1: not valid CSV")
+    found = problems(table(tmp_path, "", csv_bytes=b"study_uid,accession\n" + rows.encode()
+                           + b"1.2.3,\xff\n"))
+    assert len(found) == 1 and found[0].startswith("fixes.csv:1:1: not UTF-8")
