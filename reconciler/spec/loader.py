@@ -250,7 +250,7 @@ def spec_digest(spec: Spec) -> str:
     t = spec.target
     canonical = {
         "apiVersion": "reconciler/v1", "kind": "ImageSetMetadata",
-        "metadata": {"name": spec.name, "labels": spec.labels},
+        "metadata": {"name": spec.name, "labels": dict(spec.labels)},
         "target": {"datastoreId": t.datastore_id, "imageSetId": t.image_set_id,
                    "selector": t.selector, "allowEmpty": t.allow_empty},
         "force": spec.force, "includeStudyImageSets": spec.include_study_image_sets,

@@ -31,8 +31,10 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable
 
 from ..core.canonical import digest
@@ -47,6 +49,10 @@ NULL_MARKER = "<null>"
 MAX_ROWS = 200_000
 _INT = re.compile(r"[-+]?[0-9]+")
 _FLOAT = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?[0-9]+[eE][-+]?[0-9]+")
+
+# What every row of a table has alike, shared by all its specs instead of copied per row
+# (a table may have 200,000 rows): read-only, so that no row can change another.
+EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 BuildSpec = Callable[[Document], "tuple[Spec | None, list[Diagnostic], list[Diagnostic]]"]
 
@@ -96,7 +102,7 @@ def build_table(doc: Document, build: BuildSpec) -> tuple[list[tuple[Spec, Posit
     except OSError as exc:
         return [], [doc.diagnostic(("source",), f"cannot read {shown}: "
                                    f"{exc.strerror or type(exc).__name__}")], []
-    header, rows, problem = _read_csv(raw, shown)
+    header, problem = _read_csv(raw, shown)
     if problem is not None:
         return [], [problem], []
     index = {name: i for i, name in enumerate(header)}
@@ -106,11 +112,12 @@ def build_table(doc: Document, build: BuildSpec) -> tuple[list[tuple[Spec, Posit
     if missing:
         return [], [doc.diagnostic(path, f"column {column!r} is not in the header of {shown}")
                     for path, column in missing], []
+    table = _Table.of(data, index)
     out: list[tuple[Spec, Position]] = []
     warnings: list[Diagnostic] = []
     first_row: dict[str, int] = {}
-    for line, cells in rows:
-        row = _row_document(doc, data, shown, line, cells, index)
+    for line, cells in _rows(raw):
+        row = _row_document(doc, table, shown, line, cells)
         spec_name = row.data["metadata"]["name"]
         if spec_name in first_row:
             errors.append(Diagnostic(shown, line, 1, "row", f"the same match values as row "
@@ -125,42 +132,106 @@ def build_table(doc: Document, build: BuildSpec) -> tuple[list[tuple[Spec, Posit
             if not spec.attributes.managed_paths():
                 warnings.append(Diagnostic(shown, line, 1, "row", "every attribute cell is "
                                            "empty: this row manages nothing"))
-            out.append((spec, Position(shown, line, 1)))
-    if not rows:
+            _share(spec, table.labels)
+            out.append((spec, spec.position))   # where its name comes from: the row
+    if not first_row:
         warnings.append(doc.diagnostic(("source",), f"{shown} has a header and no rows"))
     return out, errors, warnings
 
 
-def _read_csv(raw: bytes, shown: str) -> tuple[list[str], list[tuple[int, list[str]]],
-                                                Diagnostic | None]:
+@dataclass(frozen=True)
+class _Table:
+    """What the document says once for all rows, worked out once."""
+
+    datastore_id: Any
+    allow_empty: bool
+    match: list[tuple[str, str, Path_]]                 # (key, column, spec path)
+    attributes: list[tuple[str, str, str, Path_]]       # (level, key, column, spec path)
+    index: dict[str, int]                               # column -> position in a row
+    name: str
+    labels: Mapping[str, str]                           # every row's, read-only
+    flags: dict[str, Any]                               # force, includeStudyImageSets
+
+    @classmethod
+    def of(cls, data: dict[str, Any], index: dict[str, int]) -> _Table:
+        match = [(key, column, ("target", "imageSetId") if key == "imageSetId"
+                  else ("target", "selector", key)) for key, column in data["match"].items()]
+        attributes = []
+        for path_text, column in data["attributes"].items():
+            level, key = path_text.split(".", 1)
+            attributes.append((level, key, column, ("attributes", level, key)))
+        name = data["metadata"]["name"]
+        labels = {**(data["metadata"].get("labels") or {}), "table": name}
+        target = data.get("target", {})
+        return cls(datastore_id=target.get("datastoreId"), allow_empty=bool(
+            target.get("allowEmpty")), match=match, attributes=attributes, index=index,
+            name=name, labels=MappingProxyType(labels),
+            flags={f: data[f] for f in ("force", "includeStudyImageSets") if f in data})
+
+
+def _share(spec: Spec, labels: Mapping[str, str]) -> None:
+    """Swap the row spec's own copies of what every row holds alike (the table's labels, the
+    empty attribute maps) for one read-only object each. Its digest is already taken, and
+    equal either way."""
+    if spec.labels == labels:
+        spec.labels = labels
+    desired = spec.attributes
+    if not desired.patient:
+        desired.patient = EMPTY
+    if not desired.study:
+        desired.study = EMPTY
+    if not desired.series:
+        desired.series = EMPTY
+
+
+def _read_csv(raw: bytes, shown: str) -> tuple[list[str], Diagnostic | None]:
+    """The header, once every row is known to parse (``_rows`` then reads them again one at
+    a time, so that no list of all rows is ever held)."""
     try:
-        text = raw.decode("utf-8-sig")
+        raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        return [], [], Diagnostic(shown, 1, 1, "", f"not UTF-8 (byte {exc.start})")
-    reader = csv.reader(io.StringIO(text, newline=""))
+        return [], Diagnostic(shown, 1, 1, "", f"not UTF-8 (byte {exc.start})")
+    reader = _reader(raw)
     try:
         header = next(reader, None)
         if not header or not any(cell.strip() for cell in header):
-            return [], [], Diagnostic(shown, 1, 1, "", "a header row naming the columns is "
+            return [], Diagnostic(shown, 1, 1, "", "a header row naming the columns is "
                                       "required")
         header = [cell.strip() for cell in header]
         seen = set()
         for i, cell in enumerate(header):
             if cell in seen:
-                return [], [], Diagnostic(shown, 1, i + 1, "", f"column {cell!r} is named twice")
+                return [], Diagnostic(shown, 1, i + 1, "", f"column {cell!r} is named twice")
             seen.add(cell)
-        rows = []
-        start = reader.line_num + 1
-        for cells in reader:
-            if any(cell.strip() for cell in cells):
-                rows.append((start, cells))
-            if len(rows) > MAX_ROWS:
-                return [], [], Diagnostic(shown, start, 1, "", f"more than {MAX_ROWS} rows: "
+        for count, (start, _) in enumerate(_non_blank(reader), 1):
+            if count > MAX_ROWS:
+                return [], Diagnostic(shown, start, 1, "", f"more than {MAX_ROWS} rows: "
                                           "split the table")
-            start = reader.line_num + 1
     except csv.Error as exc:
-        return [], [], Diagnostic(shown, reader.line_num, 1, "", f"not valid CSV: {exc}")
-    return header, rows, None
+        return [], Diagnostic(shown, reader.line_num, 1, "", f"not valid CSV: {exc}")
+    return header, None
+
+
+def _rows(raw: bytes) -> Iterator[tuple[int, list[str]]]:
+    """(line where the row starts, its cells) for each row that is not blank, header skipped;
+    ``raw`` has passed :func:`_read_csv`."""
+    reader = _reader(raw)
+    next(reader)
+    return _non_blank(reader)
+
+
+def _reader(raw: bytes) -> Any:
+    """A CSV reader decoding ``raw`` as it goes: the file is held once, as its bytes (the
+    decoded text in a StringIO would take up to 4 bytes a character, and a copy)."""
+    return csv.reader(io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig", newline=""))
+
+
+def _non_blank(reader: Any) -> Iterator[tuple[int, list[str]]]:
+    start = reader.line_num + 1
+    for cells in reader:
+        if any(cell.strip() for cell in cells):
+            yield start, cells
+        start = reader.line_num + 1
 
 
 def _scalar(cell: str) -> tuple[Any, bool]:
@@ -172,9 +243,11 @@ def _scalar(cell: str) -> tuple[Any, bool]:
     return cell, False
 
 
-def _row_document(doc: Document, data: dict[str, Any], shown: str, line: int,
-                  cells: list[str], index: dict[str, int]) -> RowDocument:
+def _row_document(doc: Document, table: _Table, shown: str, line: int,
+                  cells: list[str]) -> RowDocument:
     """The spec document a row stands for, with every value positioned at its cell."""
+    index = table.index
+
     def cell(column: str) -> str:
         i = index[column]
         return cells[i].strip() if i < len(cells) else ""
@@ -183,12 +256,11 @@ def _row_document(doc: Document, data: dict[str, Any], shown: str, line: int,
     texts: dict[Path_, str] = {}
     columns: dict[Path_, str] = {}
     target: dict[str, Any] = {}
-    if data.get("target", {}).get("datastoreId"):
-        target["datastoreId"] = data["target"]["datastoreId"]
+    if table.datastore_id:
+        target["datastoreId"] = table.datastore_id
     match_values = {}
-    for key, column in data["match"].items():
+    for key, column, path in table.match:
         value = cell(column)
-        path = ("target", "imageSetId") if key == "imageSetId" else ("target", "selector", key)
         values[path] = (line, index[column] + 1)
         columns[path] = column
         match_values[key] = value
@@ -196,15 +268,13 @@ def _row_document(doc: Document, data: dict[str, Any], shown: str, line: int,
             target["imageSetId"] = value
         else:
             target.setdefault("selector", {})[key] = value
-    if data.get("target", {}).get("allowEmpty") and "selector" in target:
+    if table.allow_empty and "selector" in target:
         target["allowEmpty"] = True
     attributes: dict[str, dict[str, Any]] = {}
-    for path_text, column in data["attributes"].items():
+    for level, key, column, path in table.attributes:
         value = cell(column)
         if value == "":
             continue                            # not managed by this row
-        level, key = path_text.split(".", 1)
-        path = ("attributes", level, key)
         values[path] = (line, index[column] + 1)
         columns[path] = column
         if value == NULL_MARKER:
@@ -216,13 +286,9 @@ def _row_document(doc: Document, data: dict[str, Any], shown: str, line: int,
         attributes.setdefault(level, {})[key] = parsed
     spec = {
         "apiVersion": "reconciler/v1", "kind": "ImageSetMetadata",
-        "metadata": {"name": f"{data['metadata']['name']}.{digest(match_values)[:12]}",
-                     "labels": {**(data["metadata"].get("labels") or {}),
-                                "table": data["metadata"]["name"]}},
-        "target": target, "attributes": attributes,
+        "metadata": {"name": f"{table.name}.{digest(match_values)[:12]}",
+                     "labels": dict(table.labels)},
+        "target": target, "attributes": attributes, **table.flags,
     }
-    for flag in ("force", "includeStudyImageSets"):
-        if flag in data:
-            spec[flag] = data[flag]
     return RowDocument(file=shown, index=doc.index, data=spec, values=values, texts=texts,
                        row=line, columns=columns)

@@ -62,6 +62,9 @@ class SeriesSpec:
 
 @dataclass(slots=True)
 class DesiredAttributes:
+    """The maps of a table row's spec that are empty are one read-only mapping shared by all
+    rows (:data:`reconciler.spec.tables.EMPTY`): read these maps, never change a spec's."""
+
     patient: dict[str, Attribute] = field(default_factory=dict)
     study: dict[str, Attribute] = field(default_factory=dict)
     series: dict[str, SeriesSpec] = field(default_factory=dict)
@@ -100,6 +103,6 @@ class Spec:
     attributes: DesiredAttributes
     position: Position                # the document's first key
     digest: str                       # sha256 of the document's canonical JSON form
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)   # a table's rows share one, read-only
     force: bool = False
     include_study_image_sets: bool = False

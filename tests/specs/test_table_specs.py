@@ -140,3 +140,71 @@ def test_a_missing_csv_file_is_reported_at_source(tmp_path, monkeypatch):
     (tmp_path / "fixes.csv").unlink()
     found = problems(path)
     assert len(found) == 1 and found[0].startswith("fixes.yaml:5:9: source: cannot read fixes.csv")
+
+
+def test_rows_share_what_they_hold_alike_read_only(tmp_path, monkeypatch):
+    # A table may have 200,000 rows: the labels and the empty attribute maps are one object for
+    # all of them, which no row can change (so no row can change another).
+    monkeypatch.chdir(tmp_path)
+    first, second = load(table(tmp_path, f"study_uid,accession\n{STUDY_A},A1\n{STUDY_B},B1\n"))
+    assert first.labels is second.labels
+    assert first.attributes.patient is second.attributes.patient
+    assert first.attributes.series is second.attributes.series
+    for shared in (first.labels, first.attributes.patient, first.attributes.series):
+        with pytest.raises(TypeError):
+            shared["PatientName"] = "x"    # type: ignore[index]
+    assert dict(first.attributes.patient) == {} and dict(first.attributes.series) == {}
+    # What differs between rows is each row's own.
+    assert first.attributes.study is not second.attributes.study
+    assert first.target.selector is not second.target.selector
+    del first.attributes.study["AccessionNumber"]
+    first.target.selector["DICOMStudyInstanceUID"] = STUDY_B
+    assert second.attributes.study["AccessionNumber"].value == "B1"
+    assert second.target.selector == {"DICOMStudyInstanceUID": STUDY_B}
+    assert first.name != second.name
+
+
+def test_a_row_has_the_digest_of_the_yaml_spec_it_stands_for(tmp_path, monkeypatch):
+    # The digest goes into the state and saved plans: sharing objects between rows must not
+    # change it.
+    monkeypatch.chdir(tmp_path)
+    (row,) = load(table(tmp_path, f"study_uid,accession\n{STUDY_A},0042\n"))
+    yaml_dir = tmp_path / "yaml"
+    yaml_dir.mkdir()
+    (yaml_dir / "row.yaml").write_text(textwrap.dedent(f"""\
+        apiVersion: reconciler/v1
+        kind: ImageSetMetadata
+        metadata: {{name: {row.name}, labels: {{team: ris, table: fixes}}}}
+        target: {{datastoreId: {DS}, selector: {{DICOMStudyInstanceUID: "{STUDY_A}"}}}}
+        attributes: {{Study: {{AccessionNumber: "0042"}}}}
+        """))
+    monkeypatch.chdir(yaml_dir)
+    (spec,) = load_specs(["row.yaml"], load_config(None))
+    assert row.digest == spec.digest
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_rows_far_into_the_file_are_reported_at_their_own_line(tmp_path, monkeypatch, newline):
+    # The file is read row by row (in chunks of its bytes): line numbers must still be those
+    # of the file, across blank lines, a cell spanning two lines and every line ending.
+    monkeypatch.chdir(tmp_path)
+    lines = ["study_uid,accession,description"]
+    lines += [f"1.2.840.1.{i},A{i}," for i in range(3000)]
+    lines += ["", f'1.2.840.2.1,A,"two{newline}lines"', "1.2.840.2.2,THIS-ACCESSION-IS-TOO-LONG,"]
+    found = problems(table(tmp_path, newline.join(lines) + newline,
+                           attributes="  Study.AccessionNumber: accession\n"
+                                      "  Study.StudyDescription: description\n"))
+    assert [f.split(": ")[0] for f in found] == ["fixes.csv:3003:3", "fixes.csv:3005:2"]
+
+
+def test_a_file_that_is_not_csv_to_the_end_loads_no_row(tmp_path, monkeypatch):
+    # The whole file is checked before any row is built: a bad line late in it is the one
+    # problem, however many good or bad rows precede it.
+    monkeypatch.chdir(tmp_path)
+    rows = "".join(f"1.2.840.1.{i},A{i}\n" for i in range(3000))
+    too_long = '1.2.3,"' + "x" * 140_000 + '"\n'      # over the csv module's field limit
+    found = problems(table(tmp_path, "study_uid,accession\nnot-a-uid,A\n" + rows + too_long))
+    assert len(found) == 1 and found[0].startswith("fixes.csv:3003:1: not valid CSV")
+    found = problems(table(tmp_path, "", csv_bytes=b"study_uid,accession\n" + rows.encode()
+                           + b"1.2.3,\xff\n"))
+    assert len(found) == 1 and found[0].startswith("fixes.csv:1:1: not UTF-8")
