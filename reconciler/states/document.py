@@ -115,10 +115,14 @@ class State(Hashing):
         # writing a snapshot that holds nothing new.
         self._changes = 0
         self._written = 0
-        # Records already validated against the schema (by identity; records are immutable),
-        # so a save validates only what changed: one apply saves after every image set, and
-        # validating every record each time made a 500-record save take half a second.
-        self._checked: dict[int, ImageSetRecord] = {}
+        # The records not validated against the schema yet (by identity, kept alive; records
+        # are immutable): those put or replaced since the last validation, or all of them
+        # (``_check_all``: records given here, or re-keyed). A save validates only those: one
+        # apply saves after every image set, and validating every record each time made a
+        # 500-record save take half a second. (Kept this way round, a state read from a file
+        # costs nothing here: its records were validated as it was read.)
+        self._unchecked: dict[int, ImageSetRecord] = {}
+        self._check_all = bool(self._specs)
         # Each record's JSON text, made once (by identity, with the record kept alive), for a
         # backend that writes the whole snapshot at every save (S3: ``keep_texts``); ~660
         # bytes a record, so kept only where asked for (the local backend journals its saves).
@@ -170,6 +174,7 @@ class State(Hashing):
             stamped = replace(record, hashes=dict(record.hashes), serial=self._serial + 1,
                               **interned(record))
             self._specs.setdefault(spec, {})[record.image_set_id] = stamped
+            self._unchecked[id(stamped)] = stamped
             self._dirty.add((spec, record.image_set_id))
             self._changes += 1
             return stamped
@@ -239,7 +244,8 @@ class State(Hashing):
             record = self._specs.get(spec, {}).get(image_set_id or "")
             if record is None:
                 raise KeyError(f"no record of image set {image_set_id} under spec {spec}")
-            self._specs[spec][record.image_set_id] = replace(record, last_checked_at=when)
+            checked = self._specs[spec][record.image_set_id] = replace(record, last_checked_at=when)
+            self._unchecked[id(checked)] = checked
             self._dirty.add((spec, record.image_set_id))
 
     def refusal(self, spec: str, image_set_id: str) -> Refusal | None:
@@ -344,14 +350,13 @@ class State(Hashing):
         with self._lock:
             head = self._head(serial)
             fresh: dict[str, dict[str, Any]] = {}
-            checked: dict[int, ImageSetRecord] = {}
-            for name, records in self._specs.items():
-                for isid, rec in records.items():
-                    if id(rec) not in self._checked:
-                        fresh.setdefault(name, {"image_sets": {}})["image_sets"][isid] = rec.to_dict()
-                    checked[id(rec)] = rec
+            if self._check_all or self._unchecked:
+                for name, records in self._specs.items():
+                    for isid, rec in records.items():
+                        if self._check_all or id(rec) in self._unchecked:
+                            fresh.setdefault(name, {"image_sets": {}})["image_sets"][isid] = rec.to_dict()
             validate({**head, "specs": fresh}, "state to be written")
-            self._checked = checked
+            self._unchecked, self._check_all = {}, False
             if not keep_texts:
                 self._texts = {}
             return batched(self._pieces(head, keep_texts))
@@ -417,11 +422,11 @@ class State(Hashing):
                  for ds, cp in (doc.get("drift_checkpoints") or {}).items()}
         refusals = {name: {isid: Refusal.from_dict(r) for isid, r in by_id.items()}
                     for name, by_id in (doc.get("refusals") or {}).items()}
-        state = cls(lineage=doc["lineage"], serial=doc["serial"], salt=doc["salt"], specs=specs,
+        state = cls(lineage=doc["lineage"], serial=doc["serial"], salt=doc["salt"],
                     last_checked_at=doc.get("last_checked_at"), drift_checkpoints=drift,
                     refusals=refusals, keys=keys, envelope=doc.get("keys"),
                     legacy=doc["format_version"] == LEGACY_FORMAT, where=source)
-        state._checked = {id(rec): rec for records in specs.values() for rec in records.values()}
+        state._specs = specs          # made here: not copied, and validated as read
         return state
 
     def commit(self, write: Callable[[str, int], T]) -> T:
@@ -462,12 +467,11 @@ class State(Hashing):
                     continue
                 doc = rec.to_dict()
                 put.append([name, isid, doc])
-                if id(rec) not in self._checked:
+                if self._check_all or id(rec) in self._unchecked:
                     fresh.setdefault(name, {"image_sets": {}})["image_sets"][isid] = doc
             validate({**head, "specs": fresh}, "state to be written")
             for name, isid, _ in put:
-                rec = self._specs[name][isid]
-                self._checked[id(rec)] = rec
+                self._unchecked.pop(id(self._specs[name][isid]), None)
             return {"serial": serial, "head": head, "put": put, "gone": gone}
 
     def saved_text(self) -> str | None:

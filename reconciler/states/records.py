@@ -80,19 +80,28 @@ class ImageSetRecord:
         that 100,000 records hold one copy of each, not 100,000; ``image_set_id``, when given
         (the key the record is filed under), is used for the record's own when equal."""
         record = object.__new__(cls)
-        setattr_ = object.__setattr__
-        for name in _INTERNED:
-            value = doc.get(name)
-            setattr_(record, name, value if value is None else sys.intern(value))
+        set_, intern, get = object.__setattr__, sys.intern, doc.get
         isid = doc["image_set_id"]
-        setattr_(record, "image_set_id", image_set_id if image_set_id == isid else isid)
-        setattr_(record, "hashes", doc["hashes"])
-        setattr_(record, "serial", doc["serial"])
-        setattr_(record, "peer_of", doc.get("peer_of"))
+        set_(record, "image_set_id", image_set_id if image_set_id == isid else isid)
+        set_(record, "datastore_id", intern(doc["datastore_id"]))
+        set_(record, "version_before", intern(doc["version_before"]))
+        set_(record, "version_after", _interned(doc["version_after"]))
+        set_(record, "spec_digest", intern(doc["spec_digest"]))
+        set_(record, "hashes", doc["hashes"])
+        set_(record, "applied_at", intern(doc["applied_at"]))
+        set_(record, "last_operation", intern(doc["last_operation"]))
+        set_(record, "last_checked_at", _interned(doc["last_checked_at"]))
+        set_(record, "serial", doc["serial"])
+        set_(record, "version_origin", _interned(get("version_origin")))
+        set_(record, "peer_of", get("peer_of"))
         return record
 
 
-# The fields :meth:`ImageSetRecord.from_valid` interns: strings many records share.
+def _interned(value: str | None) -> str | None:
+    return value if value is None else sys.intern(value)
+
+
+# The fields whose strings many records share (interned).
 _INTERNED = ("datastore_id", "version_before", "version_after", "spec_digest", "applied_at",
              "last_operation", "last_checked_at", "version_origin")
 

@@ -124,3 +124,25 @@ def test_records_put_share_their_repeated_strings():
     a = state.put("s", _rec(state, 1, applied_at="".join(["2026-01-02T03:04:05", "+00:00"])))
     b = state.put("s", _rec(state, 2, applied_at="".join(["2026-01-02T03:04:05", "+00:00"])))
     assert a.applied_at is b.applied_at and a.datastore_id is b.datastore_id
+
+
+def _bad(state: State, i: int) -> ImageSetRecord:
+    bad = _rec(state, i)
+    object.__setattr__(bad, "hashes", {"Study.StudyID": "SMITH^JOHN"})    # a value, not a hash
+    return bad
+
+
+@pytest.mark.parametrize("journaled", [True, False])
+def test_a_state_read_back_still_validates_what_is_put_into_it(tmp_path, monkeypatch, journaled):
+    monkeypatch.chdir(tmp_path)
+    _open(tmp_path, journal=journaled).write(_state(10))
+    backend = _open(tmp_path, journal=journaled)
+    state = backend.read()
+    state.put("big", _bad(state, 3))
+    with pytest.raises(Exception, match="not a valid state at specs/big/image_sets/"):
+        backend.write(state)
+    assert "SMITH" not in backend.path.read_text()
+    view = backend.read().copy()             # a copy validates every record it holds
+    view._specs["big"][f"{1:032x}"] = _bad(view, 1)
+    with pytest.raises(Exception, match="not a valid state"):
+        view.to_json(99)
