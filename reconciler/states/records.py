@@ -55,7 +55,7 @@ class ImageSetRecord:
     peer_of: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        doc = {f.name: getattr(self, f.name) for f in fields(self)}
+        doc = {name: getattr(self, name) for name in _FIELDS}
         doc["hashes"] = dict(self.hashes)
         for optional in ("version_origin", "peer_of"):
             if doc[optional] is None:
@@ -95,6 +95,9 @@ class ImageSetRecord:
         set_(record, "version_origin", _interned(get("version_origin")))
         set_(record, "peer_of", get("peer_of"))
         return record
+
+
+_FIELDS = tuple(f.name for f in fields(ImageSetRecord))     # fields() builds them each call
 
 
 def _interned(value: str | None) -> str | None:
