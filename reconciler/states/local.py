@@ -46,7 +46,7 @@ from ..core.canonical import digest
 from ..core.errors import LockError, StateConflictError, StateError
 from . import files, journal
 from .backend import LockInfo, StateBackend, check_expected, unlock_refused, write_failed
-from .document import Pending, State, no_gc
+from .document import Pending, State, no_gc, parsed_record
 from .locking import LockFile
 
 ERRORED_IN_CWD = "errored.state.json"
@@ -161,16 +161,22 @@ class LocalBackend(StateBackend):
         snapshot_sha256 = journal.snapshot_digest(data) if journal_data else None
         try:
             with no_gc():
+                found_journal = self._parsed_journal(journal_data)
+                # Bytes whose digest their writer recorded are records it validated: only a
+                # snapshot changed since (by hand) is validated record by record again. Those
+                # records become ImageSetRecords as they are parsed (never all their dicts at
+                # once); the others are parsed as dicts, to be validated.
+                checked = (found_journal is not None and found_journal.snapshot_sha256 is not None
+                           and found_journal.snapshot_sha256 == snapshot_sha256)
                 text = self._decoded(data)
                 del data
-                doc = self._parse(text)
+                doc = self._parse(text, records_checked=checked)
+                log_ = self._extending(doc, found_journal)
+                if checked and log_ is None:     # named by digest yet of another serial: by hand
+                    checked = False
+                    doc = self._parse(text)
                 del text
                 base = doc.get("serial") if isinstance(doc, dict) else None
-                log_ = self._journal_of(doc, journal_data)
-                # Bytes whose digest their writer recorded are records it validated: only a
-                # snapshot changed since (by hand) is validated record by record again.
-                checked = (log_ is not None and log_.snapshot_sha256 is not None
-                           and log_.snapshot_sha256 == snapshot_sha256)
                 if log_ is not None:
                     journal.replay(doc, log_, self._journal_name())
                 state = State.from_dict(doc, source=self.describe(), keys=self.keys,
@@ -191,9 +197,10 @@ class LocalBackend(StateBackend):
     def _journal_name(self) -> str:
         return self.describe() + ".journal" if self._root else str(self.journal_path)
 
-    def _parse(self, data: bytes | str) -> dict:
+    def _parse(self, data: bytes | str, records_checked: bool = False) -> dict:
+        """``records_checked``: the records are made as parsed (:func:`~.document.parsed_record`)."""
         try:
-            return json.loads(data)
+            return json.loads(data, object_hook=parsed_record if records_checked else None)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             where = f":{exc.lineno}:{exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
             raise StateError(f"{self.describe()}{where}: the state is not valid JSON "
@@ -210,9 +217,13 @@ class LocalBackend(StateBackend):
     def _journal_of(self, doc, data: bytes) -> journal.Journal | None:
         """The journal of the snapshot ``doc``; None when there is none, or it is stale (it
         extends another snapshot: a compaction, or a snapshot put in place by hand)."""
-        if not data:
-            return None
-        found = journal.parse(data, self._journal_name())
+        return self._extending(doc, self._parsed_journal(data))
+
+    def _parsed_journal(self, data: bytes) -> journal.Journal | None:
+        return journal.parse(data, self._journal_name()) if data else None
+
+    def _extending(self, doc, found: journal.Journal | None) -> journal.Journal | None:
+        """``found`` if it is the journal of the snapshot ``doc``; None if it is stale."""
         if found is None:
             return None
         if not isinstance(doc, dict) or not found.extends(doc.get("lineage"), doc.get("serial")):

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from reconciler.states import DriftCheckpoint, ImageSetRecord, Refusal, State, open_backend
+from reconciler.states import journal
 from reconciler.states.journal import parse
 
 from .test_journal import _open
@@ -146,3 +147,39 @@ def test_a_state_read_back_still_validates_what_is_put_into_it(tmp_path, monkeyp
     view._specs["big"][f"{1:032x}"] = _bad(view, 1)
     with pytest.raises(Exception, match="not a valid state"):
         view.to_json(99)
+
+
+def test_a_snapshot_its_writer_validated_is_read_record_by_record_as_parsed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    backend = _open(tmp_path)
+    written = _state(40)
+    backend.write(written)
+    made = []
+    real = ImageSetRecord.from_valid.__func__
+
+    def spy(cls, doc, image_set_id=None):
+        made.append(image_set_id)               # None: made by the parse's hook
+        return real(cls, doc, image_set_id)
+    monkeypatch.setattr(ImageSetRecord, "from_valid", classmethod(spy))
+    again = _open(tmp_path).read()
+    assert made == [None] * 40                 # every record made as it was parsed
+    assert [(n, r.to_dict()) for n, r in again.records()] == \
+        [(n, r.to_dict()) for n, r in written.records()]
+    name, one = again.records()[0]
+    assert next(k for k in again._specs[name] if k == one.image_set_id) is one.image_set_id
+
+
+def test_a_journal_naming_the_snapshots_bytes_but_another_serial_does_not_spare_validation(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    backend = _open(tmp_path)
+    backend.write(_state(5))
+    data = backend.path.read_bytes()
+    doc = json.loads(data)
+    doc["specs"]["big"]["image_sets"][f"{1:032x}"]["hashes"] = {"Study.StudyID": "SMITH^JOHN"}
+    text = json.dumps(doc, indent=2, sort_keys=True).encode()
+    backend.path.write_bytes(text)
+    # The journal names these very bytes, yet extends another serial: never written so.
+    backend.journal_path.write_bytes(journal.header(doc["lineage"], 7, hashlib.sha256(text).hexdigest()))
+    with pytest.raises(Exception, match="not a valid state at specs/big/image_sets/"):
+        _open(tmp_path).read()
