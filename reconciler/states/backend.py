@@ -37,7 +37,7 @@ import socket
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -131,12 +131,13 @@ def check_expected(location: str, state: State, stored: tuple[str, int] | None) 
                                  f"one read it (stored serial {serial}, read as {state.serial})")
 
 
-def write_failed(cause: StateError | str, text: str, new_serial: int, candidates: list[Path],
-                 recovery: str) -> StateError:
-    """The error for a failed write, after keeping the snapshot in an errored file. ``cause``
-    is a :class:`StateConflictError` (its class is kept) or the reason of an I/O failure;
+def write_failed(cause: StateError | str, snapshot: bytes | Callable[[], Iterable[str]],
+                 new_serial: int, candidates: list[Path], recovery: str) -> StateError:
+    """The error for a failed write, after keeping the snapshot (its bytes, or what makes its
+    pieces: :meth:`~.document.Pending.chunks`) in an errored file. ``cause`` is a
+    :class:`StateConflictError` (its class is kept) or the reason of an I/O failure;
     ``recovery`` is a command with ``{errored}`` standing for the errored file."""
-    errored = save_errored(text.encode("utf-8"), candidates)
+    errored = save_errored(snapshot, candidates)
     if isinstance(cause, StateConflictError):
         head, cls = f"{cause.message}. Nothing was overwritten", StateConflictError
         after = "re-read the state and record what this run applied again"

@@ -35,6 +35,7 @@ stores them.
 from __future__ import annotations
 
 import gc
+import io
 import json
 import secrets
 import threading
@@ -45,11 +46,13 @@ from dataclasses import replace
 from typing import Any, Callable, TypeVar
 
 from .. import __version__
+from ..core.canonical import batched
 from ..core.errors import StateError
 from .hashing import Hashing
 from .keychain import StateKeys
 from .keys import KeySource
-from .records import OP_APPLY, OP_ROLLBACK, DriftCheckpoint, ImageSetRecord, Refusal, utc_now
+from .records import (OP_APPLY, OP_ROLLBACK, DriftCheckpoint, ImageSetRecord, Refusal, interned,
+                      utc_now)
 from .validation import FORMAT_VERSION, LEGACY_FORMAT, validate
 
 SALT_BYTES = 16
@@ -69,6 +72,16 @@ def no_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def parsed_record(obj: dict[str, Any]) -> Any:
+    """``json.loads``'s ``object_hook`` for a snapshot whose records its writer validated
+    (``records_checked``: only a record has a ``spec_digest``): each record becomes an
+    :class:`ImageSetRecord` as soon as it is parsed, so that the parse never holds every
+    record's dict at once (at 100,000 records ~65 MB less at its peak, and no slower)."""
+    if "spec_digest" in obj and type(obj.get("hashes")) is dict:
+        return ImageSetRecord.from_valid(obj)
+    return obj
 
 
 def _key(text: str) -> str:
@@ -112,11 +125,17 @@ class State(Hashing):
         # writing a snapshot that holds nothing new.
         self._changes = 0
         self._written = 0
-        # Records already validated against the schema (by identity; records are immutable),
-        # so a save validates only what changed: one apply saves after every image set, and
-        # validating every record each time made a 500-record save take half a second.
-        self._checked: dict[int, ImageSetRecord] = {}
-        # Each record's JSON text, made once (by identity, with the record kept alive).
+        # The records not validated against the schema yet (by identity, kept alive; records
+        # are immutable): those put or replaced since the last validation, or all of them
+        # (``_check_all``: records given here, or re-keyed). A save validates only those: one
+        # apply saves after every image set, and validating every record each time made a
+        # 500-record save take half a second. (Kept this way round, a state read from a file
+        # costs nothing here: its records were validated as it was read.)
+        self._unchecked: dict[int, ImageSetRecord] = {}
+        self._check_all = bool(self._specs)
+        # Each record's JSON text, made once (by identity, with the record kept alive), for a
+        # backend that writes the whole snapshot at every save (S3: ``keep_texts``); ~660
+        # bytes a record, so kept only where asked for (the local backend journals its saves).
         self._texts: dict[int, tuple[ImageSetRecord, str]] = {}
         # The records (spec, image set id) put, replaced or removed since the snapshot this
         # state was read or last written as: what a journal entry of the next write holds
@@ -162,8 +181,10 @@ class State(Hashing):
         if record.last_operation not in (OP_APPLY, OP_ROLLBACK):
             raise ValueError(f"last_operation must be {OP_APPLY!r} or {OP_ROLLBACK!r}")
         with self._lock:
-            stamped = replace(record, hashes=dict(record.hashes), serial=self._serial + 1)
+            stamped = replace(record, hashes=dict(record.hashes), serial=self._serial + 1,
+                              **interned(record))
             self._specs.setdefault(spec, {})[record.image_set_id] = stamped
+            self._unchecked[id(stamped)] = stamped
             self._dirty.add((spec, record.image_set_id))
             self._changes += 1
             return stamped
@@ -233,7 +254,8 @@ class State(Hashing):
             record = self._specs.get(spec, {}).get(image_set_id or "")
             if record is None:
                 raise KeyError(f"no record of image set {image_set_id} under spec {spec}")
-            self._specs[spec][record.image_set_id] = replace(record, last_checked_at=when)
+            checked = self._specs[spec][record.image_set_id] = replace(record, last_checked_at=when)
+            self._unchecked[id(checked)] = checked
             self._dirty.add((spec, record.image_set_id))
 
     def refusal(self, spec: str, image_set_id: str) -> Refusal | None:
@@ -319,42 +341,62 @@ class State(Hashing):
     def to_json(self, serial: int | None = None) -> str:
         """Deterministic JSON (sorted keys, indent 2), validated against the schema first: a
         document that would not validate (a value where a hash belongs) is never written.
+        Byte for byte what ``json.dumps(to_dict(), indent=2, sort_keys=True) + "\\n"`` writes;
+        see :meth:`chunks` (a large state is better written in pieces than made one string)."""
+        with self._lock:
+            return "".join(self.chunks(serial))
 
-        A save happens after every image set, so its cost must not be the whole state's:
-        records validated before (read, or written earlier) are not validated again, and each
-        record's text is made once and kept (records are immutable), the document around
-        them assembled from those texts, byte for byte what ``json.dumps(to_dict(), indent=2,
-        sort_keys=True)`` writes."""
+    def chunks(self, serial: int | None = None, keep_texts: bool = False) -> Iterator[str]:
+        """:meth:`to_json`'s text in pieces of about 64 KB, validated before the first: what a
+        full write streams to its file, so that the document is never whole in memory (at
+        100,000 records it is ~95 MB, and the joined record texts as much again).
+
+        Validated now (the call), produced as iterated: iterate under the state's lock (the
+        backends do, within :meth:`commit_pending` or :meth:`saved_snapshot`). A save happens
+        after every image set, so its cost must not be the whole state's: records validated
+        before (read, or written earlier) are not validated again. ``keep_texts``: keep each
+        record's text for the next call (records are immutable), for a backend writing the
+        whole document at every save; otherwise none is kept."""
         with self._lock:
             head = self._head(serial)
-            current = {(name, isid): rec for name, records in self._specs.items()
-                       for isid, rec in records.items()}
             fresh: dict[str, dict[str, Any]] = {}
-            for (name, isid), rec in current.items():
-                if id(rec) not in self._checked:
-                    fresh.setdefault(name, {"image_sets": {}})["image_sets"][isid] = rec.to_dict()
+            if self._check_all or self._unchecked:
+                for name, records in self._specs.items():
+                    for isid, rec in records.items():
+                        if self._check_all or id(rec) in self._unchecked:
+                            fresh.setdefault(name, {"image_sets": {}})["image_sets"][isid] = rec.to_dict()
             validate({**head, "specs": fresh}, "state to be written")
-            self._checked = {id(rec): rec for rec in current.values()}
-            texts = {id(rec): (rec, self._texts[id(rec)][1]) if id(rec) in self._texts
-                     and self._texts[id(rec)][0] is rec else (rec, _record_text(rec))
-                     for rec in current.values()}
-            self._texts = texts
-            marker = "@@reconciler-specs@@"
-            text = json.dumps({**head, "specs": marker}, sort_keys=True, indent=2,
-                              ensure_ascii=False)
-            return text.replace(json.dumps(marker), self._specs_text(texts), 1) + "\n"
+            self._unchecked, self._check_all = {}, False
+            if not keep_texts:
+                self._texts = {}
+            return batched(self._pieces(head, keep_texts))
 
-    def _specs_text(self, texts: dict[int, tuple[ImageSetRecord, str]]) -> str:
-        """The ``specs`` object as json.dumps(indent=2, sort_keys=True) writes it at depth 1."""
+    def _pieces(self, head: dict[str, Any], keep_texts: bool) -> Iterator[str]:
+        """The document as json.dumps(indent=2, sort_keys=True) writes it, a record at a time."""
+        marker = "@@reconciler-specs@@"
+        text = json.dumps({**head, "specs": marker}, sort_keys=True, indent=2, ensure_ascii=False)
+        before, after = text.split(json.dumps(marker), 1)
+        yield before
         if not self._specs:
-            return "{}"
-        specs = []
-        for name in sorted(self._specs):
+            yield "{}"
+        old = self._texts
+        texts: dict[int, tuple[ImageSetRecord, str]] = {}
+        for number, name in enumerate(sorted(self._specs)):
             records = self._specs[name]
-            body = ",\n".join(f"        {_key(isid)}: {texts[id(records[isid])][1]}"
-                               for isid in sorted(records))
-            specs.append(f'    {_key(name)}: {{\n      "image_sets": {{\n{body}\n      }}\n    }}')
-        return "{\n" + ",\n".join(specs) + "\n  }"
+            yield ("{\n" if number == 0 else ",\n") + f'    {_key(name)}: {{\n      "image_sets": {{\n'
+            for index, isid in enumerate(sorted(records)):
+                rec = records[isid]
+                kept = old.get(id(rec))
+                text = kept[1] if kept is not None and kept[0] is rec else _record_text(rec)
+                if keep_texts:
+                    texts[id(rec)] = (rec, text)
+                yield (",\n" if index else "") + f"        {_key(isid)}: {text}"
+            yield "\n      }\n    }"
+        if self._specs:
+            yield "\n  }"
+        if keep_texts:
+            self._texts = texts
+        yield after + "\n"
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = "state",
@@ -374,21 +416,31 @@ class State(Hashing):
     def from_dict(cls, doc: Any, source: str = "state", keys: KeySource | None = None,
                   records_checked: bool = False) -> State:
         """``records_checked``: the records are as a writer validated them (see
-        :func:`~.validation.validate`); the dicts are given to the records, not copied."""
+        :func:`~.validation.validate`); then its records may already be ImageSetRecords
+        (parsed with :func:`parsed_record`). ``doc`` is consumed: each record is taken out of
+        it as it becomes an :class:`ImageSetRecord` (its ``hashes`` given, not copied), so
+        that the parsed dicts are freed as the records are made, not after."""
         validate(doc, source, records_checked)
+        specs: dict[str, dict[str, ImageSetRecord]] = {}
         with no_gc():
-            specs = {name: {isid: ImageSetRecord.from_valid(rec)
-                            for isid, rec in body["image_sets"].items()}
-                     for name, body in doc["specs"].items()}
+            for name, body in doc["specs"].items():
+                image_sets = body["image_sets"]
+                records = specs[name] = {}
+                while image_sets:
+                    isid, rec = image_sets.popitem()
+                    if type(rec) is ImageSetRecord:      # made as parsed: filed under its own id
+                        records[rec.image_set_id] = rec
+                    else:
+                        records[isid] = ImageSetRecord.from_valid(rec, isid)
         drift = {ds: DriftCheckpoint.from_dict(cp)
                  for ds, cp in (doc.get("drift_checkpoints") or {}).items()}
         refusals = {name: {isid: Refusal.from_dict(r) for isid, r in by_id.items()}
                     for name, by_id in (doc.get("refusals") or {}).items()}
-        state = cls(lineage=doc["lineage"], serial=doc["serial"], salt=doc["salt"], specs=specs,
+        state = cls(lineage=doc["lineage"], serial=doc["serial"], salt=doc["salt"],
                     last_checked_at=doc.get("last_checked_at"), drift_checkpoints=drift,
                     refusals=refusals, keys=keys, envelope=doc.get("keys"),
                     legacy=doc["format_version"] == LEGACY_FORMAT, where=source)
-        state._checked = {id(rec): rec for records in specs.values() for rec in records.values()}
+        state._specs = specs          # made here: not copied, and validated as read
         return state
 
     def commit(self, write: Callable[[str, int], T]) -> T:
@@ -429,21 +481,33 @@ class State(Hashing):
                     continue
                 doc = rec.to_dict()
                 put.append([name, isid, doc])
-                if id(rec) not in self._checked:
+                if self._check_all or id(rec) in self._unchecked:
                     fresh.setdefault(name, {"image_sets": {}})["image_sets"][isid] = doc
             validate({**head, "specs": fresh}, "state to be written")
             for name, isid, _ in put:
-                rec = self._specs[name][isid]
-                self._checked[id(rec)] = rec
+                self._unchecked.pop(id(self._specs[name][isid]), None)
             return {"serial": serial, "head": head, "put": put, "gone": gone}
 
     def saved_text(self) -> str | None:
-        """The snapshot this state was last read or written as, in full (a journal's
-        compaction); None when it holds changes not saved yet, or was never written."""
+        """The snapshot this state was last read or written as, in full; None when it holds
+        changes not saved yet, or was never written."""
+        return self.saved_snapshot(lambda chunks: "".join(chunks))
+
+    def streamed(self, write: Callable[[Iterator[str]], T], serial: int | None = None) -> T:
+        """``write(chunks)`` of the document as it is now (:meth:`chunks`), under the state's
+        lock: a file written from it never holds the whole text in memory."""
+        with self._lock:
+            return write(self.chunks(serial))
+
+    def saved_snapshot(self, write: Callable[[Iterator[str]], T]) -> T | None:
+        """``write(chunks)`` of the snapshot this state was last read or written as (a
+        journal's compaction streams it to the file), under the state's lock; None, and
+        ``write`` not called, when the state holds changes not saved yet, or was never
+        written."""
         with self._lock:
             if self._changes != self._written or self._serial == 0:
                 return None
-            return self.to_json(self._serial)
+            return write(self.chunks(self._serial))
 
     @property
     def unsaved(self) -> bool:
@@ -462,12 +526,21 @@ class Pending:
 
     def __init__(self, state: State, serial: int):
         self.state, self.serial = state, serial
-        self._text: str | None = None
+
+    def chunks(self) -> Iterator[str]:
+        """The whole snapshot in pieces (:meth:`State.chunks`): what a full write streams."""
+        return self.state.chunks(self.serial)
+
+    def body(self, keep_texts: bool = False) -> bytes:
+        """The whole snapshot as one UTF-8 body (an object store's PUT), encoded piece by
+        piece into one buffer: the text is never whole as a str beside it."""
+        buffer = io.BytesIO()
+        for chunk in self.state.chunks(self.serial, keep_texts):
+            buffer.write(chunk.encode("utf-8"))
+        return buffer.getvalue()       # the buffer's own bytes: no copy
 
     def text(self) -> str:
-        if self._text is None:
-            self._text = self.state.to_json(self.serial)
-        return self._text
+        return self.state.to_json(self.serial)
 
     def changes(self) -> dict[str, Any] | None:
         return self.state.changes(self.serial)

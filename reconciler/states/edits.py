@@ -84,7 +84,7 @@ def write_backup(state: State, path: Path) -> Path:
     if path.parent != Path(""):
         files.ensure_dir(path.parent)
     try:
-        files.atomic_write(path, state.to_json().encode("utf-8"))
+        state.streamed(lambda chunks: files.atomic_write(path, chunks))
     except OSError as exc:
         raise StateError(f"could not write the backup {path} ({exc.strerror or exc}); "
                          f"nothing was changed") from exc

@@ -11,9 +11,10 @@ written 0600 because the salt makes hashes of low-entropy values guessable.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 FILE_MODE = 0o600
@@ -44,14 +45,22 @@ def temp_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
-def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
-    """Replace ``path`` with ``data``: temp file in the same directory, fsync, rename, fsync
-    the directory. Readers see the old content or the new, never a mix."""
+def atomic_write(path: Path, data: bytes | Iterable[str | bytes], mode: int = FILE_MODE) -> tuple[int, str]:
+    """Replace ``path`` with ``data`` (bytes, or pieces: str ones are written as UTF-8, one at
+    a time, so that a large state is never whole in memory): temp file in the same directory,
+    fsync, rename, fsync the directory. Readers see the old content or the new, never a mix.
+    Returns how many bytes were written and their SHA-256 (hex), hashed as they went."""
+    pieces = [data] if isinstance(data, bytes) else data
+    sha, size = hashlib.sha256(), 0
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for piece in pieces:
+                raw = piece.encode("utf-8") if isinstance(piece, str) else piece
+                sha.update(raw)
+                size += len(raw)
+                handle.write(raw)
             handle.flush()
             os.fsync(handle.fileno())
         _rename(tmp, path)
@@ -59,6 +68,15 @@ def atomic_write(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+    return size, sha.hexdigest()
+
+
+def file_pieces(path: Path, size: int = 1 << 16) -> Iterator[bytes]:
+    """The bytes of ``path``, ``size`` at a time (an atomic copy: ``atomic_write(dst,
+    file_pieces(src))``)."""
+    with open(path, "rb") as handle:
+        while piece := handle.read(size):
+            yield piece
 
 
 def remove_stale_temps(path: Path) -> None:
@@ -68,12 +86,14 @@ def remove_stale_temps(path: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def save_errored(data: bytes, candidates: Iterable[Path]) -> Path | None:
-    """Write ``data`` to the first candidate path that accepts it; None when none does."""
+def save_errored(data: bytes | Callable[[], Iterable[str | bytes]],
+                 candidates: Iterable[Path]) -> Path | None:
+    """Write ``data`` (bytes, or a callable making its pieces afresh for each attempt) to the
+    first candidate path that accepts it; None when none does."""
     for candidate in candidates:
         try:
             ensure_dir(candidate.parent)
-            atomic_write(candidate, data)
+            atomic_write(candidate, data() if callable(data) else data)
             return candidate
         except OSError:
             continue

@@ -3,7 +3,7 @@
 A mixin of :class:`~.document.State`, apart so that the document stays about records and their
 serialisation. It uses the state's ``_lock``, ``_keys`` (a :class:`~.keychain.StateKeys`),
 ``_legacy`` (read as format 1 and not re-keyed yet), ``_salt_bytes``, ``_specs``,
-``_refusals``, ``_checked``, ``_whole`` and ``_changes``.
+``_refusals``, ``_check_all``, ``_whole`` and ``_changes``.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Hashing:
         self._refusals = {name: {isid: relayer_refusal(r, isid, new, start)
                                  for isid, r in by_id.items()}
                           for name, by_id in self._refusals.items()}
-        self._checked = {}
+        self._check_all = True                # every record changed: validate them all
         self._whole = True                    # every record changed: the next write is full
         self._changes += 1
 

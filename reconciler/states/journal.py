@@ -40,9 +40,11 @@ def line(obj: dict[str, Any]) -> bytes:
     return hashlib.sha256(body).hexdigest().encode("ascii") + b" " + body + b"\n"
 
 
-def header(lineage: str, base_serial: int, snapshot: bytes) -> bytes:
+def header(lineage: str, base_serial: int, snapshot_sha256: str) -> bytes:
+    """The first line of the journal of a snapshot whose bytes have ``snapshot_sha256``
+    (:func:`snapshot_digest`; a streamed write hashes them as it goes)."""
     return line({"journal": JOURNAL_FORMAT, "lineage": lineage, "base_serial": base_serial,
-                 "snapshot_sha256": snapshot_digest(snapshot)})
+                 "snapshot_sha256": snapshot_sha256})
 
 
 def snapshot_digest(snapshot: bytes) -> str:

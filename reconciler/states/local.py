@@ -38,6 +38,7 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ from ..core.canonical import digest
 from ..core.errors import LockError, StateConflictError, StateError
 from . import files, journal
 from .backend import LockInfo, StateBackend, check_expected, unlock_refused, write_failed
-from .document import Pending, State, no_gc
+from .document import Pending, State, no_gc, parsed_record
 from .locking import LockFile
 
 ERRORED_IN_CWD = "errored.state.json"
@@ -154,15 +155,28 @@ class LocalBackend(StateBackend):
         if found is None:
             return None
         data, snap_stat, journal_data, journal_stat = found
+        del found
+        # The snapshot's digest now, then its bytes are let go before the parse: at 100,000
+        # records they are ~95 MB, beside the text as much again and the parsed document.
+        snapshot_sha256 = journal.snapshot_digest(data) if journal_data else None
         try:
             with no_gc():
-                doc = self._parse(data)
-                base = doc.get("serial") if isinstance(doc, dict) else None
-                log_ = self._journal_of(doc, journal_data)
+                found_journal = self._parsed_journal(journal_data)
                 # Bytes whose digest their writer recorded are records it validated: only a
-                # snapshot changed since (by hand) is validated record by record again.
-                checked = (log_ is not None and log_.snapshot_sha256 is not None
-                           and log_.snapshot_sha256 == journal.snapshot_digest(data))
+                # snapshot changed since (by hand) is validated record by record again. Those
+                # records become ImageSetRecords as they are parsed (never all their dicts at
+                # once); the others are parsed as dicts, to be validated.
+                checked = (found_journal is not None and found_journal.snapshot_sha256 is not None
+                           and found_journal.snapshot_sha256 == snapshot_sha256)
+                text = self._decoded(data)
+                del data
+                doc = self._parse(text, records_checked=checked)
+                log_ = self._extending(doc, found_journal)
+                if checked and log_ is None:     # named by digest yet of another serial: by hand
+                    checked = False
+                    doc = self._parse(text)
+                del text
+                base = doc.get("serial") if isinstance(doc, dict) else None
                 if log_ is not None:
                     journal.replay(doc, log_, self._journal_name())
                 state = State.from_dict(doc, source=self.describe(), keys=self.keys,
@@ -183,20 +197,33 @@ class LocalBackend(StateBackend):
     def _journal_name(self) -> str:
         return self.describe() + ".journal" if self._root else str(self.journal_path)
 
-    def _parse(self, data: bytes) -> dict:
+    def _parse(self, data: bytes | str, records_checked: bool = False) -> dict:
+        """``records_checked``: the records are made as parsed (:func:`~.document.parsed_record`)."""
         try:
-            return json.loads(data)
+            return json.loads(data, object_hook=parsed_record if records_checked else None)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             where = f":{exc.lineno}:{exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
             raise StateError(f"{self.describe()}{where}: the state is not valid JSON "
                              f"({type(exc).__name__})") from None
 
+    def _decoded(self, data: bytes) -> str:
+        """The text ``json.loads(data)`` would parse (the encoding detected as it does)."""
+        try:
+            return data.decode(json.detect_encoding(data), "surrogatepass")
+        except UnicodeDecodeError:
+            raise StateError(f"{self.describe()}: the state is not valid JSON "
+                             f"(UnicodeDecodeError)") from None
+
     def _journal_of(self, doc, data: bytes) -> journal.Journal | None:
         """The journal of the snapshot ``doc``; None when there is none, or it is stale (it
         extends another snapshot: a compaction, or a snapshot put in place by hand)."""
-        if not data:
-            return None
-        found = journal.parse(data, self._journal_name())
+        return self._extending(doc, self._parsed_journal(data))
+
+    def _parsed_journal(self, data: bytes) -> journal.Journal | None:
+        return journal.parse(data, self._journal_name()) if data else None
+
+    def _extending(self, doc, found: journal.Journal | None) -> journal.Journal | None:
+        """``found`` if it is the journal of the snapshot ``doc``; None if it is stale."""
         if found is None:
             return None
         if not isinstance(doc, dict) or not found.extends(doc.get("lineage"), doc.get("serial")):
@@ -243,18 +270,18 @@ class LocalBackend(StateBackend):
         """Write ``state`` (as last read or written, at its serial) as the full snapshot, the
         journal it holds removed; False when that cannot be done now (unsaved changes, or
         another write since). Done by the end of every lock."""
-        with self._write_mutex:
-            text = state.saved_text()
-            if text is None:
-                return False
+        def full(chunks: Iterator[str]) -> bool:
             with self._directory_lock():
                 stored = self._stored_identity()
                 if stored is None or (stored.lineage, stored.serial) != (state.lineage, state.serial):
                     return False
                 if stored.serial == stored.base_serial:
                     return True                          # the snapshot is the state already
-                self._full(state, text, stored, state.serial)
+                self._full(state, chunks, stored, state.serial)
             return True
+
+        with self._write_mutex:
+            return bool(state.saved_snapshot(full))
 
     def _settle(self) -> None:
         state, self._journaled = self._journaled, None
@@ -291,7 +318,7 @@ class LocalBackend(StateBackend):
                     self._append(state, stored, entry, pending.serial)
                     self._journaled = state
                 else:
-                    self._full(state, pending.text(), stored, pending.serial)
+                    self._full(state, pending.chunks(), stored, pending.serial)
         except StateConflictError as exc:
             raise self._failed(exc, pending) from None
         except StateError as exc:           # the stored file is unreadable
@@ -330,24 +357,28 @@ class LocalBackend(StateBackend):
         self._stored = _Stored(stored.snapshot, journal_stat, state.lineage, stored.base_serial,
                                new_serial, stored.keys, True)
 
-    def _full(self, state: State, text: str, stored: _Stored | None, new_serial: int) -> None:
+    def _full(self, state: State, chunks: Iterator[str], stored: _Stored | None,
+              new_serial: int) -> None:
+        """Write the snapshot ``chunks`` make, streamed to its file and hashed as it goes
+        (at 100,000 records it is ~95 MB: never one string, nor one bytes, in memory)."""
         files.remove_stale_temps(self.path)
-        data = text.encode("utf-8")
-        if stored is not None:
-            # The backup is the snapshot being replaced (a hard link, not a copy), unless that
-            # one was keyed otherwise (format 1, or before a rekey): a backup under a retired
-            # key would keep what re-keying is meant to retire, so it becomes the new one too.
-            if stored.keys is not None and stored.keys == state.keys_fingerprint():
-                self._link_backup()
-            else:
-                files.atomic_write(self.backup_path, data)
-        files.atomic_write(self.path, data)
+        if stored is not None and stored.keys is not None and stored.keys == state.keys_fingerprint():
+            self._link_backup()      # the backup is the snapshot being replaced (a hard link)
+            size, sha256 = files.atomic_write(self.path, chunks)
+        elif stored is not None:
+            # That snapshot was keyed otherwise (format 1, or before a rekey): a backup under
+            # a retired key would keep what re-keying is meant to retire, so the backup is
+            # the new snapshot too, written first as before, and copied.
+            size, sha256 = files.atomic_write(self.backup_path, chunks)
+            files.atomic_write(self.path, files.file_pieces(self.backup_path))
+        else:
+            size, sha256 = files.atomic_write(self.path, chunks)
         snap_stat = _stat(self.path)
         # The journal of the new snapshot: only its header, for a snapshot large enough to
         # journal the next saves; none for a small one. Until this is done, the journal
         # there (if any) is stale (it names the snapshot replaced) and is not replayed.
-        if len(data) >= self.journal_min_bytes:
-            files.atomic_write(self.journal_path, journal.header(state.lineage, new_serial, data))
+        if size >= self.journal_min_bytes:
+            files.atomic_write(self.journal_path, journal.header(state.lineage, new_serial, sha256))
         elif stored is not None and stored.journal is not None:
             self.journal_path.unlink(missing_ok=True)
             files.fsync_dir(self.path.parent)
@@ -367,7 +398,7 @@ class LocalBackend(StateBackend):
             temp.unlink(missing_ok=True)
 
     def _failed(self, cause: StateConflictError | str, pending: Pending) -> StateError:
-        return write_failed(cause, pending.text(), pending.serial,
+        return write_failed(cause, pending.chunks, pending.serial,
                             [self.errored_path, Path.cwd() / ERRORED_IN_CWD],
                             recovery=f"mv {{errored}} {self.path}")
 

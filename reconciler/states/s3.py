@@ -128,8 +128,11 @@ class S3Backend(StateBackend):
         return state
 
     def write(self, state: State) -> None:
+        # Every save PUTs the whole object: the state keeps each record's text for the next
+        # one (``keep_texts``), and the body is encoded piece by piece into one buffer.
         with self._write_mutex:
-            state.commit(lambda text, serial: self._store(state, text, serial))
+            state.commit_pending(lambda pending: self._store(
+                state, pending.body(keep_texts=True), pending.serial))
 
     def _condition(self, state: State) -> dict[str, str]:
         if state.serial == 0:
@@ -142,14 +145,14 @@ class S3Backend(StateBackend):
         check_expected(self.describe(), state, stored and (stored.lineage, stored.serial))
         return {"IfMatch": got[1]} if got else {"IfNoneMatch": "*"}
 
-    def _store(self, state: State, text: str, new_serial: int) -> None:
+    def _store(self, state: State, data: bytes, new_serial: int) -> None:
         try:
-            etag = self._put_state(state, text.encode("utf-8"))
+            etag = self._put_state(state, data)
         except StateConflictError as exc:
-            raise self._failed(exc, text, new_serial) from None
+            raise self._failed(exc, data, new_serial) from None
         except StateError as exc:
             raise self._failed(f"could not write the state to {self.describe()}: {exc.message}",
-                               text, new_serial) from exc
+                               data, new_serial) from exc
         self._seen = (state.lineage, new_serial, etag)
 
     def _put_state(self, state: State, data: bytes) -> str:
@@ -187,10 +190,10 @@ class S3Backend(StateBackend):
         return StateConflictError(f"the state at {self.describe()} was written by another run since "
                                   f"this one read it (conditional write refused: {code})")
 
-    def _failed(self, cause: StateConflictError | str, text: str, new_serial: int) -> StateError:
+    def _failed(self, cause: StateConflictError | str, data: bytes, new_serial: int) -> StateError:
         where = (self._errored_dir or Path.cwd()) / ERRORED_FILE
         sse = f"--sse aws:kms --sse-kms-key-id {self.kms_key_id}" if self.kms_key_id else "--sse AES256"
-        return write_failed(cause, text, new_serial, [where],
+        return write_failed(cause, data, new_serial, [where],
                             recovery=f"aws s3 cp {{errored}} {self.describe()} {sse}")
 
     # -- lock ------------------------------------------------------------------------------
