@@ -302,8 +302,8 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
     doc = plans.note_not_reread(doc, len(settled))
     if retire is not None and retire.lifecycle.limits.configured:
         def study_of(image_set_id: str) -> str | None:
-            facts = studies.get(image_set_id)
-            return study_key(facts.study_uid) if facts and facts.study_uid else None
+            uid = studies.study_uid(image_set_id)
+            return study_key(uid) if uid else None
         doc = plans.note_limits(doc, limits.measure(doc, retire.lifecycle.limits,
                                                     retire.allow, study_of))
     return doc

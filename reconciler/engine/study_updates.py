@@ -242,6 +242,7 @@ def plan_study_updates(entries: list[dict[str, Any]], studies: StudyIndex, hi: H
     """Turn the deferred Patient/Study changes of ``entries`` into study updates. Returns the
     entries that stay (with ``after_study`` where they must wait for one) and the updates
     (packed: nothing changes them once made)."""
+    entries = list(entries)        # absorbed entries leave it as their study is planned
     by_study: dict[tuple[str, str], _Study] = {}
     for entry in entries:
         facts = studies.get(entry["image_set_id"]) if entry["image_set_id"] else None
@@ -259,10 +260,10 @@ def plan_study_updates(entries: list[dict[str, Any]], studies: StudyIndex, hi: H
     for entry in entries:
         by_image_set.setdefault(entry["image_set_id"], []).append(entry)
     made: list[tuple[int, bytes]] = []
-    absorbed: set[int] = set()
     for key in list(by_study):
-        # Each study's facts go once it is planned, and its update is kept packed: at 100,000
-        # image sets these are most of what the plan holds.
+        # What a study needed goes once it is planned (its facts, its listing, the entries
+        # its update absorbs), and its update is kept packed: at 100,000 image sets these
+        # are most of what the plan holds.
         study = by_study.pop(key)
         try:
             group = _plan_study(study, by_image_set, position, studies, hi, redactor,
@@ -277,19 +278,24 @@ def plan_study_updates(entries: list[dict[str, Any]], studies: StudyIndex, hi: H
             continue
         finally:
             listed.pop(key, None)
+            studies.settle((e["spec"], e["image_set_id"]) for e in study.entries)
         if group is None:
             continue
         leader = group.pop("_leader_entry")
         made.append((position[id(leader)], canonical_bytes(group)))
-        members = {m["image_set_id"] for m in group["members"]}
-        for entry in (e for member in members for e in by_image_set.get(member, ())):
-            if entry["datastore_id"] == study.datastore_id:
-                if entry["requests"] and entry is not leader:
+        for member in {m["image_set_id"] for m in group["members"]}:
+            kept = []
+            for entry in by_image_set.get(member, ()):
+                if entry["datastore_id"] == study.datastore_id and not (
+                        entry["requests"] and entry is not leader):
+                    entries[position[id(entry)]] = None       # absorbed by the update
+                    continue
+                if entry["datastore_id"] == study.datastore_id:
                     entry["after_study"] = group["study"]
-                else:
-                    absorbed.add(id(entry))
+                kept.append(entry)
+            by_image_set[member] = kept
     made.sort(key=lambda m: m[0])               # in the order of the specs that lead them
-    return [e for e in entries if id(e) not in absorbed], PackedList(t for _, t in made)
+    return [e for e in entries if e is not None], PackedList(t for _, t in made)
 
 
 def _search_studies(hi: HealthImaging, keys: list[tuple[str, str]], parallelism: int
