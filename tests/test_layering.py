@@ -16,3 +16,14 @@ def test_import_contracts_are_kept():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 kept, 0 broken" in result.stdout
+
+
+def test_reading_the_config_and_the_state_does_not_import_pydicom():
+    """``state list`` reads reconciler.yaml and the state, never the DICOM dictionary:
+    importing pydicom (and its pixel handlers) was ~0.15 s of its ~1.3 s at 100,000 records."""
+    code = ("import sys, reconciler.spec.config, reconciler.states, reconciler.cli.state; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pydicom'))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

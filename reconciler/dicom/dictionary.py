@@ -9,7 +9,14 @@ import difflib
 import re
 from functools import cache
 
-from pydicom import datadict
+
+def _datadict():
+    """pydicom's data dictionary, imported when first asked: importing pydicom costs ~0.14 s
+    (its pixel handlers come with it), which a command that never asks (``state list``, which
+    reads the project's config) need not pay."""
+    from pydicom import datadict
+
+    return datadict
 
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 
@@ -42,7 +49,7 @@ def standard_tag_problem(key: str) -> str | None:
     """A standard (even-group) attribute written as a tag: say which keyword to write."""
     if not is_tag(key) or is_private_tag(key):
         return None
-    keyword = datadict.keyword_for_tag(int(key, 16))
+    keyword = _datadict().keyword_for_tag(int(key, 16))
     if keyword:
         return f"standard attributes are keyed by keyword: write {keyword}"
     return (f"({key[:4].upper()},{key[4:].upper()}) has an even group, so it is not private, "
@@ -50,31 +57,31 @@ def standard_tag_problem(key: str) -> str | None:
 
 
 def keyword_exists(keyword: str) -> bool:
-    return keyword in datadict.keyword_dict
+    return keyword in _datadict().keyword_dict
 
 
 def dictionary_vr(keyword: str) -> str:
     """The dictionary VR of a known keyword as pydicom writes it (``US or SS`` included)."""
-    return datadict.dictionary_VR(datadict.tag_for_keyword(keyword))
+    return _datadict().dictionary_VR(_datadict().tag_for_keyword(keyword))
 
 
 def vr_of_keyword(keyword: str) -> str | None:
     """:func:`dictionary_vr`, or None for what is not a keyword of the dictionary."""
-    tag = datadict.tag_for_keyword(keyword)
+    tag = _datadict().tag_for_keyword(keyword)
     if tag is None:
         return None
     try:
-        return datadict.dictionary_VR(tag)
+        return _datadict().dictionary_VR(tag)
     except KeyError:
         return None
 
 
 def vr_choices(keyword: str) -> tuple[str, ...]:
     """The dictionary VR of a keyword, split: ``US or SS`` → ``("US", "SS")``."""
-    tag = datadict.tag_for_keyword(keyword)
+    tag = _datadict().tag_for_keyword(keyword)
     if tag is None:
         return ()
-    return tuple(part.strip() for part in datadict.dictionary_VR(tag).split(" or "))
+    return tuple(part.strip() for part in _datadict().dictionary_VR(tag).split(" or "))
 
 
 def vr_for(key: str) -> str | None:
@@ -85,18 +92,18 @@ def vr_for(key: str) -> str | None:
 
 
 def vm_for(keyword: str) -> str:
-    tag = datadict.tag_for_keyword(keyword)
-    return datadict.dictionary_VM(tag) if tag is not None else "1-n"
+    tag = _datadict().tag_for_keyword(keyword)
+    return _datadict().dictionary_VM(tag) if tag is not None else "1-n"
 
 
 def is_retired(keyword: str) -> bool:
-    tag = datadict.tag_for_keyword(keyword)
-    return tag is not None and datadict.dictionary_is_retired(tag)
+    tag = _datadict().tag_for_keyword(keyword)
+    return tag is not None and _datadict().dictionary_is_retired(tag)
 
 
 @cache
 def _keywords_by_lower() -> dict[str, str]:
-    return {kw.lower(): kw for kw in datadict.keyword_dict}
+    return {kw.lower(): kw for kw in _datadict().keyword_dict}
 
 
 def suggest_keyword(word: str) -> str | None:
@@ -104,5 +111,5 @@ def suggest_keyword(word: str) -> str | None:
     exact = _keywords_by_lower().get(word.lower())
     if exact:
         return exact
-    close = difflib.get_close_matches(word, list(datadict.keyword_dict), n=1, cutoff=0.8)
+    close = difflib.get_close_matches(word, list(_datadict().keyword_dict), n=1, cutoff=0.8)
     return close[0] if close else None
