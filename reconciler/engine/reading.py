@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any, Callable
 
 from ..core import errors
@@ -43,6 +45,9 @@ class Assignment:
     datastore_id: str
     image_set_id: str
     listed: ImageSetSummary | None = None   # what SearchImageSets showed of it (selectors)
+
+
+NO_TAGS: Mapping[str, Any] = MappingProxyType({})   # one read-only empty map for them all
 
 
 def _summary_matches(summary, key: str, value: Any) -> bool:
@@ -109,7 +114,8 @@ def _resolve_one(spec: Spec, datastore: str, hi: HealthImaging) -> list[Assignme
             f"that is expected)")
     # The listing is kept for its version and times; its DICOMTags served the match above and
     # are dropped (~1.5 KB an image set, held through the whole plan).
-    return [Assignment(spec, datastore, image_set_id, replace(found[image_set_id], dicom_tags={}))
+    return [Assignment(spec, datastore, image_set_id,
+                       replace(found[image_set_id], dicom_tags=NO_TAGS))
             for image_set_id in sorted(found)]
 
 

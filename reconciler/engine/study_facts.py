@@ -5,7 +5,7 @@ after its diff), for the study updates made once every image set is read
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..healthimaging.api import ImageSet
@@ -21,8 +21,8 @@ Keep = tuple[frozenset[str], frozenset[str]]
 class StudyFacts:
     study_uid: str | None
     is_primary: bool | None
-    patient: dict[str, Any] = field(default_factory=dict)   # the Patient and Study DICOM maps
-    study: dict[str, Any] = field(default_factory=dict)
+    patient: dict[str, Any] | None = None   # the Patient and Study DICOM maps (None: empty)
+    study: dict[str, Any] | None = None
     version_id: str | None = None
     schema_version: Any = 1.1
 
@@ -41,8 +41,8 @@ class StudyIndex:
             frozenset(k for s in specs for k in s.attributes.patient),
             frozenset(k for s in specs for k in s.attributes.study))
         self._facts: dict[str, StudyFacts] = {}
-        self._pending: dict[tuple[str, str], tuple[Spec, list[Change]]] = {}
-        self._own: dict[tuple[str, str], list[Change]] = {}
+        # (spec name, image set id) -> (spec, the changes deferred, its own changes or None)
+        self._pending: dict[tuple[str, str], tuple[Spec, list[Change], list[Change] | None]] = {}
         self._uids: dict[str, str | None] = {}      # of settled image sets: their study only
         self._lock = threading.Lock()
 
@@ -56,12 +56,12 @@ class StudyIndex:
         """``changes`` go to the study update; ``own`` (below the study) travel in the same
         request when this entry leads it, else in the entry's own, after it."""
         with self._lock:
-            self._pending[(spec.name, image_set_id)] = (spec, changes)
-            self._own[(spec.name, image_set_id)] = own
+            self._pending[(spec.name, image_set_id)] = (spec, changes, own or None)
 
     def own(self, spec_name: str, image_set_id: str) -> list[Change]:
         with self._lock:
-            return self._own.get((spec_name, image_set_id), [])
+            pending = self._pending.get((spec_name, image_set_id))
+            return list(pending[2] or ()) if pending is not None else []
 
     def get(self, image_set_id: str) -> StudyFacts | None:
         with self._lock:
@@ -69,7 +69,8 @@ class StudyIndex:
 
     def deferred(self, spec_name: str, image_set_id: str) -> tuple[Spec, list[Change]] | None:
         with self._lock:
-            return self._pending.get((spec_name, image_set_id))
+            pending = self._pending.get((spec_name, image_set_id))
+            return pending[:2] if pending is not None else None
 
     def study_uid(self, image_set_id: str) -> str | None:
         """The StudyInstanceUID of an image set noted here, settled or not."""
@@ -84,7 +85,6 @@ class StudyIndex:
         with self._lock:
             for name, image_set_id in planned:
                 self._pending.pop((name, image_set_id), None)
-                self._own.pop((name, image_set_id), None)
                 facts = self._facts.pop(image_set_id, None)
                 if facts is not None:
                     self._uids[image_set_id] = facts.study_uid
@@ -102,6 +102,7 @@ def facts_of(is_primary: bool | None, version_id: str | None,
     if keep is not None:
         patient_dicom = {k: v for k, v in patient_dicom.items() if k in keep[0]}
         study_dicom = {k: v for k, v in study_dicom.items() if k in keep[1]}
+    # An empty map is None (most image sets hold no managed Patient key: ~64 bytes each).
     return StudyFacts(uid if isinstance(uid, str) and uid else None, is_primary,
-                      dict(patient_dicom), dict(study_dicom), version_id,
+                      dict(patient_dicom) or None, dict(study_dicom) or None, version_id,
                       schema_version_of(metadata))

@@ -105,10 +105,11 @@ def primary_image_sets(hi: HealthImaging, datastore_id: str, study_uid: str) -> 
 
 
 def listed_studies(assignments: Iterable[Assignment]
-                   ) -> dict[tuple[str, str], dict[str, ImageSetSummary]]:
-    """The primary image sets of the studies that ``reading.resolve_targets()`` already listed, by (data
-    store, StudyInstanceUID): a selector on ``DICOMStudyInstanceUID`` alone found every image
-    set of its study, so no second search is needed for it."""
+                   ) -> dict[tuple[str, str], tuple[ImageSetSummary, ...]]:
+    """The primary image sets of the studies that ``reading.resolve_targets()`` already
+    listed, by (data store, StudyInstanceUID): a selector on ``DICOMStudyInstanceUID`` alone
+    found every image set of its study, so no second search is needed for it. (Tuples, made
+    a dict where a study is planned: a table of 100,000 studies holds one per study.)"""
     listed: dict[tuple[str, str], dict[str, ImageSetSummary]] = {}
     for a in assignments:
         selector = a.spec.target.selector or {}
@@ -117,7 +118,7 @@ def listed_studies(assignments: Iterable[Assignment]
         primaries = listed.setdefault((a.datastore_id, selector["DICOMStudyInstanceUID"]), {})
         if a.listed.is_primary:
             primaries[a.image_set_id] = a.listed
-    return listed
+    return {key: tuple(primaries.values()) for key, primaries in listed.items()}
 
 
 def requested_attributes(request: dict[str, Any]) -> DesiredAttributes:
@@ -179,7 +180,7 @@ def _peer_facts(hi: HealthImaging, datastore_id: str, summary: ImageSetSummary,
 
 def _member_changes(merged: DesiredAttributes, facts: StudyFacts, image_set_id: str
                     ) -> list[Change]:
-    document = {"Patient": {"DICOM": facts.patient}, "Study": {"DICOM": facts.study}}
+    document = {"Patient": {"DICOM": facts.patient or {}}, "Study": {"DICOM": facts.study or {}}}
     return diff(merged, document, image_set_id)
 
 
@@ -299,13 +300,13 @@ def plan_study_updates(entries: list[dict[str, Any]], studies: StudyIndex, hi: H
 
 
 def _search_studies(hi: HealthImaging, keys: list[tuple[str, str]], parallelism: int
-                    ) -> dict[tuple[str, str], dict[str, ImageSetSummary]]:
+                    ) -> dict[tuple[str, str], tuple[ImageSetSummary, ...]]:
     """The primary image sets of the studies ``keys`` (data store, StudyInstanceUID), searched
     up to ``parallelism`` at a time. A study whose search fails is left out: its turn in
     :func:`_plan_study` searches again and reports the error there, in order."""
-    def search(key: tuple[str, str]) -> dict[str, ImageSetSummary] | None:
+    def search(key: tuple[str, str]) -> tuple[ImageSetSummary, ...] | None:
         try:
-            return primary_summaries(hi, *key)
+            return tuple(primary_summaries(hi, *key).values())
         except errors.ServiceError:
             return None
 
@@ -336,7 +337,8 @@ def _plan_study(study: _Study, by_image_set: dict[str, list[dict[str, Any]]],
                 redactor: Redactor, listed: dict, state_serial) -> dict[str, Any] | None:
 
     merged = _merge(study, studies)
-    primaries = listed.get((study.datastore_id, study.uid))
+    found = listed.get((study.datastore_id, study.uid))
+    primaries = {s.image_set_id: s for s in found} if found is not None else None
     if primaries is None:
         try:
             primaries = primary_summaries(hi, study.datastore_id, study.uid)
