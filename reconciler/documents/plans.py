@@ -17,6 +17,7 @@ import os
 from datetime import datetime, timezone
 from functools import cache
 from importlib import resources
+from itertools import chain
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
@@ -237,7 +238,8 @@ def public_view(doc: PlanDocument) -> PlanDocument:
 def is_applicable(doc: PlanDocument) -> bool:
     """A plan printed with redaction lacks its payloads and cannot be applied."""
     return not any(isinstance(r.get(k), dict)
-                   for e in [*doc["image_sets"], *doc.get("groups", [])] for r in e["requests"]
+                   for e in chain(doc["image_sets"], doc.get("groups", []))  # one at a time
+                   for r in e["requests"]
                    for k in ("updatableAttributes", "removableAttributes"))
 
 
