@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..core.canonical import canonical_bytes
-from ..core.packed import PackedList
 from ..core.errors import PlanFileError
+from ..core.packed import PackedList
 from ..states.keys import KeySource, SealError, seal, unseal
 
 FORMAT = "reconciler-sealed-plan"

@@ -242,8 +242,8 @@ def plan_study_updates(entries: list[dict[str, Any]], studies: StudyIndex, hi: H
                        ) -> tuple[list[dict[str, Any]], PackedList]:
     """Turn the deferred Patient/Study changes of ``entries`` into study updates. Returns the
     entries that stay (with ``after_study`` where they must wait for one) and the updates
-    (packed: nothing changes them once made)."""
-    entries = list(entries)        # absorbed entries leave it as their study is planned
+    (packed: nothing changes them once made). ``entries`` is consumed: an entry a study update
+    absorbs leaves it as that study is planned, so that it is freed then, not at the end."""
     by_study: dict[tuple[str, str], _Study] = {}
     for entry in entries:
         facts = studies.get(entry["image_set_id"]) if entry["image_set_id"] else None
