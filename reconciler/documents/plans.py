@@ -14,20 +14,20 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from functools import cache
 from importlib import resources
 from itertools import chain
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
 
 from .. import __version__
 from ..core.canonical import large_digest
-from ..core.packed import PackedList
 from ..core.errors import PlanFileError
+from ..core.packed import PackedList
 from ..spec.schemacheck import validator
 from ..states.files import atomic_write
 from ..states.keys import KeySource
