@@ -19,7 +19,7 @@ never checked without it.
 
 Serial and lineage follow Terraform: ``lineage`` is a uuid4 fixed when the state is created,
 ``serial`` grows by one with every write. The *backend* increments it (see
-:meth:`State.commit`), so a caller can never write two different snapshots under one serial.
+:meth:`State.commit_pending`), so a caller can never write two different snapshots under one serial.
 A record remembers the serial of the write that recorded it.
 
 A :class:`State` may be shared by apply's worker threads: mutations and the write of a
@@ -443,15 +443,11 @@ class State(Hashing):
         state._specs = specs          # made here: not copied, and validated as read
         return state
 
-    def commit(self, write: Callable[[str, int], T]) -> T:
-        """For backends: serialise this state at ``serial + 1`` and call ``write(text,
-        new_serial)``; on success the state *is* that serial. Holding the state's lock
-        throughout means no record put meanwhile is stamped with a serial it is not in."""
-        return self.commit_pending(lambda pending: write(pending.text(), pending.serial))
-
     def commit_pending(self, write: Callable[[Pending], T]) -> T:
-        """:meth:`commit` for a backend that may store either the whole snapshot or only what
-        changed: ``write(pending)`` asks the :class:`Pending` for the one it stores."""
+        """For backends: the write of this state at ``serial + 1``. ``write(pending)`` asks
+        the :class:`Pending` for what it stores, the whole snapshot or only what changed; on
+        success the state *is* that serial. Holding the state's lock throughout means no
+        record put meanwhile is stamped with a serial it is not in."""
         with self._lock:
             new_serial = self._serial + 1
             result = write(Pending(self, new_serial))
@@ -488,11 +484,6 @@ class State(Hashing):
                 self._unchecked.pop(id(self._specs[name][isid]), None)
             return {"serial": serial, "head": head, "put": put, "gone": gone}
 
-    def saved_text(self) -> str | None:
-        """The snapshot this state was last read or written as, in full; None when it holds
-        changes not saved yet, or was never written."""
-        return self.saved_snapshot(lambda chunks: "".join(chunks))
-
     def streamed(self, write: Callable[[Iterator[str]], T], serial: int | None = None) -> T:
         """``write(chunks)`` of the document as it is now (:meth:`chunks`), under the state's
         lock: a file written from it never holds the whole text in memory."""
@@ -520,9 +511,10 @@ class State(Hashing):
 
 
 class Pending:
-    """One write about to be stored as ``serial``: the whole snapshot (:meth:`text`) or what
-    changed since the snapshot the state was read or last written as (:meth:`changes`). Each
-    is made only when the backend asks for it, under the state's lock."""
+    """One write about to be stored as ``serial``: the whole snapshot (:meth:`chunks`,
+    :meth:`body`) or what changed since the snapshot the state was read or last written as
+    (:meth:`changes`). Each is made only when the backend asks for it, under the state's
+    lock."""
 
     def __init__(self, state: State, serial: int):
         self.state, self.serial = state, serial
@@ -538,9 +530,6 @@ class Pending:
         for chunk in self.state.chunks(self.serial, keep_texts):
             buffer.write(chunk.encode("utf-8"))
         return buffer.getvalue()       # the buffer's own bytes: no copy
-
-    def text(self) -> str:
-        return self.state.to_json(self.serial)
 
     def changes(self) -> dict[str, Any] | None:
         return self.state.changes(self.serial)
