@@ -10,13 +10,15 @@ import re
 from functools import cache
 
 
+@cache
 def _datadict():
-    """pydicom's data dictionary, imported when first asked: importing pydicom costs ~0.14 s
-    (its pixel handlers come with it), which a command that never asks (``state list``, which
-    reads the project's config) need not pay."""
+    """pydicom's data dictionary, imported when first asked (then one lookup per call):
+    importing pydicom costs ~0.14 s (its pixel handlers come with it), which a command that
+    never asks (``state list``, which reads the project's config) need not pay."""
     from pydicom import datadict
 
     return datadict
+
 
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 
@@ -62,7 +64,8 @@ def keyword_exists(keyword: str) -> bool:
 
 def dictionary_vr(keyword: str) -> str:
     """The dictionary VR of a known keyword as pydicom writes it (``US or SS`` included)."""
-    return _datadict().dictionary_VR(_datadict().tag_for_keyword(keyword))
+    datadict = _datadict()
+    return datadict.dictionary_VR(datadict.tag_for_keyword(keyword))
 
 
 def vr_of_keyword(keyword: str) -> str | None:

@@ -306,7 +306,8 @@ class BotoHealthImaging:
                 yield ImageSetSummary(
                     image_set_id=item["imageSetId"], version=_version_str(item.get("version", 0)),
                     created_at=_when(item.get("createdAt")),
-                    updated_at=_when(item.get("updatedAt")), is_primary=item.get("isPrimary"), dicom_tags=dict(item.get("DICOMTags") or {}))
+                    updated_at=_when(item.get("updatedAt")), is_primary=item.get("isPrimary"),
+                    dicom_tags=dict(item.get("DICOMTags") or {}))
             token = r.get("nextToken")
             if not token:
                 return

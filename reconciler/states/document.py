@@ -364,7 +364,8 @@ class State(Hashing):
                 for name, records in self._specs.items():
                     for isid, rec in records.items():
                         if self._check_all or id(rec) in self._unchecked:
-                            fresh.setdefault(name, {"image_sets": {}})["image_sets"][isid] = rec.to_dict()
+                            body = fresh.setdefault(name, {"image_sets": {}})
+                            body["image_sets"][isid] = rec.to_dict()
             validate({**head, "specs": fresh}, "state to be written")
             self._unchecked, self._check_all = {}, False
             if not keep_texts:
@@ -383,7 +384,8 @@ class State(Hashing):
         texts: dict[int, tuple[ImageSetRecord, str]] = {}
         for number, name in enumerate(sorted(self._specs)):
             records = self._specs[name]
-            yield ("{\n" if number == 0 else ",\n") + f'    {_key(name)}: {{\n      "image_sets": {{\n'
+            yield (("{\n" if number == 0 else ",\n")
+                   + f'    {_key(name)}: {{\n      "image_sets": {{\n')
             for index, isid in enumerate(sorted(records)):
                 rec = records[isid]
                 kept = old.get(id(rec))

@@ -45,7 +45,8 @@ def temp_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
-def atomic_write(path: Path, data: bytes | Iterable[str | bytes], mode: int = FILE_MODE) -> tuple[int, str]:
+def atomic_write(path: Path, data: bytes | Iterable[str | bytes],
+                 mode: int = FILE_MODE) -> tuple[int, str]:
     """Replace ``path`` with ``data`` (bytes, or pieces: str ones are written as UTF-8, one at
     a time, so that a large state is never whole in memory): temp file in the same directory,
     fsync, rename, fsync the directory. Readers see the old content or the new, never a mix.

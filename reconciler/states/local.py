@@ -198,7 +198,8 @@ class LocalBackend(StateBackend):
         return self.describe() + ".journal" if self._root else str(self.journal_path)
 
     def _parse(self, data: bytes | str, records_checked: bool = False) -> dict:
-        """``records_checked``: the records are made as parsed (:func:`~.document.parsed_record`)."""
+        """``records_checked``: the records are made as parsed
+        (:func:`~.document.parsed_record`)."""
         try:
             return json.loads(data, object_hook=parsed_record if records_checked else None)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -362,7 +363,9 @@ class LocalBackend(StateBackend):
         """Write the snapshot ``chunks`` make, streamed to its file and hashed as it goes
         (at 100,000 records it is ~95 MB: never one string, nor one bytes, in memory)."""
         files.remove_stale_temps(self.path)
-        if stored is not None and stored.keys is not None and stored.keys == state.keys_fingerprint():
+        same_keys = (stored is not None and stored.keys is not None
+                     and stored.keys == state.keys_fingerprint())
+        if same_keys:
             self._link_backup()      # the backup is the snapshot being replaced (a hard link)
             size, sha256 = files.atomic_write(self.path, chunks)
         elif stored is not None:
