@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 from .. import __version__
 from ..core import errors
+from ..core.pools import bounded
 from ..dicom.dictionary import is_private_tag
 from ..dicom.paths import parse
 from ..dicom.redact import Redactor
@@ -94,7 +95,7 @@ class DriftOptions:
     complete: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class DriftItem:
     spec: str
     datastore_id: str | None
@@ -283,8 +284,11 @@ def check(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgno
         return check_record(hi, state, spec, record, is_ignored, redactor,
                             listed.get(record.image_set_id), known)
 
-    with ThreadPoolExecutor(max_workers=max(1, options.parallelism)) as pool:
-        items = list(pool.map(one, records))
+    workers = max(1, options.parallelism)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # Not pool.map: it submits every record at once, a future each (~1.6 KB an image set
+        # until the check ends: 160 MB at 100,000).
+        items = list(bounded(pool, one, records, window=4 * workers))
     checkpoints = _checkpoints(state, plans, items, now)
     recorded = {name for name, _ in records}
     pairs = {(name, r.image_set_id) for name, r in records}

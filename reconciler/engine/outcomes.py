@@ -18,9 +18,10 @@ APPLIED, UNCHANGED, STALE, FAILED, SKIPPED, MISSING = (
 MOVED, FORGOTTEN, REVERTED = "moved", "forgotten", "reverted"
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
-    """What happened to one image set; the report and the state are made from it."""
+    """What happened to one image set; the report and the state are made from it (one per
+    image set of an apply, all held until its report: slotted)."""
 
     spec: str
     datastore_id: str

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..core import errors
 from ..core.canonical import canonical_text
+from ..core.pools import bounded
 from ..data.service_facts import INSTANCE, PATIENT, SERIES, STUDY
 from ..dicom.dictionary import is_private_tag
 from ..dicom.paths import attribute_path, containers, instance_path, parse, series_path
@@ -136,8 +137,9 @@ def plan_removed(hi: HealthImaging, state: State, assignments: list[Assignment],
                                  f"the others")
         return plan_revert(hi, state, entry, record, redactor, waiting)
 
-    with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
-        return list(pool.map(one, leaving))
+    workers = max(1, parallelism)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(bounded(pool, one, leaving, window=4 * workers))
 
 
 def _action(lifecycle: Lifecycle, name: str) -> str:
