@@ -61,7 +61,7 @@ class StudyApplication:
             for member, outcome in zip(members, outcomes):
                 leads = member is members[0]     # the plan lists the leader's member first
                 spec = specs[member["spec"]]
-                study_specs.append(replace(spec, attributes=study_updates.study_attributes(
+                study_specs.append(replace(spec.whole(), attributes=study_updates.study_attributes(
                     group["requests"][0], spec if leads else None)))
                 if member.get("peer"):     # recorded with what the request gave it, no more
                     outcome.record_spec = study_specs[-1]

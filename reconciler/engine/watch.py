@@ -184,7 +184,8 @@ class Watcher:
         """Image sets a selector spec covers that the state does not know: planned, and
         applied with self_heal. ``wanted`` None: every such image set (an import finished)."""
         default = self.options.default_datastore
-        selectors = [replace(s, target=replace(s.target, allow_empty=True)) for s in self.specs
+        selectors = [replace(s.whole(), target=replace(s.target, allow_empty=True))
+                     for s in self.specs
                      if s.target.selector is not None
                      and (s.target.datastore_id or default) == datastore_id]
         if not selectors:
@@ -223,7 +224,7 @@ class Watcher:
         chosen = [s for s in self.specs if s.name in set(names)]
         if image_set_id is None:
             return chosen
-        return [replace(s, target=replace(s.target, datastore_id=datastore_id,
+        return [replace(s.whole(), target=replace(s.target, datastore_id=datastore_id,
                                           image_set_id=image_set_id, selector=None))
                 for s in chosen]
 

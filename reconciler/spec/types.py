@@ -106,3 +106,8 @@ class Spec:
     labels: dict[str, str] = field(default_factory=dict)   # a table's rows share one, read-only
     force: bool = False
     include_study_image_sets: bool = False
+
+    def whole(self) -> Spec:
+        """This spec as a :class:`Spec` (a table row's :class:`~.rows.RowSpec` makes one), for
+        :func:`dataclasses.replace`."""
+        return self

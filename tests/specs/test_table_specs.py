@@ -4,7 +4,10 @@ FILE.csv:ROW:COLUMN before anything is sent."""
 
 from __future__ import annotations
 
+import gc
 import textwrap
+import tracemalloc
+from dataclasses import replace
 
 import pytest
 
@@ -12,6 +15,9 @@ from reconciler.core.canonical import digest
 from reconciler.core.errors import SpecError
 from reconciler.spec.config import load_config
 from reconciler.spec.loader import load_specs
+from reconciler.spec.rows import RowShape, RowSpec
+from reconciler.spec.tables import EMPTY
+from reconciler.spec.types import Position, Spec
 
 DS = "d" * 32
 STUDY_A, STUDY_B = "1.2.840.1.1", "1.2.840.1.2"
@@ -208,3 +214,74 @@ def test_a_file_that_is_not_csv_to_the_end_loads_no_row(tmp_path, monkeypatch):
     found = problems(table(tmp_path, "", csv_bytes=b"study_uid,accession\n" + rows.encode()
                            + b"1.2.3,\xff\n"))
     assert len(found) == 1 and found[0].startswith("fixes.csv:1:1: not UTF-8")
+
+
+def full_specs(path, monkeypatch):
+    """The table's rows as the full specs they were built as (never held as RowSpecs)."""
+    with monkeypatch.context() as patched:
+        patched.setattr(RowShape, "compact", lambda self, spec, columns: None)
+        return load(path)
+
+
+@pytest.mark.parametrize("match, extra", [
+    ("  DICOMStudyInstanceUID: study_uid\n  DICOMPatientId: patient_id\n", "force: true\n"),
+    ("  imageSetId: image_set\n", "force: true\nincludeStudyImageSets: true\n"),
+])
+def test_a_row_is_held_as_its_own_values_and_reads_as_the_spec_it_stands_for(
+        tmp_path, monkeypatch, match, extra):
+    # A table of 200,000 rows is held by every command: a row keeps its own values, and
+    # makes its target and attributes, equal to the spec it was built as, when asked.
+    monkeypatch.chdir(tmp_path)
+    path = table(tmp_path,
+                 "study_uid,patient_id,image_set,accession,dob,sid,description\n"
+                 f"{STUDY_A},P1,{'a' * 32},0042,<null>,17,\n"
+                 f"{STUDY_B},P2,{'b' * 32},A7,19700101,,Knee\n"
+                 f"1.2.840.1.3,P3,{'c' * 32},<null>,,,\n",
+                 match=match, extra=extra,
+                 attributes="  Study.AccessionNumber: accession\n"
+                            "  Patient.PatientBirthDate: dob\n  Study.StudyID: sid\n"
+                            "  Study.StudyDescription: description\n")
+    held, full = load(path), full_specs(path, monkeypatch)
+    assert [type(s) for s in held] == [RowSpec] * 3 and [type(s) for s in full] == [Spec] * 3
+    assert held == full
+    for row, spec in zip(held, full):
+        for field in ("name", "digest", "position", "target", "attributes", "labels", "force",
+                      "include_study_image_sets"):
+            assert getattr(row, field) == getattr(spec, field), field
+        assert type(row.whole()) is Spec and row.whole() == spec
+        assert replace(row.whole(), force=not spec.force).force is not row.force
+    assert full[2].attributes.study["AccessionNumber"].absent
+    assert "StudyID" not in held[1].attributes.study          # its cell is empty
+    assert held[0] != held[1]
+
+
+def test_a_row_the_tables_shape_cannot_make_again_stays_as_built(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first, second = full_specs(table(
+        tmp_path, f"study_uid,accession\n{STUDY_A},A1\n{STUDY_B},B1\n"), monkeypatch)
+    shape, columns = RowShape("fixes.csv", EMPTY), [("Study", "AccessionNumber")]
+    assert type(shape.compact(first, columns)) is RowSpec
+    # Not what every row of the table has alike, or positions elsewhere than its own row:
+    assert shape.compact(replace(second, force=True), columns) is None
+    assert shape.compact(replace(second, labels={"team": "ris"}), columns) is None
+    assert shape.compact(replace(second, position=Position("fixes.csv", 9, 1)), columns) is None
+    assert shape.compact(second, columns) == second
+
+
+def test_a_row_holds_less_than_half_of_its_spec(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = table(tmp_path, "study_uid,accession\n" + "".join(
+        f"1.2.826.0.1.3680043.8.498.{10**20 + i},FIX{i:07d}\n" for i in range(2000)))
+
+    def held(loading) -> int:
+        gc.collect()
+        tracemalloc.start()
+        try:
+            specs = loading()
+            gc.collect()
+            return tracemalloc.get_traced_memory()[0] // len(specs)
+        finally:
+            tracemalloc.stop()
+
+    load(path)      # what loading imports and caches once is not a row's
+    assert held(lambda: load(path)) < held(lambda: full_specs(path, monkeypatch)) / 2
