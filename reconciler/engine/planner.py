@@ -44,6 +44,7 @@ from .reading import (
     Assignment, Waiting, list_versions, moved_since_listed, read_listed, resolve_targets,
     study_key)
 from .study_facts import StudyIndex
+from .study_planner import StudyPlanner
 
 log = logging.getLogger(__name__)
 
@@ -280,13 +281,17 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
         progress.step()
         return entry
 
+    # Study updates are planned as the entries come in (a listed study as soon as its last
+    # image set is read: study_planner.py), so that a plan of 100,000 studies does not hold
+    # what each study needs until the end.
+    grouping = StudyPlanner(studies, hi, redactor, assignments, state_serial,
+                            options.parallelism)
     workers = max(1, options.parallelism)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        entries = list(bounded(pool, one, assignments, window=4 * workers))
+        for entry in bounded(pool, one, assignments, window=4 * workers):
+            grouping.add(entry)
     progress.close()
-    entries, groups = study_updates.plan_study_updates(
-        entries, studies, hi, redactor, study_updates.listed_studies(assignments), state_serial,
-        options.parallelism)
+    entries, groups = grouping.finish()
     if refused is not None:
         entries, groups = cannot_converge(entries, groups, refused)
     removed = None

@@ -21,6 +21,8 @@ from reconciler.engine.applier import Applier, ApplyOptions
 from reconciler.engine.outcomes import STALE
 from reconciler.engine.payloads import Request
 from reconciler.engine.planner import Assignment, PlanOptions, make_plan
+from reconciler.engine.study_facts import StudyIndex
+from reconciler.engine.study_planner import StudyPlanner
 from reconciler.engine.study_updates import listed_studies, study_filter
 from reconciler.healthimaging.api import ImageSet, ImageSetSummary
 from reconciler.spec.config import PrimaryPolicy
@@ -299,7 +301,6 @@ def test_a_study_update_the_service_refused_before_is_one_error_per_member_spec(
 def test_the_study_index_keeps_only_the_patient_and_study_keys_the_specs_manage():
     """What the planner holds of every image set until the study updates are made: at 100,000
     image sets the whole Patient and Study maps were ~2 KB each."""
-    from reconciler.engine.study_facts import StudyIndex
 
     hi = FakeHealthImaging()
     specs = [_spec(IDS[0]), _spec(IDS[1], name="t", study={"StudyDescription": "NEW"})]
@@ -313,3 +314,56 @@ def test_the_study_index_keeps_only_the_patient_and_study_keys_the_specs_manage(
     assert set(facts.patient or ()) == {"PatientName"} & set(document["Patient"]["DICOM"])
     assert set(facts.study or ()) == {"StudyDescription"} & set(document["Study"]["DICOM"])
     assert facts.study_uid == STUDY_UID
+
+
+class LaggingIndex(FakeHealthImaging):
+    """Its search does not list ``hidden`` yet (an index that lags behind an import)."""
+
+    def __init__(self, hidden, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = set(hidden)
+
+    def search_image_sets(self, datastore_id, filters=None, sort=None):
+        return (s for s in super().search_image_sets(datastore_id, filters, sort)
+                if s.image_set_id not in self.hidden)
+
+
+def _by_study(name):
+    s = _spec(IDS[0], name=name)
+    s.target = Target(datastore_id=DS, selector={"DICOMStudyInstanceUID": STUDY_UID})
+    return s
+
+
+def test_a_listed_study_is_planned_as_soon_as_its_last_image_set_is_read(monkeypatch):
+    # What a study update needs (facts, deferred changes, listing, the entries it absorbs)
+    # goes as soon as the study is planned, while the plan still reads: a plan of 100,000
+    # studies never holds it all. A study found otherwise is planned at the end.
+    events: list[str] = []
+    settle, finish = StudyIndex.settle, StudyPlanner.finish
+    monkeypatch.setattr(StudyIndex, "settle", lambda self, planned: (
+        events.append("settled"), settle(self, planned))[1])
+    monkeypatch.setattr(StudyPlanner, "finish", lambda self: (
+        events.append("all read"), finish(self))[1])
+    doc, _ = _plan([_by_study("one")])
+    assert events == ["settled", "all read"]
+    doc_by_id, _ = _plan([_spec(IDS[0], name="one")])
+    assert events[2:] == ["all read", "settled"]
+    for made in (doc, doc_by_id):
+        (group,) = made["groups"]
+        assert {m["image_set_id"] for m in group["members"]} == set(IDS)
+        assert made["image_sets"] == []
+
+
+def test_an_image_set_of_a_study_planned_early_that_its_listing_missed_withdraws_it():
+    # The selector's search did not list IDS[2] (index lag); a later spec targets it and
+    # asks for the same study-level change. The study was planned from its listing before
+    # IDS[2] was read: its update is withdrawn, every spec of it told to plan again.
+    hi = LaggingIndex(hidden={IDS[2]})
+    doc, _ = _plan([_by_study("one"), _spec(IDS[2], name="two")], hi)
+    assert doc["groups"] == []
+    assert sorted((e["spec"], e["image_set_id"], e["action"]) for e in doc["image_sets"]) == [
+        ("one", IDS[0], "error"), ("one", IDS[1], "error"), ("two", IDS[2], "error")]
+    assert all("plan again" in e["error"] and IDS[2] in e["error"] for e in doc["image_sets"])
+    assert STUDY_UID not in json.dumps(doc)
+    plans.validate(doc)
+    assert hi.updates == 0

@@ -1,0 +1,318 @@
+"""Planning study updates (:mod:`.study_updates`) while a plan reads its image sets.
+
+A plan reads its image sets in parallel and gets their entries back in the specs' order
+(:func:`reconciler.engine.planner.make_plan`). Each entry that leaves Patient/Study changes to
+a study update joins its study; the study update is made once every entry it may involve is
+in (:class:`StudyPlanner`):
+
+* a study a selector on ``DICOMStudyInstanceUID`` alone listed (the table matched on study
+  UIDs, the common case) is planned as soon as the entries of every image set of that listing
+  are in: the plan knows from the start where the last of them comes. What the study needed
+  (its entries' facts, the deferred changes, its listing, the entries its update absorbs) is
+  freed then, so a plan of 100,000 studies never holds them all;
+* every other study is planned once all entries are in, after one search each for its primary
+  image sets (run in parallel), as before.
+
+A study planned early uses, as primaries, the image sets its listing showed, exactly as one
+planned at the end does. What only the early one can meet: an image set of that study the
+listing did not show (the search index lags behind an import) read *after* the study was
+planned and leaving a study-level change of its own. Its study update is then withdrawn: each
+of its specs gets an error saying to plan again (a plan that made it at the end would have
+merged it; nothing is written either way until the plan is applied, and apply checks the
+study's primary image sets again just before the request).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..core import errors
+from ..core.canonical import canonical_bytes
+from ..core.packed import PackedList
+from ..core.pools import bounded
+from ..data.service_facts import PATIENT, STUDY
+from ..dicom.redact import Redactor
+from ..healthimaging.api import HealthImaging, ImageSetSummary
+from ..spec.types import DesiredAttributes
+from .diff import Change, ImageSetProblem, diff
+from .entries import before_digest, change_entry
+from .payloads import PayloadTooLarge
+from .reading import Assignment, study_key
+from .study_facts import Keep, StudyFacts, StudyIndex, facts_of
+from .study_updates import (
+    StudyRefused, listed_studies, member_error, primary_summaries, refuse_entry, study_request)
+
+Key = tuple[str, str]          # (data store, StudyInstanceUID)
+Entry = dict[str, Any]
+
+
+@dataclass
+class _Study:
+    datastore_id: str
+    uid: str
+    entries: list[dict[str, Any]] = field(default_factory=list)   # entries that defer changes
+
+
+def _merge(study: _Study, studies: StudyIndex) -> DesiredAttributes:
+    """The Patient/Study attributes every deferring entry asks for, merged."""
+    merged = DesiredAttributes()
+    owner: dict[tuple[str, str], str] = {}
+    for entry in study.entries:
+        spec, changes = studies.deferred(entry["spec"], entry["image_set_id"])
+        wanted = {(c.level, c.key) for c in changes}
+        for level, declared, target in ((PATIENT, spec.attributes.patient, merged.patient),
+                                        (STUDY, spec.attributes.study, merged.study)):
+            for key, attr in declared.items():
+                if (level, key) not in wanted:
+                    continue
+                if key in target and target[key].value != attr.value:
+                    raise StudyRefused(f"specs {owner[(level, key)]} and {spec.name} want "
+                                       f"different values of {level}.{key} for the primary "
+                                       f"image sets of one study, which one study-wide update "
+                                       f"cannot give")
+                target[key], owner[(level, key)] = attr, spec.name
+    return merged
+
+
+def _peer_facts(hi: HealthImaging, datastore_id: str, summary: ImageSetSummary,
+                keep: Keep | None) -> StudyFacts:
+    try:
+        metadata = hi.get_metadata(datastore_id, summary.image_set_id, summary.version)
+    except errors.ServiceError as exc:
+        raise errors.about(exc, f"image set {summary.image_set_id} (a primary image set of "
+                                f"the same study)") from None
+    return facts_of(True, summary.version, metadata, keep)
+
+
+def _member_changes(merged: DesiredAttributes, facts: StudyFacts, image_set_id: str
+                    ) -> list[Change]:
+    document = {"Patient": {"DICOM": facts.patient or {}}, "Study": {"DICOM": facts.study or {}}}
+    return diff(merged, document, image_set_id)
+
+
+class StudyPlanner:
+    """Turns the deferred Patient/Study changes of a plan's entries into study updates, fed
+    the entries in the specs' order (:meth:`add`), as the module's text says. :meth:`finish`
+    returns the entries that stay (with ``after_study`` where they must wait for one) and
+    the updates (packed: nothing changes them once made), in the order of the specs that lead
+    them. An entry a study update absorbs is dropped when its study is planned."""
+
+    def __init__(self, studies: StudyIndex, hi: HealthImaging, redactor: Redactor,
+                 assignments: list[Assignment], state_serial: Callable | None = None,
+                 parallelism: int = 1):
+        self.studies, self.hi, self.redactor = studies, hi, redactor
+        self.state_serial, self.parallelism = state_serial, parallelism
+        self.listed: dict[Key, tuple[ImageSetSummary, ...]] = listed_studies(assignments)
+        # Where the last entry of each image set comes (a listed study is due after the last
+        # of its image sets'): only when some study was listed.
+        self.last: dict[str, int] = ({a.image_set_id: i for i, a in enumerate(assignments)}
+                                     if self.listed else {})
+        self.entries: list[Entry | None] = []
+        self.position: dict[int, int] = {}          # id(entry) -> its index in entries
+        self.by_image_set: dict[str, list[Entry]] = {}
+        self.by_study: dict[Key, _Study] = {}       # the studies not planned yet, in order
+        self.due: list[tuple[int, int, Key]] = []   # (entries added before it is due, n, key)
+        self.made: list[tuple[int, bytes] | None] = []   # (leader's index, packed update)
+        self.early: dict[Key, int | None] = {}      # planned before the end: index in made
+        self.added = 0                              # entries added (one per assignment)
+        self._order = itertools.count()
+
+    def add(self, entry: Entry) -> None:
+        """The next entry, in the order of the assignments."""
+        index = len(self.entries)
+        self.entries.append(entry)
+        self.position[id(entry)] = index
+        self.by_image_set.setdefault(entry["image_set_id"], []).append(entry)
+        key = self._study_of(entry)
+        if key is not None and key in self.early:
+            self._withdraw(key, entry)
+        elif key is not None:
+            study = self.by_study.get(key)
+            if study is None:
+                study = self.by_study[key] = _Study(*key)
+                found = self.listed.get(key)
+                if found is not None:
+                    last = max((self.last.get(s.image_set_id, self.added) for s in found),
+                               default=self.added)
+                    heapq.heappush(self.due, (max(last, self.added), next(self._order), key))
+            study.entries.append(entry)
+        while self.due and self.due[0][0] <= self.added:
+            self._plan(heapq.heappop(self.due)[2], early=True)
+        self.added += 1
+
+    def finish(self) -> tuple[list[Entry], PackedList]:
+        keys = list(self.by_study)
+        self.listed.update(_search_studies(self.hi, [k for k in keys if k not in self.listed],
+                                           self.parallelism))
+        for key in keys:
+            self._plan(key)
+        made = sorted((m for m in self.made if m is not None), key=lambda m: m[0])
+        return [e for e in self.entries if e is not None], PackedList(t for _, t in made)
+
+    def _study_of(self, entry: Entry) -> Key | None:
+        """The study an entry leaves changes to, if it does."""
+        facts = self.studies.get(entry["image_set_id"]) if entry["image_set_id"] else None
+        if entry["error"] or facts is None or facts.study_uid is None \
+                or self.studies.deferred(entry["spec"], entry["image_set_id"]) is None:
+            return None
+        return (entry["datastore_id"], facts.study_uid)
+
+    def _plan(self, key: Key, early: bool = False) -> None:
+        # What a study needed goes once it is planned (its facts, its listing, the entries
+        # its update absorbs), and its update is kept packed: at 100,000 image sets these
+        # are most of what the plan holds.
+        study = self.by_study.pop(key)
+        if early:
+            self.early[key] = None
+        try:
+            group = _plan_study(study, self.by_image_set, self.position, self.studies, self.hi,
+                                self.redactor, self.listed, self.state_serial)
+        except StudyRefused as exc:
+            for entry in study.entries:
+                refuse_entry(entry, f"study update of {study_key(study.uid)}: {exc}")
+            return
+        except PayloadTooLarge as exc:
+            for entry in study.entries:
+                refuse_entry(entry, str(exc))
+            return
+        finally:
+            self.listed.pop(key, None)
+            self.studies.settle((e["spec"], e["image_set_id"]) for e in study.entries)
+        if group is None:
+            return
+        leader = group.pop("_leader_entry")
+        if early:
+            self.early[key] = len(self.made)
+        self.made.append((self.position[id(leader)], canonical_bytes(group)))
+        for member in {m["image_set_id"] for m in group["members"]}:
+            kept = []
+            for entry in self.by_image_set.get(member, ()):
+                if entry["datastore_id"] == study.datastore_id and not (
+                        entry["requests"] and entry is not leader):
+                    self.entries[self.position.pop(id(entry))] = None   # absorbed
+                    continue
+                if entry["datastore_id"] == study.datastore_id:
+                    entry["after_study"] = group["study"]
+                kept.append(entry)
+            if kept:
+                self.by_image_set[member] = kept
+            else:
+                self.by_image_set.pop(member, None)
+
+    def _withdraw(self, key: Key, late: Entry) -> None:
+        """A study planned early, and an entry of it read since (see the module's text):
+        the late entry, and the study update if one was made, become errors."""
+        reason = (f"study update of {study_key(key[1])}: image set {late['image_set_id']} of "
+                  f"this study was read after the study update was planned, and the search "
+                  f"that listed the study did not show it (the search index may lag behind "
+                  f"an import): plan again")
+        refuse_entry(late, reason)
+        index = self.early[key]
+        if index is None:
+            return
+        self.early[key] = None
+        group = json.loads(self.made[index][1])    # type: ignore[index]
+        self.made[index] = None
+        for i, entry in enumerate(self.entries):
+            if entry is not None and entry.get("after_study") == group["study"] \
+                    and entry["datastore_id"] == group["datastore_id"]:
+                self.entries[i] = None
+                self.position.pop(id(entry), None)
+        self.entries += [member_error(group, m, reason) for m in group["members"]
+                         if not m.get("peer")]
+
+
+def _search_studies(hi: HealthImaging, keys: list[tuple[str, str]], parallelism: int
+                    ) -> dict[tuple[str, str], tuple[ImageSetSummary, ...]]:
+    """The primary image sets of the studies ``keys`` (data store, StudyInstanceUID), searched
+    up to ``parallelism`` at a time. A study whose search fails is left out: its turn in
+    :func:`_plan_study` searches again and reports the error there, in order."""
+    def search(key: tuple[str, str]) -> tuple[ImageSetSummary, ...] | None:
+        try:
+            return tuple(primary_summaries(hi, *key).values())
+        except errors.ServiceError:
+            return None
+
+    if parallelism <= 1 or len(keys) <= 1:
+        return {}
+    with ThreadPoolExecutor(max_workers=parallelism) as pool:
+        found = zip(keys, bounded(pool, search, keys, window=4 * parallelism))
+        return {key: primaries for key, primaries in found if primaries is not None}
+
+
+def _plan_study(study: _Study, by_image_set: dict[str, list[dict[str, Any]]],
+                position: dict[int, int], studies: StudyIndex, hi: HealthImaging,
+                redactor: Redactor, listed: dict, state_serial) -> dict[str, Any] | None:
+
+    merged = _merge(study, studies)
+    found = listed.get((study.datastore_id, study.uid))
+    primaries = {s.image_set_id: s for s in found} if found is not None else None
+    if primaries is None:
+        try:
+            primaries = primary_summaries(hi, study.datastore_id, study.uid)
+        except errors.ServiceError as exc:
+            raise errors.about(exc, f"study update of {study_key(study.uid)}: the search for "
+                                    f"its primary image sets") from None
+    leader = min(study.entries, key=lambda e: e["image_set_id"])
+    targeted = {e["image_set_id"] for e in study.entries}
+    blocked = sorted((e for i in primaries for e in by_image_set.get(i, ()) if e["error"]),
+                     key=lambda e: position[id(e)])
+    if blocked:
+        raise StudyRefused(f"it would also change image set {blocked[0]['image_set_id']}, which "
+                       f"cannot be planned ({blocked[0]['error']})")
+    facts: dict[str, StudyFacts] = {}
+    for image_set_id in sorted(set(primaries) | targeted):
+        noted = studies.get(image_set_id)
+        facts[image_set_id] = noted if noted is not None and image_set_id in targeted \
+            else _peer_facts(hi, study.datastore_id, primaries[image_set_id], studies.keep)
+    try:
+        per_member = {i: _member_changes(merged, f, i) for i, f in facts.items()}
+    except ImageSetProblem as exc:
+        raise StudyRefused(str(exc)) from None
+    own = studies.own(leader["spec"], leader["image_set_id"])
+    spec = studies.deferred(leader["spec"], leader["image_set_id"])[0]
+    per_member[leader["image_set_id"]] = per_member[leader["image_set_id"]] + own
+    made = study_request(per_member, leader["image_set_id"], spec.force,
+                         facts[leader["image_set_id"]].schema_version)
+    if made is None:
+        return None
+    request, carried = made
+    shown: dict[int, dict[str, Any]] = {}      # a change in a member and in the request: one
+
+    def show(change: Change) -> dict[str, Any]:
+        if id(change) not in shown:
+            shown[id(change)] = change_entry(change, redactor)
+        return shown[id(change)]
+
+    members = []
+    for image_set_id, changes in sorted(per_member.items()):
+        mine = [e for e in study.entries if e["image_set_id"] == image_set_id] or [
+            e for e in by_image_set.get(image_set_id, ()) if not e["error"]
+            and e["datastore_id"] == study.datastore_id]
+        for entry in mine or [None]:
+            spec, digest = (entry["spec"], entry["spec_digest"]) if entry else \
+                (leader["spec"], leader["spec_digest"])
+            member = {"spec": spec, "spec_digest": digest, "image_set_id": image_set_id,
+                      "version_id": facts[image_set_id].version_id,
+                      "before_digest": before_digest(changes) if changes else None,
+                      "state_serial": state_serial(spec, image_set_id) if state_serial else None,
+                      "peer": entry is None,
+                      "changes": [show(c) for c in changes]}
+            members.append(member)
+    # The leader's member first: its spec's own changes travel in the request.
+    members.sort(key=lambda m: (m["image_set_id"], m["spec"]) !=
+                 (leader["image_set_id"], leader["spec"]))
+    return {
+        "_leader_entry": leader,
+        "study": study_key(study.uid),
+        "datastore_id": study.datastore_id,
+        "leader": leader["image_set_id"],
+        "members": members,
+        "changes": [show(c) for c in carried],
+        "requests": [request.to_json()],
+    }
