@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.core.canonical import digest, json_pieces, large_digest
+from reconciler.core.canonical import canonical_bytes, digest, json_pieces, large_digest
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
@@ -99,3 +99,27 @@ def test_a_packed_item_is_a_fresh_copy_and_a_deep_copy_is_a_plain_list():
     assert type(plain) is list and plain == list(packed)
     plain[0]["a"].append(2)                     # the copy is the caller's to change
     assert plain[0] == {"a": [1, 2]} and packed[0] == {"a": [1]}
+
+
+def test_a_packed_list_keeps_blocks_of_alike_items_compressed_and_reads_every_item():
+    from reconciler.core.packed import BLOCK, PackedList
+
+    values = [{"spec": f"fixes.{i:012x}", "datastore_id": "d" * 32, "version_id": str(i),
+               "changes": [{"key": "AccessionNumber", "op": "update", "after": f"A{i}"}]}
+              for i in range(3 * BLOCK + 5)]
+    packed = PackedList()
+    for value in values:
+        packed.append(value)
+    assert len(packed) == len(values) and list(packed) == values
+    assert [packed[i] for i in range(-len(values), len(values))] == values + values
+    assert packed[BLOCK - 2:BLOCK + 3] == values[BLOCK - 2:BLOCK + 3]
+    with pytest.raises(IndexError):
+        packed[len(values)]
+    texts = list(packed.texts())
+    assert texts == [canonical_bytes(v) for v in values]
+    again = PackedList(texts)
+    assert again == packed and again == values and list(again.texts()) == texts
+    held = sum(len(b) for b in packed._blocks) + sum(len(t) for t in packed._tail)
+    assert held < sum(len(t) for t in texts) / 3          # alike items: a block packs small
+    with pytest.raises(ValueError):
+        PackedList([b'{"a":\n1}'])

@@ -3,7 +3,9 @@
 A saved plan of 100,000 image sets parsed into dicts and lists is ~3 KB an image set in
 memory; the same items as canonical JSON bytes are about a third of that. ``apply`` reads a
 plan's items one at a time (checks, the per-image-set walk, the requests), so it holds them
-packed and decodes each where it is used.
+packed and decodes each where it is used; ``plan`` packs its study updates as it makes them.
+The texts are compressed a block of items at a time (a plan's items are much alike): a study
+update of a table row is ~960 bytes of JSON and ~150 packed.
 
 Reading gives a *new* value each time: an item cannot be changed in place. Code that copies a
 document to change it (``copy.deepcopy``) gets a plain list back, whose items it may change.
@@ -12,45 +14,75 @@ document to change it (``copy.deepcopy``) gets a plain list back, whose items it
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from .canonical import canonical_bytes
 
 
+BLOCK = 64        # items compressed together (a plan's study update: ~960 → ~150 bytes)
+
+
 class PackedList(Sequence):
-    __slots__ = ("_texts",)
+    """The items are kept in blocks of :data:`BLOCK`, each block's texts joined by newlines
+    (JSON text holds none) and zlib-compressed: the items of a plan are alike (the same keys,
+    the same data store, the same changes), so a block is about a sixth of its texts. The
+    last, unfinished block is kept as it is."""
+
+    __slots__ = ("_blocks", "_tail")
 
     def __init__(self, texts: Iterable[bytes] = ()):
         """``texts``: canonical JSON (:func:`~.canonical.canonical_bytes`) of each item."""
-        self._texts = list(texts)
+        self._blocks: list[bytes] = []
+        self._tail: list[bytes] = []
+        for text in texts:
+            self._add(text)
 
     @classmethod
     def of(cls, values: Iterable[Any]) -> PackedList:
         return cls(canonical_bytes(v) for v in values)
 
     def append(self, value: Any) -> None:
-        self._texts.append(canonical_bytes(value))
+        self._add(canonical_bytes(value))
+
+    def _add(self, text: bytes) -> None:
+        if b"\n" in text:
+            raise ValueError("a packed item's JSON text is one line")
+        self._tail.append(text)
+        if len(self._tail) == BLOCK:
+            self._blocks.append(zlib.compress(b"\n".join(self._tail)))
+            self._tail = []
 
     def texts(self) -> Iterator[bytes]:
         """Each item's canonical JSON, as stored."""
-        return iter(self._texts)
+        for block in self._blocks:
+            yield from zlib.decompress(block).split(b"\n")
+        yield from list(self._tail)
 
     def __len__(self) -> int:
-        return len(self._texts)
+        return len(self._blocks) * BLOCK + len(self._tail)
 
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
-            return [json.loads(t) for t in self._texts[index]]
-        return json.loads(self._texts[index])
+            return [json.loads(t) for t in list(self.texts())[index]]
+        size = len(self)
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError("packed list index out of range")
+        block, at = divmod(index, BLOCK)
+        if block == len(self._blocks):
+            return json.loads(self._tail[at])
+        return json.loads(zlib.decompress(self._blocks[block]).split(b"\n")[at])
 
     def __iter__(self) -> Iterator[Any]:
-        for text in self._texts:
+        for text in self.texts():
             yield json.loads(text)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, PackedList):
-            return self._texts == other._texts
+            return list(self.texts()) == list(other.texts())
         if isinstance(other, list):
             return list(self) == other
         return NotImplemented

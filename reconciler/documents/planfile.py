@@ -102,10 +102,9 @@ def _read_lines(compressed: bytes) -> dict[str, Any]:
         raise ValueError("not a plan's first line")
     lists = {}
     for name, count in head["lists"].items():
-        items = [line for _, line in zip(range(count), lines)]
-        if len(items) != count:
+        lists[name] = PackedList(line for _, line in zip(range(count), lines))
+        if len(lists[name]) != count:
             raise ValueError("fewer items than the plan's first line counts")
-        lists[name] = PackedList(items)
     if list(lines) != [b""]:                 # the text ends with the last item's newline
         raise ValueError("lines after the plan's last item")
     return {k: lists[k] if k in lists else head["document"][k] for k in head["keys"]}
