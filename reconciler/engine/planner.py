@@ -301,7 +301,10 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
             redactor, complete=retire.complete, targets=options.targets,
             excludes=options.excludes, waiting=options.waiting,
             parallelism=options.parallelism,
-            peers={(m["spec"], m["image_set_id"]) for g in groups for m in g["members"]})
+            # (Every member but a peer is one of the assignments. Nothing to look up in a
+            # state without records: a first plan of 100,000 studies unpacks no update.)
+            peers={(m["spec"], m["image_set_id"]) for g in groups for m in g["members"]
+                   if m.get("peer")} if len(retire.state) else frozenset())
     doc = plans.new_plan(entries, redacted=redactor.enabled, lineage=lineage, serial=serial,
                          groups=groups, removed=removed, moved=retire.moved if retire else None)
     doc = plans.note_not_reread(doc, len(settled))

@@ -89,14 +89,15 @@ def plan_removed(hi: HealthImaging, state: State, assignments: list[Assignment],
     that was removed (with only some spec files named on the command line, nothing is taken
     for removed but the image sets a loaded spec no longer covers). ``peers``: (spec, image
     set) of the peers this plan's study updates record: covered by their update."""
-    covered = {(a.spec.name, a.image_set_id) for a in assignments} | set(peers)
-    targeted = {(a.datastore_id, a.image_set_id): a.spec.name for a in assignments}
+    covered: set[tuple[str, str]] | None = None     # made once a record needs it
     leaving: list[tuple[str, ImageSetRecord, str]] = []
     for name, record in state.records():
         if not selected(name, targets, excludes):
             continue
         spec = specs.get(name)
         if spec is not None:
+            if covered is None:
+                covered = {(a.spec.name, a.image_set_id) for a in assignments} | set(peers)
             if (name, record.image_set_id) in covered or (
                     record.peer_of is not None and (name, record.peer_of) in covered):
                 continue
@@ -108,6 +109,10 @@ def plan_removed(hi: HealthImaging, state: State, assignments: list[Assignment],
             continue
         leaving.append((name, record, reason))
 
+    if not leaving:
+        return []
+    del covered
+    targeted = {(a.datastore_id, a.image_set_id): a.spec.name for a in assignments}
     reverts: dict[tuple[str, str], list[str]] = {}
     for name, record, _ in leaving:
         if _action(lifecycle, name) == REVERT:

@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
+from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..core import errors
-from ..core.canonical import canonical_bytes
 from ..core.packed import PackedList
 from ..core.pools import bounded
 from ..data.service_facts import PATIENT, STUDY
@@ -117,7 +116,11 @@ class StudyPlanner:
         self.by_image_set: dict[str, list[Entry]] = {}
         self.by_study: dict[Key, _Study] = {}       # the studies not planned yet, in order
         self.due: list[tuple[int, int, Key]] = []   # (entries added before it is due, n, key)
-        self.made: list[tuple[int, bytes] | None] = []   # (leader's index, packed update)
+        # The updates made, packed as they are made (a plan of 100,000 studies holds them all
+        # until it is written), the index of the entry leading each, and those withdrawn.
+        self.made = PackedList()
+        self.leaders = array("q")
+        self.withdrawn: set[int] = set()
         self.early: dict[Key, int | None] = {}      # planned before the end: index in made
         self.added = 0                              # entries added (one per assignment)
         self._order = itertools.count()
@@ -151,8 +154,14 @@ class StudyPlanner:
                                            self.parallelism))
         for key in keys:
             self._plan(key)
-        made = sorted((m for m in self.made if m is not None), key=lambda m: m[0])
-        return [e for e in self.entries if e is not None], PackedList(t for _, t in made)
+        entries = [e for e in self.entries if e is not None]
+        # In the order of the specs that lead them. Studies planned early come in that order
+        # unless their image sets interleave; then (only then) they are unpacked to be sorted.
+        order = sorted(range(len(self.leaders)), key=self.leaders.__getitem__)
+        if not self.withdrawn and all(i == n for n, i in enumerate(order)):
+            return entries, self.made
+        texts = list(self.made.texts())
+        return entries, PackedList(texts[i] for i in order if i not in self.withdrawn)
 
     def _study_of(self, entry: Entry) -> Key | None:
         """The study an entry leaves changes to, if it does."""
@@ -188,7 +197,8 @@ class StudyPlanner:
         leader = group.pop("_leader_entry")
         if early:
             self.early[key] = len(self.made)
-        self.made.append((self.position[id(leader)], canonical_bytes(group)))
+        self.leaders.append(self.position[id(leader)])
+        self.made.append(group)
         for member in {m["image_set_id"] for m in group["members"]}:
             kept = []
             for entry in self.by_image_set.get(member, ()):
@@ -216,8 +226,8 @@ class StudyPlanner:
         if index is None:
             return
         self.early[key] = None
-        group = json.loads(self.made[index][1])    # type: ignore[index]
-        self.made[index] = None
+        group = self.made[index]
+        self.withdrawn.add(index)
         for i, entry in enumerate(self.entries):
             if entry is not None and entry.get("after_study") == group["study"] \
                     and entry["datastore_id"] == group["datastore_id"]:
