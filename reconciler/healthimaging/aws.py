@@ -20,6 +20,7 @@ import gzip
 import json
 import logging
 import os
+import sys
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -160,7 +161,13 @@ def _when(value: Any) -> Any:
 
 
 def _version_str(value: Any) -> str:
-    return str(int(value)) if isinstance(value, (int, float)) else str(value)
+    return sys.intern(str(int(value)) if isinstance(value, (int, float)) else str(value))
+
+
+def _shared(value: Any) -> Any:
+    """A string every answer repeats (a data store id, a state, a workflow status), as one
+    object: apply keeps an answer per image set, 100,000 of them at fleet scale."""
+    return sys.intern(value) if type(value) is str else value
 
 
 class BotoHealthImaging:
@@ -211,9 +218,9 @@ class BotoHealthImaging:
         _require(r, ("datastoreId", "imageSetId", "versionId", "imageSetState"), "GetImageSet",
                  f"image set {image_set_id}")
         return ImageSet(
-            datastore_id=r["datastoreId"], image_set_id=r["imageSetId"],
-            version_id=_version_str(r["versionId"]), state=r["imageSetState"],
-            workflow_status=r.get("imageSetWorkflowStatus"), message=r.get("message"),
+            datastore_id=_shared(r["datastoreId"]), image_set_id=r["imageSetId"],
+            version_id=_version_str(r["versionId"]), state=_shared(r["imageSetState"]),
+            workflow_status=_shared(r.get("imageSetWorkflowStatus")), message=r.get("message"),
             created_at=_when(r.get("createdAt")), updated_at=_when(r.get("updatedAt")),
             forced=bool((r.get("overrides") or {}).get("forced")), is_primary=r.get("isPrimary"))
 
@@ -257,9 +264,10 @@ class BotoHealthImaging:
             params["includeStudyImageSets"] = True
         r = self._call("UpdateImageSetMetadata", "update_image_set_metadata", **params)
         return UpdateResult(
-            datastore_id=r["datastoreId"], image_set_id=r["imageSetId"],
-            latest_version_id=_version_str(r["latestVersionId"]), state=r["imageSetState"],
-            workflow_status=r.get("imageSetWorkflowStatus"), message=r.get("message"),
+            datastore_id=_shared(r["datastoreId"]), image_set_id=r["imageSetId"],
+            latest_version_id=_version_str(r["latestVersionId"]),
+            state=_shared(r["imageSetState"]),
+            workflow_status=_shared(r.get("imageSetWorkflowStatus")), message=r.get("message"),
             created_at=_when(r.get("createdAt")), updated_at=_when(r.get("updatedAt")))
 
     def list_versions(self, datastore_id: str, image_set_id: str) -> list[ImageSet]:

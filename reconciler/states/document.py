@@ -52,7 +52,7 @@ from .hashing import Hashing
 from .keychain import StateKeys
 from .keys import KeySource
 from .records import (OP_APPLY, OP_ROLLBACK, DriftCheckpoint, ImageSetRecord, Refusal, interned,
-                      utc_now)
+                      interned_keys, utc_now)
 from .validation import FORMAT_VERSION, LEGACY_FORMAT, validate
 
 SALT_BYTES = 16
@@ -181,8 +181,8 @@ class State(Hashing):
         if record.last_operation not in (OP_APPLY, OP_ROLLBACK):
             raise ValueError(f"last_operation must be {OP_APPLY!r} or {OP_ROLLBACK!r}")
         with self._lock:
-            stamped = replace(record, hashes=dict(record.hashes), serial=self._serial + 1,
-                              **interned(record))
+            stamped = replace(record, hashes=interned_keys(record.hashes),
+                              serial=self._serial + 1, **interned(record))
             self._specs.setdefault(spec, {})[record.image_set_id] = stamped
             self._unchecked[id(stamped)] = stamped
             self._dirty.add((spec, record.image_set_id))

@@ -75,7 +75,7 @@ class ImageSetRecord:
     def from_valid(cls, doc: dict[str, Any], image_set_id: str | None = None) -> ImageSetRecord:
         """:meth:`from_dict` of a record the schema has validated (so it has exactly the
         fields), without the dataclass's ``__init__`` (most of a 100,000-record load after the
-        JSON parse); ``doc["hashes"]`` is given to the record, not copied. The strings many
+        JSON parse); ``doc["hashes"]`` is copied with its paths interned. The strings many
         records repeat (data store, spec digest, versions, times, operation) are interned, so
         that 100,000 records hold one copy of each, not 100,000; ``image_set_id``, when given
         (the key the record is filed under), is used for the record's own when equal."""
@@ -87,7 +87,7 @@ class ImageSetRecord:
         set_(record, "version_before", intern(doc["version_before"]))
         set_(record, "version_after", _interned(doc["version_after"]))
         set_(record, "spec_digest", intern(doc["spec_digest"]))
-        set_(record, "hashes", doc["hashes"])
+        set_(record, "hashes", interned_keys(doc["hashes"]))
         set_(record, "applied_at", intern(doc["applied_at"]))
         set_(record, "last_operation", intern(doc["last_operation"]))
         set_(record, "last_checked_at", _interned(doc["last_checked_at"]))
@@ -98,6 +98,13 @@ class ImageSetRecord:
 
 
 _FIELDS = tuple(f.name for f in fields(ImageSetRecord))     # fields() builds them each call
+
+
+def interned_keys(hashes: Mapping[str, str]) -> dict[str, str]:
+    """A record's hashes with their paths interned: the paths a spec manages repeat in every
+    record of its image sets (100,000 records of a table hold one ``Study.AccessionNumber``,
+    not 100,000)."""
+    return {sys.intern(path): value for path, value in hashes.items()}
 
 
 def _interned(value: str | None) -> str | None:
