@@ -248,7 +248,8 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
     progress = Progress("plan", len(assignments), enabled=options.progress,
                         throttles=getattr(getattr(hi, "pacer", None), "throttle_count", None))
 
-    studies = StudyIndex(a.spec for a in assignments)
+    studies = StudyIndex((a.spec for a in assignments), remember_studies=(
+        retire is not None and retire.lifecycle.limits.configured))
 
     settled = (unchanged_since_apply(hi, assignments, known_version)
                if known_version is not None and options.trust_state else {})

@@ -32,7 +32,8 @@ class StudyIndex:
     document itself is dropped after its diff), and the study-level changes each entry leaves
     to a study update. Thread-safe: plan reads run in parallel."""
 
-    def __init__(self, specs: Iterable[Spec] | None = None) -> None:
+    def __init__(self, specs: Iterable[Spec] | None = None, *,
+                 remember_studies: bool = True) -> None:
         # Of each image set only the Patient and Study keys some spec manages are kept (a
         # study update diffs those alone): the whole maps were ~2 KB an image set, held for
         # every image set of the plan.
@@ -43,7 +44,10 @@ class StudyIndex:
         self._facts: dict[str, StudyFacts] = {}
         # (spec name, image set id) -> (spec, the changes deferred, its own changes or None)
         self._pending: dict[tuple[str, str], tuple[Spec, list[Change], list[Change] | None]] = {}
-        self._uids: dict[str, str | None] = {}      # of settled image sets: their study only
+        # Of settled image sets, their study only (for the plan's limits, which count studies:
+        # kept only when ``remember_studies``).
+        self._uids: dict[str, str | None] = {}
+        self._remember = remember_studies
         self._lock = threading.Lock()
 
     def note(self, image_set: ImageSet, metadata: dict[str, Any]) -> None:
@@ -86,7 +90,17 @@ class StudyIndex:
             for name, image_set_id in planned:
                 self._pending.pop((name, image_set_id), None)
                 facts = self._facts.pop(image_set_id, None)
-                if facts is not None:
+                if facts is not None and self._remember:
+                    self._uids[image_set_id] = facts.study_uid
+
+    def drop(self, image_set_id: str, facts: StudyFacts) -> None:
+        """Forget ``facts``, noted of an image set that no study update can involve (it is not
+        primary), unless a later read noted newer ones: without this, a plan of 100,000
+        non-primary image sets held them all to the end."""
+        with self._lock:
+            if self._facts.get(image_set_id) is facts:
+                del self._facts[image_set_id]
+                if self._remember:
                     self._uids[image_set_id] = facts.study_uid
 
 

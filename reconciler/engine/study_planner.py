@@ -132,6 +132,11 @@ class StudyPlanner:
         self.position[id(entry)] = index
         self.by_image_set.setdefault(entry["image_set_id"], []).append(entry)
         key = self._study_of(entry)
+        if key is None and entry["image_set_id"]:
+            # Only a primary image set is ever a member of a study update.
+            facts = self.studies.get(entry["image_set_id"])
+            if facts is not None and not facts.is_primary:
+                self.studies.drop(entry["image_set_id"], facts)
         if key is not None and key in self.early:
             self._withdraw(key, entry)
         elif key is not None:
