@@ -8,7 +8,7 @@ import click
 
 from ..core import errors
 from .base import GlobalOptions, cli, make_backend, make_redactor, make_service
-from .output import chosen_format, format_options, redact_option
+from .output import chosen_format, echo_document, echo_lines, format_options, redact_option
 
 
 @cli.command()
@@ -48,10 +48,9 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, full, read_all, lock
       reconciler drift --full
     """
     output = chosen_format(as_json, fmt, json_stream)
-    import json
     from datetime import timedelta
 
-    from ..documents.render import render_drift
+    from ..documents.render import drift_lines
     from ..engine.drift import DriftOptions, describe_check, has_drift
     from ..engine.operations import run_drift
     from ..spec.config import load_config
@@ -70,7 +69,7 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, full, read_all, lock
                        renames={old: m.target for old, m in config.lifecycle.renames().items()})
     note = describe_check(report)
     if output == "json":
-        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        echo_document(report)
     elif output == "markdown":
         from ..documents.markdown import render_drift_markdown
         click.echo(render_drift_markdown(report), nl=False)
@@ -78,7 +77,7 @@ def drift(opts: GlobalOptions, paths, as_json, parallelism, full, read_all, lock
         from ..documents.events import drift_events, write
         write(drift_events(report), click.echo)
     else:
-        click.echo(render_drift(report), nl=False)
+        echo_lines(drift_lines(report))
         if note and opts.verbosity >= 0:
             click.echo(note)
     return errors.EXIT_CHANGES if has_drift(report) else errors.EXIT_OK

@@ -5,7 +5,7 @@ only place that uses click)."""
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import click
 
@@ -28,14 +28,28 @@ def _print_plan(doc, as_json: bool, opts: GlobalOptions) -> None:
         for chunk in json_chunks(doc):
             click.echo(chunk, nl=False)
     elif opts.verbosity >= 0 or doc["summary"]["error"]:
-        batch: list[str] = []
-        for line in plan_lines(doc, color=opts.color and sys.stdout.isatty()):
-            batch.append(line)
-            if len(batch) >= 1000:            # written as they come, a thousand at a time
-                click.echo("\n".join(batch))
-                batch = []
-        if batch:
+        echo_lines(plan_lines(doc, color=opts.color and sys.stdout.isatty()))
+
+
+def echo_lines(lines: Iterable[str]) -> None:
+    """``lines`` printed as they come, a thousand at a time (a plan or report of 100,000
+    image sets is never one string)."""
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) >= 1000:
             click.echo("\n".join(batch))
+            batch = []
+    if batch:
+        click.echo("\n".join(batch))
+
+
+def echo_document(doc: dict) -> None:
+    """A report as indented JSON, written in pieces as it is encoded."""
+    from ..documents.render import document_chunks
+
+    for chunk in document_chunks(doc):
+        click.echo(chunk, nl=False)
 
 
 FORMATS = ("text", "markdown", "json")
@@ -119,10 +133,9 @@ class ApplyWatcher:
 
 
 def print_report(doc, as_json: bool, opts: GlobalOptions) -> None:
-    from ..documents.render import render_report
+    from ..documents.render import report_lines
 
     if as_json:
-        import json
-        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        echo_document(doc)
     else:
-        click.echo(render_report(doc), nl=False)
+        echo_lines(report_lines(doc))

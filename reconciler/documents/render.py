@@ -257,7 +257,13 @@ def render_json(doc: dict[str, Any]) -> str:
 
 def json_chunks(doc: dict[str, Any]) -> Iterator[str]:
     """``render_json``'s text in pieces of about 64 KB, never whole in memory."""
-    yield from batched(json_pieces(plans.public_view(doc), indent=2, ensure_ascii=False))
+    yield from document_chunks(plans.public_view(doc))
+
+
+def document_chunks(doc: dict[str, Any]) -> Iterator[str]:
+    """``json.dumps(doc, indent=2, ensure_ascii=False)`` and a newline, in pieces of about
+    64 KB (a report of 100,000 image sets is ~50 MB of JSON)."""
+    yield from batched(json_pieces(doc, indent=2, ensure_ascii=False))
     yield "\n"
 
 
@@ -268,7 +274,12 @@ REPORT_ORDER = ("applied", "unchanged", "moved", "forgotten", "reverted", "stale
 
 def render_report(doc: Report) -> str:
     """One line per image set (status, spec, id, versions, reason), then the counts."""
-    lines = []
+    return "\n".join(report_lines(doc)) + "\n"
+
+
+def report_lines(doc: Report) -> Iterator[str]:
+    """:func:`render_report`'s lines, as they are made (a report of 100,000 image sets is
+    ~10 MB of text)."""
     for item in doc["image_sets"]:
         versions = ""
         if item["version_after"] and item["version_after"] != item["version_before"]:
@@ -276,15 +287,14 @@ def render_report(doc: Report) -> str:
         elif item["version_after"]:
             versions = f" version {item['version_after']}"
         reason = f": {item['reason']}" if item["reason"] else ""
-        lines.append(f"  {item['status']:<9} {item['spec']}: image set "
-                     f"{item['image_set_id']}{versions}{reason}")
+        yield (f"  {item['status']:<9} {item['spec']}: image set "
+               f"{item['image_set_id']}{versions}{reason}")
     counts = doc["summary"]
     done = ", ".join(f"{counts[k]} {k}" for k in REPORT_ORDER if counts.get(k))
     verb = doc["operation"].capitalize()
-    lines.append(f"{verb} complete: {done or 'nothing to do'}." if not (
+    yield (f"{verb} complete: {done or 'nothing to do'}." if not (
         counts["failed"] or counts["stale"] or counts["missing"] or counts["skipped"])
         else f"{verb} finished with problems: {done}.")
-    return "\n".join(lines) + "\n"
 
 
 # -- drift ---------------------------------------------------------------------------------------
@@ -297,18 +307,21 @@ def drift_summary_line(report: DriftReport) -> str:
 
 
 def render_drift(doc: DriftReport) -> str:
-    lines = []
+    return "\n".join(drift_lines(doc)) + "\n"
+
+
+def drift_lines(doc: DriftReport) -> Iterator[str]:
+    """:func:`render_drift`'s lines, as they are made."""
     for item in doc["image_sets"]:
         where = f"image set {item['image_set_id']}" if item["image_set_id"] else "(no image set)"
         reason = f" ({item['reason']})" if item["reason"] else ""
-        lines.append(f"  {item['status']:<17} {item['spec']}: {where}{reason}")
+        yield f"  {item['status']:<17} {item['spec']}: {where}{reason}"
         for attr in item["attributes"]:
             mark = "ignored" if attr["ignored"] else "drifted"
-            lines.append(f"      {mark}: {attr['path']} is now {format_value(attr['live'])}")
-    lines.append(drift_summary_line(doc))
+            yield f"      {mark}: {attr['path']} is now {format_value(attr['live'])}"
+    yield drift_summary_line(doc)
     blind = (doc.get("check") or {}).get("index_lag")
     if blind:
-        lines.append(f"Note: {blind}.")
+        yield f"Note: {blind}."
     if doc.get("redacted"):
-        lines.append("Values of PS3.15 Basic Profile attributes are redacted (--no-redact shows them).")
-    return "\n".join(lines) + "\n"
+        yield "Values of PS3.15 Basic Profile attributes are redacted (--no-redact shows them)."

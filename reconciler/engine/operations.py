@@ -184,18 +184,27 @@ def report_item(o: Outcome) -> ReportItem:
             "version_after": o.version_after, "writes": o.writes, "response": o.response or None}
 
 
-def report(outcomes: list[Outcome], operation: str) -> Report:
+def report(outcomes: list[Outcome], operation: str, consume: bool = False) -> Report:
+    """The report document of ``outcomes``; ``consume``: the list is the caller's to give
+    up, and each outcome goes as its item is made (100,000 of each are not held at once)."""
     counts = {s: sum(1 for o in outcomes if o.status == s)
               for s in (APPLIED, UNCHANGED, STALE, FAILED, SKIPPED, MISSING)}
     # What leaves the specs, counted only when there is any (reports before it have none).
     counts.update({s: n for s in (MOVED, FORGOTTEN, REVERTED)
                    if (n := sum(1 for o in outcomes if o.status == s))})
+    items = []
+    if consume:
+        outcomes.reverse()
+        while outcomes:
+            items.append(report_item(outcomes.pop()))
+    else:
+        items = [report_item(o) for o in outcomes]
     return {
         "format_version": REPORT_FORMAT, "reconciler_version": __version__,
         "operation": operation,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "summary": counts,
-        "image_sets": [report_item(o) for o in outcomes],
+        "image_sets": items,
     }
 
 
@@ -310,7 +319,9 @@ def apply_plan(plan: PlanDocument, specs: list[Spec], hi: HealthImaging, backend
         RollbackOptions(wait_timeout=options.wait_timeout, poll_interval=options.poll_interval,
                         sleep=options.sleep),
         done=tell, halted=lambda: applier.halted)
-    return report(moved + outcomes, "apply")
+    outcomes[:0] = moved
+    del moved
+    return report(outcomes, "apply", consume=True)
 
 
 def run_drift(hi: HealthImaging, backend: StateBackend, specs: list[Spec],

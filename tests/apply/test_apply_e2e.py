@@ -196,6 +196,13 @@ def test_apply_json_prints_only_the_report(project, ids):
     assert result.exit_code == 0
     assert result.stdout.lstrip().startswith("{")     # no plan text before the document
     assert result.json["summary"]["applied"] == 3
+    # Written in pieces as it is encoded, it is the document as json.dumps indents it.
+    assert result.stdout == json.dumps(result.json, indent=2, ensure_ascii=False) + "\n"
+    lines = project.run("drift").stdout.splitlines()
+    assert [line.split()[0] for line in lines[:3]] == ["in-sync"] * 3
+    assert lines[3].startswith("Drift: 0 drifted") and lines[4].startswith("Note: ")
+    drift = project.run("drift", "--json")
+    assert drift.stdout == json.dumps(drift.json, indent=2, ensure_ascii=False) + "\n"
 
 
 def test_saved_plan_with_nothing_to_do(project, ids):
