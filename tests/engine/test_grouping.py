@@ -376,10 +376,11 @@ def test_what_a_plan_notes_of_a_non_primary_image_set_goes_as_soon_as_it_is_plan
     held: list[int] = []
     finish = StudyPlanner.finish
     monkeypatch.setattr(StudyPlanner, "finish", lambda self: (
-        held.append(len(self.studies._facts)), finish(self))[1])
+        held.append(len(self.studies._facts) + len(self.by_image_set) + len(self.position)),
+        finish(self))[1])
     specs = [_spec(i, name=f"s{n}") for n, i in enumerate(IDS)]
     doc, _ = _plan(specs, FakeHealthImaging(primary=False))
     assert [e["action"] for e in doc["image_sets"]] == ["update"] * 3 and doc["groups"] == []
     doc, _ = _plan(specs, FakeHealthImaging())
     assert len(doc["groups"]) == 1
-    assert held == [0, 3]         # the primary ones wait for their study, planned at the end
+    assert held == [0, 9]         # the primary ones wait for their study, planned at the end
