@@ -37,9 +37,10 @@ class RowShape:
     def __init__(self, file: str, empty: Mapping[str, Any]):
         self.file = file
         self.empty = empty
-        self.fixed: tuple | None = None      # (datastore, allow_empty, labels, force, include,
-        #                                      image set key?, selector keys, levels)
-        self.columns: list[tuple[str, str] | None] = []    # (level, key) of each attribute
+        # (data store, allowEmpty, labels, force, includeStudyImageSets, matched on
+        # imageSetId?, the selector's keys): learned from the first row
+        self.fixed: tuple | None = None
+        self.columns: list[tuple[str, str]] = []    # (level, key) of each attribute column
         self.kinds: dict[tuple[str, str], tuple[str, Position, bool]] = {}  # vr, where, private
 
     # -- making one --------------------------------------------------------------------
