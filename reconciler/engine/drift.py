@@ -286,8 +286,8 @@ def check(hi: HealthImaging, state: State, specs: list[Spec], is_ignored: IsIgno
 
     workers = max(1, options.parallelism)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        # Not pool.map: it submits every record at once, a future each (~1.6 KB an image set
-        # until the check ends: 160 MB at 100,000).
+        # Not pool.map: it submits every record at once, a future each (~1.5 KB an image set
+        # until the check ends: 150 MB at 100,000).
         items = list(bounded(pool, one, records, window=4 * workers))
     checkpoints = _checkpoints(state, plans, items, now)
     recorded = {name for name, _ in records}
