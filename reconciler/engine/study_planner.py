@@ -129,10 +129,9 @@ class StudyPlanner:
         """The next entry, in the order of the assignments."""
         index = len(self.entries)
         self.entries.append(entry)
-        key = self._study_of(entry)
-        facts = self.studies.get(entry["image_set_id"]) if key is None \
-            and entry["image_set_id"] else None
-        if facts is not None and not facts.is_primary:
+        facts = self.studies.get(entry["image_set_id"]) if entry["image_set_id"] else None
+        key = self._study_of(entry, facts)
+        if key is None and facts is not None and not facts.is_primary:
             # Only a primary image set is ever a member of a study update: nothing of this
             # one is kept for them (~0.8 KB an image set, to the end, before).
             self.studies.drop(entry["image_set_id"], facts)
@@ -170,9 +169,8 @@ class StudyPlanner:
         texts = list(self.made.texts())
         return entries, PackedList(texts[i] for i in order if i not in self.withdrawn)
 
-    def _study_of(self, entry: Entry) -> Key | None:
-        """The study an entry leaves changes to, if it does."""
-        facts = self.studies.get(entry["image_set_id"]) if entry["image_set_id"] else None
+    def _study_of(self, entry: Entry, facts: StudyFacts | None) -> Key | None:
+        """The study an entry leaves changes to, if it does (``facts``: its image set's)."""
         if entry["error"] or facts is None or facts.study_uid is None \
                 or self.studies.deferred(entry["spec"], entry["image_set_id"]) is None:
             return None
