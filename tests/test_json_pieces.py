@@ -123,3 +123,21 @@ def test_a_packed_list_keeps_blocks_of_alike_items_compressed_and_reads_every_it
     assert held < sum(len(t) for t in texts) / 3          # alike items: a block packs small
     with pytest.raises(ValueError):
         PackedList([b'{"a":\n1}'])
+
+
+def test_a_packed_list_made_as_it_is_keeps_the_order_of_keys_and_digests_as_canonical():
+    # A plan's own items are packed with their keys in the order they were made (plan --json
+    # prints them so), yet a checksum and a plan file take them in canonical form.
+    from reconciler.core.packed import BLOCK, PackedList
+
+    values = [{"spec": f"s{i}", "action": "update", "changes": [{"key": "K", "after": i}]}
+              for i in range(BLOCK + 3)]
+    ordered = PackedList.of(values, canonical=False)
+    assert [list(v) for v in ordered] == [["spec", "action", "changes"]] * len(values)
+    assert list(ordered) == values and ordered == PackedList.of(values) == values
+    assert list(ordered.canonical_texts()) == [canonical_bytes(v) for v in values]
+    assert list(ordered.texts()) != list(ordered.canonical_texts())
+    assert digest({"items": values}) == large_digest({"items": ordered})
+    assert json.loads("".join(json_pieces({"items": ordered}, indent=2))) == {"items": values}
+    assert "".join(json_pieces({"items": ordered}, indent=2)) == json.dumps(
+        {"items": values}, indent=2)

@@ -24,6 +24,13 @@ def canonical_bytes(value: Any) -> bytes:
     return canonical_text(value).encode("utf-8")
 
 
+def compact_bytes(value: Any) -> bytes:
+    """The canonical form but for the order of keys, which is kept (what a packed list of a
+    plan's items holds, so that ``plan --json`` prints them as they were made)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
 def digest(value: Any, salt: bytes = b"") -> str:
     """sha256 hex of ``salt`` + the canonical bytes of ``value``."""
     return hashlib.sha256(salt + canonical_bytes(value)).hexdigest()
@@ -74,7 +81,7 @@ def json_pieces(value: Any, *, indent: int | None = None, sort_keys: bool = Fals
         if isinstance(member, PackedList) and canonical and member:
             # Stored as canonical text already (a checksum of a loaded plan): as it is.
             yield head + "["
-            for j, text in enumerate(member.texts()):
+            for j, text in enumerate(member.canonical_texts()):
                 yield ("," if j else "") + text.decode("utf-8")
             yield "]"
         elif isinstance(member, (list, PackedList)) and member:

@@ -7,6 +7,11 @@ packed and decodes each where it is used; ``plan`` packs its study updates as it
 The texts are compressed a block of items at a time (a plan's items are much alike): a study
 update of a table row is ~960 bytes of JSON and ~150 packed.
 
+Items are kept as canonical JSON (sorted keys: a loaded plan's lines, as they were saved and
+checksummed), or, made with ``canonical=False``, with their keys in the order they had (the
+plan's own items, so that ``plan --json`` prints them as made); :meth:`PackedList.canonical_texts`
+gives the canonical form either way.
+
 Reading gives a *new* value each time: an item cannot be changed in place. Code that copies a
 document to change it (``copy.deepcopy``) gets a plain list back, whose items it may change.
 """
@@ -18,7 +23,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from .canonical import canonical_bytes
+from .canonical import canonical_bytes, compact_bytes
 
 
 BLOCK = 64        # items compressed together (a plan's study update: ~960 → ~150 bytes)
@@ -30,21 +35,29 @@ class PackedList(Sequence):
     the same data store, the same changes), so a block is about a sixth of its texts. The
     last, unfinished block is kept as it is."""
 
-    __slots__ = ("_blocks", "_tail")
+    __slots__ = ("_blocks", "_tail", "canonical")
 
-    def __init__(self, texts: Iterable[bytes] = ()):
-        """``texts``: canonical JSON (:func:`~.canonical.canonical_bytes`) of each item."""
+    def __init__(self, texts: Iterable[bytes] = (), *, canonical: bool = True):
+        """``texts``: the JSON of each item, one line each, as :meth:`encode` makes it:
+        canonical (:func:`~.canonical.canonical_bytes`), or with ``canonical=False`` its
+        keys in their order (:func:`~.canonical.compact_bytes`)."""
         self._blocks: list[bytes] = []
         self._tail: list[bytes] = []
+        self.canonical = canonical
         for text in texts:
             self._add(text)
 
     @classmethod
-    def of(cls, values: Iterable[Any]) -> PackedList:
-        return cls(canonical_bytes(v) for v in values)
+    def of(cls, values: Iterable[Any], *, canonical: bool = True) -> PackedList:
+        encode = canonical_bytes if canonical else compact_bytes
+        return cls((encode(v) for v in values), canonical=canonical)
+
+    def encode(self, value: Any) -> bytes:
+        """The text this list keeps of ``value``."""
+        return canonical_bytes(value) if self.canonical else compact_bytes(value)
 
     def append(self, value: Any) -> None:
-        self._add(canonical_bytes(value))
+        self._add(self.encode(value))
 
     def _add(self, text: bytes) -> None:
         if b"\n" in text:
@@ -59,6 +72,14 @@ class PackedList(Sequence):
         for block in self._blocks:
             yield from zlib.decompress(block).split(b"\n")
         yield from list(self._tail)
+
+    def canonical_texts(self) -> Iterator[bytes]:
+        """Each item's canonical JSON (what checksums and plan files are made of)."""
+        if self.canonical:
+            yield from self.texts()
+        else:
+            for text in self.texts():
+                yield canonical_bytes(json.loads(text))
 
     def __len__(self) -> int:
         return len(self._blocks) * BLOCK + len(self._tail)
@@ -82,7 +103,7 @@ class PackedList(Sequence):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, PackedList):
-            return list(self.texts()) == list(other.texts())
+            return list(self.canonical_texts()) == list(other.canonical_texts())
         if isinstance(other, list):
             return list(self) == other
         return NotImplemented

@@ -71,7 +71,8 @@ def _compressed_lines(doc: dict[str, Any]) -> bytes:
     out = [gz.compress(canonical_bytes(head) + b"\n")]
     for name in sorted(lists):                  # in the order of the first line's "lists"
         items = lists[name]
-        texts = items.texts() if isinstance(items, PackedList) else map(canonical_bytes, items)
+        texts = (items.canonical_texts() if isinstance(items, PackedList)
+                 else map(canonical_bytes, items))
         out.extend(gz.compress(text + b"\n") for text in texts)
     out.append(gz.flush())
     return b"".join(out)

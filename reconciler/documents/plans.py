@@ -59,32 +59,36 @@ def new_plan(entries: list[PlanEntry], *, redacted: bool,
     for their form). The summary counts image sets (each member of a group counts) and
     requests (a group sends one); ``removed`` and ``moved`` (what leaves the specs, renamed
     specs) are added, with their counts, only when there are any."""
-    updates = [e for e in entries if e["action"] == ACTION_UPDATE]
     groups = groups or []
+    summary = {"update": 0, "unchanged": 0, "error": 0, "attributes_changed": 0, "requests": 0}
+    counted = set()          # (spec, image set) of the updates, when a group may repeat one
+    for e in entries:        # one pass, one at a time: they may be packed (100,000 of them)
+        if e["action"] == ACTION_UPDATE:
+            summary["update"] += 1
+            summary["attributes_changed"] += len(e["changes"])
+            summary["requests"] += len(e["requests"])
+            if groups:
+                counted.add((e["spec"], e["image_set_id"]))
+        elif e["action"] == ACTION_NOOP:
+            summary["unchanged"] += 1
+        elif e["action"] == ACTION_ERROR:
+            summary["error"] += 1
     doc: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "reconciler_version": __version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "redacted": redacted,
         "state": {"lineage": lineage, "serial": serial},
-        "summary": {
-            "update": len(updates),
-            "unchanged": sum(1 for e in entries if e["action"] == ACTION_NOOP),
-            "error": sum(1 for e in entries if e["action"] == ACTION_ERROR),
-            "attributes_changed": sum(len(e["changes"]) for e in updates),
-            "requests": sum(len(e["requests"]) for e in updates),
-        },
+        "summary": summary,
         "image_sets": entries,
         "groups": groups,
     }
-    counted = {(e["spec"], e["image_set_id"]) for e in updates}
     for group in groups:
         members = group["members"]
-        doc["summary"]["update"] += sum((m["spec"], m["image_set_id"]) not in counted
-                                        for m in members)
-        doc["summary"]["attributes_changed"] += sum(
+        summary["update"] += sum((m["spec"], m["image_set_id"]) not in counted for m in members)
+        summary["attributes_changed"] += sum(
             len(m["changes"]) if "changes" in m else len(group["changes"]) for m in members)
-        doc["summary"]["requests"] += len(group["requests"])
+        summary["requests"] += len(group["requests"])
     if removed:
         doc["removed"] = removed
         for action in (ACTION_FORGET, ACTION_REVERT):

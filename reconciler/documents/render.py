@@ -226,8 +226,9 @@ def render_plan(doc: PlanDocument, color: bool = False) -> str:
 def plan_lines(doc: PlanDocument, color: bool = False) -> Iterator[str]:
     """The text of the plan line by line (``plan`` writes them as they come: at 100,000 image
     sets the whole text is ~100 MB)."""
-    entries = doc["image_sets"]
-    changed = [e for e in entries if e["action"] != plans.ACTION_NOOP]
+    # (One at a time: the entries may be packed, and a plan of 100,000 changes would hold
+    # them all as dicts here.)
+    changed = (e for e in doc["image_sets"] if e["action"] != plans.ACTION_NOOP)
     if plans.has_changes(doc):
         yield from ["reconciler will perform the following actions:", ""]
     elif not doc["summary"]["error"]:

@@ -118,8 +118,7 @@ def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
     if image_set.state == DELETED:
         return plan_entry(assignment, image_set.version_id, [], redactor,
                           error=f"image set {image_set_id} is DELETED (missing)")
-    if studies is not None:
-        studies.note(image_set, metadata)
+    facts = studies.read(image_set, metadata) if studies is not None else None
     schema_version = schema_version_of(metadata)
     try:
         changes = diff(assignment.spec.attributes, metadata, image_set_id)
@@ -138,7 +137,7 @@ def _plan_one(hi: HealthImaging, assignment: Assignment, redactor: Redactor,
         if studies is not None:
             deferred, changes = study_updates.split(changes, options.primary)
             if deferred:
-                studies.defer(assignment.spec, image_set_id, deferred, changes)
+                studies.defer(assignment.spec, image_set_id, deferred, changes, facts)
     try:
         return plan_entry(assignment, image_set.version_id, changes, redactor,
                           schema_version=schema_version, primary=bool(image_set.is_primary))
@@ -159,18 +158,18 @@ def _refusal_note(refusal: Any) -> str:
             f"Changing the spec plans anew; plan --retry-refused sends it again")
 
 
-def cannot_converge(entries: list[PlanEntry], groups: Iterable[StudyUpdate],
-                    refused: Refused) -> tuple[list[dict[str, Any]], PackedList]:
+def cannot_converge(entries: Iterable[PlanEntry], groups: Iterable[StudyUpdate],
+                    refused: Refused) -> tuple[PackedList, PackedList]:
     """Entries and study updates whose very request the service refused before become errors
     that say so, instead of proposing the doomed request again (a study update: an error for
-    each of its members' specs)."""
-    for entry in entries:
-        found = next((r for r in (refused(entry["spec"], entry["image_set_id"],
-                                          Request.from_json(q).canonical())
-                                  for q in entry["requests"]) if r is not None), None)
-        if found is not None:
-            study_updates.refuse_entry(entry, _refusal_note(found))
-    kept = PackedList()
+    each of its members' specs). Both come back packed; the entries are repacked only when
+    one changes."""
+    def refusal(entry: PlanEntry) -> Any:
+        return next((r for r in (refused(entry["spec"], entry["image_set_id"],
+                                         Request.from_json(q).canonical())
+                                 for q in entry["requests"]) if r is not None), None)
+
+    kept, stopped, errors_after = PackedList(canonical=False), set(), []
     for group in groups:
         request = Request.from_json(group["requests"][0]).canonical()
         found = next((r for m in group["members"]
@@ -180,10 +179,23 @@ def cannot_converge(entries: list[PlanEntry], groups: Iterable[StudyUpdate],
             continue
         # The members' own changes that were to follow it are not planned either: the error
         # of each member (one per spec and image set) says why.
-        entries = [e for e in entries if e.get("after_study") != group["study"]]
-        entries += [study_updates.member_error(group, m, _refusal_note(found))
-                    for m in group["members"] if not m.get("peer")]
-    return entries, kept
+        stopped.add(group["study"])
+        errors_after += [study_updates.member_error(group, m, _refusal_note(found))
+                         for m in group["members"] if not m.get("peer")]
+    if not stopped and not any(e["requests"] and refusal(e) is not None for e in entries):
+        return (entries if isinstance(entries, PackedList)
+                else PackedList.of(entries, canonical=False)), kept
+
+    def changed() -> Iterable[PlanEntry]:
+        for entry in entries:
+            if entry.get("after_study") in stopped:
+                continue
+            found = refusal(entry) if entry["requests"] else None
+            if found is not None:
+                study_updates.refuse_entry(entry, _refusal_note(found))
+            yield entry
+        yield from errors_after
+    return PackedList.of(changed(), canonical=False), kept
 
 
 KnownVersion = Callable[[str, str, "str | None"], "str | None"]
@@ -292,7 +304,10 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
         for entry in bounded(pool, one, assignments, window=4 * workers):
             grouping.add(entry)
     progress.close()
+    not_reread = len(settled)
+    del settled, floor
     entries, groups = grouping.finish()
+    del grouping        # its indexes: what follows holds only the entries and the updates
     if refused is not None:
         entries, groups = cannot_converge(entries, groups, refused)
     removed = None
@@ -308,7 +323,7 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
                    if m.get("peer")} if len(retire.state) else frozenset())
     doc = plans.new_plan(entries, redacted=redactor.enabled, lineage=lineage, serial=serial,
                          groups=groups, removed=removed, moved=retire.moved if retire else None)
-    doc = plans.note_not_reread(doc, len(settled))
+    doc = plans.note_not_reread(doc, not_reread)
     if retire is not None and retire.lifecycle.limits.configured:
         def study_of(image_set_id: str) -> str | None:
             uid = studies.study_uid(image_set_id)

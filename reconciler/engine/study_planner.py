@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,14 +55,82 @@ Entry = dict[str, Any]
 class _Study:
     datastore_id: str
     uid: str
-    entries: list[dict[str, Any]] = field(default_factory=list)   # entries that defer changes
+    entries: dict[int, Entry] = field(default_factory=dict)   # entries that defer changes, by
+                                                              # their index in the plan's
+
+
+_PACKED = object()
+
+
+class _Entries:
+    """A plan's entries in order, packed as they come (:class:`PackedList`: ~0.7 KB of dict
+    an entry, ~0.1 KB packed; a plan over a populated state of 100,000 image sets held them
+    all as dicts). What a study update changes of them afterwards is kept beside:
+    ``held[index]`` is the entry as a dict while a study not planned yet may still change it
+    in place (it is not packed then), its text once changed, or None once dropped."""
+
+    __slots__ = ("packed", "held")
+
+    def __init__(self) -> None:
+        self.packed = PackedList(canonical=False)     # as made: plan --json prints them so
+        self.held: dict[int, Entry | bytes | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+    def add(self, entry: Entry, live: bool = False) -> int:
+        index = len(self.packed)
+        if live:
+            self.packed.append(None)
+            self.held[index] = entry
+        else:
+            self.packed.append(entry)
+        return index
+
+    def __getitem__(self, index: int) -> Entry | None:
+        """The entry (a new dict, unless it is held live), or None if it was dropped."""
+        held = self.held.get(index, _PACKED)
+        if held is _PACKED:
+            return self.packed[index]
+        return json.loads(held) if isinstance(held, bytes) else held
+
+    def changed(self, index: int, entry: Entry) -> None:
+        """``entry``, read at ``index`` and changed, is what that entry now is."""
+        if not isinstance(self.held.get(index), dict):
+            self.held[index] = self.packed.encode(entry)
+
+    def rest(self, index: int) -> None:
+        """No study will change the entry in place any more: keep it as text."""
+        held = self.held.get(index)
+        if isinstance(held, dict):
+            self.held[index] = self.packed.encode(held)
+
+    def drop(self, index: int) -> None:
+        self.held[index] = None
+
+    def changes(self) -> list[tuple[int, Entry]]:
+        """The entries changed since they came (not those dropped), with their indexes."""
+        return [(i, self[i]) for i, held in list(self.held.items()) if held is not None]
+
+    def finish(self) -> PackedList:
+        if not self.held:
+            return self.packed
+
+        def texts():
+            for index, text in enumerate(self.packed.texts()):
+                held = self.held.get(index, _PACKED)
+                if held is _PACKED:
+                    yield text
+                elif held is not None:
+                    yield held if isinstance(held, bytes) else self.packed.encode(held)
+        return PackedList(texts(), canonical=False)
 
 
 def _merge(study: _Study, studies: StudyIndex) -> DesiredAttributes:
     """The Patient/Study attributes every deferring entry asks for, merged."""
     merged = DesiredAttributes()
     owner: dict[tuple[str, str], str] = {}
-    for entry in study.entries:
+    for entry in study.entries.values():
         spec, changes = studies.deferred(entry["spec"], entry["image_set_id"])
         wanted = {(c.level, c.key) for c in changes}
         for level, declared, target in ((PATIENT, spec.attributes.patient, merged.patient),
@@ -98,8 +167,13 @@ class StudyPlanner:
     """Turns the deferred Patient/Study changes of a plan's entries into study updates, fed
     the entries in the specs' order (:meth:`add`), as the module's text says. :meth:`finish`
     returns the entries that stay (with ``after_study`` where they must wait for one) and
-    the updates (packed: nothing changes them once made), in the order of the specs that lead
-    them. An entry a study update absorbs is dropped when its study is planned."""
+    the updates, both packed, in the order of the specs that lead them. An entry a study
+    update absorbs is dropped when its study is planned.
+
+    Entries are packed as they come (:class:`_Entries`), and indexed by image set as
+    positions: an entry no study has changed yet is read back only when a study update
+    involves its image set (a primary image set read, or not read at all because the state
+    shows it unchanged, may be a member of a study planned later)."""
 
     def __init__(self, studies: StudyIndex, hi: HealthImaging, redactor: Redactor,
                  assignments: list[Assignment], state_serial: Callable | None = None,
@@ -111,14 +185,14 @@ class StudyPlanner:
         # of its image sets'): only when some study was listed.
         self.last: dict[str, int] = ({a.image_set_id: i for i, a in enumerate(assignments)}
                                      if self.listed else {})
-        self.entries: list[Entry | None] = []
-        self.position: dict[int, int] = {}          # id(entry) -> its index in entries
-        self.by_image_set: dict[str, list[Entry]] = {}
+        self.entries = _Entries()
+        # image set id -> the index of its entry (a list of them when it has several)
+        self.by_image_set: dict[str, int | list[int]] = {}
         self.by_study: dict[Key, _Study] = {}       # the studies not planned yet, in order
         self.due: list[tuple[int, int, Key]] = []   # (entries added before it is due, n, key)
         # The updates made, packed as they are made (a plan of 100,000 studies holds them all
         # until it is written), the index of the entry leading each, and those withdrawn.
-        self.made = PackedList()
+        self.made = PackedList(canonical=False)
         self.leaders = array("q")
         self.withdrawn: set[int] = set()
         self.early: dict[Key, int | None] = {}      # planned before the end: index in made
@@ -127,19 +201,14 @@ class StudyPlanner:
 
     def add(self, entry: Entry) -> None:
         """The next entry, in the order of the assignments."""
-        index = len(self.entries)
-        self.entries.append(entry)
         facts = self.studies.get(entry["image_set_id"]) if entry["image_set_id"] else None
         key = self._study_of(entry, facts)
-        if key is None and facts is not None and not facts.is_primary:
-            # Only a primary image set is ever a member of a study update: nothing of this
-            # one is kept for them (~0.8 KB an image set, to the end, before).
-            self.studies.drop(entry["image_set_id"], facts)
-        else:
-            self.position[id(entry)] = index
-            self.by_image_set.setdefault(entry["image_set_id"], []).append(entry)
-        if key is not None and key in self.early:
-            self._withdraw(key, entry)
+        joins = key is not None and key not in self.early
+        index = self.entries.add(entry, live=joins)
+        if entry["image_set_id"]:
+            self._index(entry["image_set_id"], index)
+        if key is not None and not joins:
+            self._withdraw(key, index, entry)
         elif key is not None:
             study = self.by_study.get(key)
             if study is None:
@@ -149,25 +218,41 @@ class StudyPlanner:
                     last = max((self.last.get(s.image_set_id, self.added) for s in found),
                                default=self.added)
                     heapq.heappush(self.due, (max(last, self.added), next(self._order), key))
-            study.entries.append(entry)
+            study.entries[index] = entry
         while self.due and self.due[0][0] <= self.added:
             self._plan(heapq.heappop(self.due)[2], early=True)
         self.added += 1
 
-    def finish(self) -> tuple[list[Entry], PackedList]:
+    def finish(self) -> tuple[PackedList, PackedList]:
         keys = list(self.by_study)
         self.listed.update(_search_studies(self.hi, [k for k in keys if k not in self.listed],
                                            self.parallelism))
         for key in keys:
             self._plan(key)
-        entries = [e for e in self.entries if e is not None]
+        entries = self.entries.finish()
         # In the order of the specs that lead them. Studies planned early come in that order
         # unless their image sets interleave; then (only then) they are unpacked to be sorted.
         order = sorted(range(len(self.leaders)), key=self.leaders.__getitem__)
         if not self.withdrawn and all(i == n for n, i in enumerate(order)):
             return entries, self.made
         texts = list(self.made.texts())
-        return entries, PackedList(texts[i] for i in order if i not in self.withdrawn)
+        return entries, PackedList((texts[i] for i in order if i not in self.withdrawn),
+                                   canonical=False)
+
+    def _index(self, image_set_id: str, index: int) -> None:
+        had = self.by_image_set.get(image_set_id)
+        if had is None:
+            self.by_image_set[image_set_id] = index
+        elif isinstance(had, int):
+            self.by_image_set[image_set_id] = [had, index]
+        else:
+            had.append(index)
+
+    def _of(self, image_set_id: str) -> list[tuple[int, Entry]]:
+        """The entries of an image set not dropped, with their indexes, in order."""
+        had = self.by_image_set.get(image_set_id)
+        at = () if had is None else (had,) if isinstance(had, int) else had
+        return [(i, entry) for i in at if (entry := self.entries[i]) is not None]
 
     def _study_of(self, entry: Entry, facts: StudyFacts | None) -> Key | None:
         """The study an entry leaves changes to, if it does (``facts``: its image set's)."""
@@ -183,63 +268,69 @@ class StudyPlanner:
         study = self.by_study.pop(key)
         if early:
             self.early[key] = None
+        group = None
         try:
-            group = _plan_study(study, self.by_image_set, self.position, self.studies, self.hi,
-                                self.redactor, self.listed, self.state_serial)
+            group = _plan_study(study, self._of, self.studies, self.hi, self.redactor,
+                                self.listed, self.state_serial)
         except StudyRefused as exc:
-            for entry in study.entries:
+            for entry in study.entries.values():
                 refuse_entry(entry, f"study update of {study_key(study.uid)}: {exc}")
-            return
         except PayloadTooLarge as exc:
-            for entry in study.entries:
+            for entry in study.entries.values():
                 refuse_entry(entry, str(exc))
-            return
         finally:
             self.listed.pop(key, None)
-            self.studies.settle((e["spec"], e["image_set_id"]) for e in study.entries)
-        if group is None:
-            return
-        leader = group.pop("_leader_entry")
+            self.studies.settle((e["spec"], e["image_set_id"]) for e in study.entries.values())
+        if group is not None:
+            self._made(study, group, early)
+        for index in study.entries:
+            self.entries.rest(index)
+
+    def _made(self, study: _Study, group: dict[str, Any], early: bool) -> None:
+        leader = group.pop("_leader")
         if early:
-            self.early[key] = len(self.made)
-        self.leaders.append(self.position[id(leader)])
+            self.early[(study.datastore_id, study.uid)] = len(self.made)
+        self.leaders.append(leader)
         self.made.append(group)
         for member in {m["image_set_id"] for m in group["members"]}:
             kept = []
-            for entry in self.by_image_set.get(member, ()):
+            for index, entry in self._of(member):
                 if entry["datastore_id"] == study.datastore_id and not (
-                        entry["requests"] and entry is not leader):
-                    self.entries[self.position.pop(id(entry))] = None   # absorbed
+                        entry["requests"] and index != leader):
+                    self.entries.drop(index)   # absorbed
                     continue
                 if entry["datastore_id"] == study.datastore_id:
                     entry["after_study"] = group["study"]
-                kept.append(entry)
+                    self.entries.changed(index, entry)
+                kept.append(index)
             if kept:
-                self.by_image_set[member] = kept
+                self.by_image_set[member] = kept[0] if len(kept) == 1 else kept
             else:
                 self.by_image_set.pop(member, None)
 
-    def _withdraw(self, key: Key, late: Entry) -> None:
+    def _withdraw(self, key: Key, index: int, late: Entry) -> None:
         """A study planned early, and an entry of it read since (see the module's text):
-        the late entry, and the study update if one was made, become errors."""
+        the late entry (``index``), and the study update if one was made, become errors."""
         reason = (f"study update of {study_key(key[1])}: image set {late['image_set_id']} of "
                   f"this study was read after the study update was planned, and the search "
                   f"that listed the study did not show it (the search index may lag behind "
                   f"an import): plan again")
         refuse_entry(late, reason)
-        index = self.early[key]
-        if index is None:
+        self.entries.changed(index, late)
+        made = self.early[key]
+        if made is None:
             return
         self.early[key] = None
-        group = self.made[index]
-        self.withdrawn.add(index)
-        for i, entry in enumerate(self.entries):
-            if entry is not None and entry.get("after_study") == group["study"] \
+        group = self.made[made]
+        self.withdrawn.add(made)
+        # (An entry that follows a study update is one a study changed: it is held.)
+        for i, entry in self.entries.changes():
+            if entry.get("after_study") == group["study"] \
                     and entry["datastore_id"] == group["datastore_id"]:
-                self.entries[i] = None
-                self.position.pop(id(entry), None)
-        self.entries += [member_error(group, m, reason) for m in group["members"]
-                         if not m.get("peer")]
+                self.entries.drop(i)
+        for member in group["members"]:
+            if not member.get("peer"):
+                self.entries.add(member_error(group, member, reason))
 
 
 def _search_studies(hi: HealthImaging, keys: list[tuple[str, str]], parallelism: int
@@ -260,9 +351,12 @@ def _search_studies(hi: HealthImaging, keys: list[tuple[str, str]], parallelism:
         return {key: primaries for key, primaries in found if primaries is not None}
 
 
-def _plan_study(study: _Study, by_image_set: dict[str, list[dict[str, Any]]],
-                position: dict[int, int], studies: StudyIndex, hi: HealthImaging,
-                redactor: Redactor, listed: dict, state_serial) -> dict[str, Any] | None:
+def _plan_study(study: _Study, entries_of: Callable[[str], list[tuple[int, Entry]]],
+                studies: StudyIndex, hi: HealthImaging, redactor: Redactor, listed: dict,
+                state_serial) -> dict[str, Any] | None:
+    """The study update of ``study`` (None: nothing to change), its leader's index as
+    ``_leader``. ``entries_of(image set id)``: the plan's entries of an image set so far, with
+    their indexes."""
 
     merged = _merge(study, studies)
     found = listed.get((study.datastore_id, study.uid))
@@ -273,13 +367,13 @@ def _plan_study(study: _Study, by_image_set: dict[str, list[dict[str, Any]]],
         except errors.ServiceError as exc:
             raise errors.about(exc, f"study update of {study_key(study.uid)}: the search for "
                                     f"its primary image sets") from None
-    leader = min(study.entries, key=lambda e: e["image_set_id"])
-    targeted = {e["image_set_id"] for e in study.entries}
-    blocked = sorted((e for i in primaries for e in by_image_set.get(i, ()) if e["error"]),
-                     key=lambda e: position[id(e)])
-    if blocked:
-        raise StudyRefused(f"it would also change image set {blocked[0]['image_set_id']}, which "
-                       f"cannot be planned ({blocked[0]['error']})")
+    at, leader = min(study.entries.items(), key=lambda item: item[1]["image_set_id"])
+    targeted = {e["image_set_id"] for e in study.entries.values()}
+    blocked = min(((n, e) for i in primaries for n, e in entries_of(i) if e["error"]),
+                  key=lambda item: item[0], default=None)
+    if blocked is not None:
+        raise StudyRefused(f"it would also change image set {blocked[1]['image_set_id']}, which "
+                           f"cannot be planned ({blocked[1]['error']})")
     facts: dict[str, StudyFacts] = {}
     for image_set_id in sorted(set(primaries) | targeted):
         noted = studies.get(image_set_id)
@@ -306,8 +400,8 @@ def _plan_study(study: _Study, by_image_set: dict[str, list[dict[str, Any]]],
 
     members = []
     for image_set_id, changes in sorted(per_member.items()):
-        mine = [e for e in study.entries if e["image_set_id"] == image_set_id] or [
-            e for e in by_image_set.get(image_set_id, ()) if not e["error"]
+        mine = [e for e in study.entries.values() if e["image_set_id"] == image_set_id] or [
+            e for _, e in entries_of(image_set_id) if not e["error"]
             and e["datastore_id"] == study.datastore_id]
         for entry in mine or [None]:
             spec, digest = (entry["spec"], entry["spec_digest"]) if entry else \
@@ -323,7 +417,7 @@ def _plan_study(study: _Study, by_image_set: dict[str, list[dict[str, Any]]],
     members.sort(key=lambda m: (m["image_set_id"], m["spec"]) !=
                  (leader["image_set_id"], leader["spec"]))
     return {
-        "_leader_entry": leader,
+        "_leader": at,
         "study": study_key(study.uid),
         "datastore_id": study.datastore_id,
         "leader": leader["image_set_id"],
