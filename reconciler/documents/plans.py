@@ -208,14 +208,19 @@ def redact_values(doc: PlanDocument, show) -> PlanDocument:
     """A copy whose before/after values went through ``show(key, value, vr, private)`` (a
     :meth:`reconciler.dicom.redact.Redactor.show`), for printing an unredacted plan where redaction
     is now on."""
-    view = copy.deepcopy(doc)
+    def shown(item: dict[str, Any]) -> dict[str, Any]:
+        item = copy.deepcopy(item)
+        for entry in [item, *item.get("members", [])]:
+            for change in entry.get("changes", []):
+                for side in ("before", "after"):
+                    change[side] = show(change["key"], change[side], change["vr"],
+                                        change["private"])
+        return item
+
+    view = _copied(doc, shown, shown)
     view["redacted"] = True
-    groups = view.get("groups", [])
-    for entry in [*view["image_sets"], *groups, *(m for g in groups for m in g["members"]),
-                  *view.get("removed", [])]:
-        for change in entry.get("changes", []):
-            for side in ("before", "after"):
-                change[side] = show(change["key"], change[side], change["vr"], change["private"])
+    if "removed" in view:
+        view["removed"] = [shown(e) for e in view["removed"]]
     view["checksum"] = checksum(view)
     return view
 
@@ -225,18 +230,42 @@ def public_view(doc: PlanDocument) -> PlanDocument:
     they are replaced by their size and hash. The result is still a valid plan document."""
     if not doc.get("redacted"):
         return doc
-    view = copy.deepcopy(doc)
-    groups = view.get("groups", [])
-    for entry in [*view["image_sets"], *(m for g in groups for m in g["members"])]:
-        entry["before_digest"] = None
-    for entry in [*view["image_sets"], *groups]:
-        for request in entry["requests"]:
-            for key in ("updatableAttributes", "removableAttributes"):
-                text = request.get(key)
-                if isinstance(text, str):
-                    request[key] = {"redacted": True, "bytes": len(text.encode("utf-8"))}
+    view = _copied(doc, _public_entry, _public_group)
     view["checksum"] = checksum(view)
     return view
+
+
+def _copied(doc: PlanDocument, entry, group) -> PlanDocument:
+    """A copy of ``doc`` with ``entry`` made of each of its entries and ``group`` of each study
+    update, one at a time and packed: a plan of 100,000 image sets is not copied whole."""
+    view = {k: copy.deepcopy(v) for k, v in doc.items() if k not in ("image_sets", "groups")}
+    view["image_sets"] = PackedList.of(map(entry, doc["image_sets"]), canonical=False)
+    if "groups" in doc:
+        view["groups"] = PackedList.of(map(group, doc["groups"]), canonical=False)
+    return {k: view[k] for k in doc}              # the document's order of members
+
+
+def _public_entry(entry: PlanEntry) -> PlanEntry:
+    entry = copy.deepcopy(entry)
+    entry["before_digest"] = None
+    _public_requests(entry["requests"])
+    return entry
+
+
+def _public_group(group: StudyUpdate) -> StudyUpdate:
+    group = copy.deepcopy(group)
+    for member in group["members"]:
+        member["before_digest"] = None
+    _public_requests(group["requests"])
+    return group
+
+
+def _public_requests(requests: list[dict[str, Any]]) -> None:
+    for request in requests:
+        for key in ("updatableAttributes", "removableAttributes"):
+            text = request.get(key)
+            if isinstance(text, str):
+                request[key] = {"redacted": True, "bytes": len(text.encode("utf-8"))}
 
 
 def is_applicable(doc: PlanDocument) -> bool:

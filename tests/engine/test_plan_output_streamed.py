@@ -40,3 +40,25 @@ def test_the_json_written_is_the_plan(capsys):
     assert len(out) > 3 * (1 << 16) and out.endswith("}\n")
     assert json.loads(out) == doc
     assert out == json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_a_redacted_plan_is_printed_from_a_packed_copy_and_the_plan_is_untouched(capsys):
+    # plan --json with redaction on prints the public view: payloads replaced by their size.
+    # It is made an entry at a time and kept packed (a deep copy of a 100,000-entry plan
+    # held every entry as a dict), and changes nothing of the plan that is saved.
+    from reconciler.core.packed import PackedList
+
+    doc = dict(large_plan(97), redacted=True)
+    packed = dict(doc, image_sets=PackedList.of(doc["image_sets"], canonical=False))
+    view = plans.public_view(packed)
+    assert isinstance(view["image_sets"], PackedList)
+    assert [k for k in view if k != "checksum"] == list(doc)
+    assert list(view["image_sets"]) == list(plans.public_view(doc)["image_sets"])
+    requests = [r for e in view["image_sets"] for r in e["requests"]]
+    assert requests and all(isinstance(r["updatableAttributes"], dict)
+                            for r in requests if "updatableAttributes" in r)
+    assert not plans.is_applicable(view) and plans.is_applicable(packed)
+    assert list(packed["image_sets"]) == doc["image_sets"]
+    write_plan(packed, "json", GlobalOptions(color=False))
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["image_sets"] == list(view["image_sets"]) and printed["groups"] == []
