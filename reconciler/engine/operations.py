@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 from .. import __version__
 from ..core import errors
+from ..core.packed import PackedList
 from ..dicom.redact import Redactor
 from ..documents import plans
 from ..documents.types import DriftReport, PlanDocument, Report, ReportItem
@@ -186,14 +187,16 @@ def report_item(o: Outcome) -> ReportItem:
 
 def report(outcomes: list[Outcome], operation: str, consume: bool = False) -> Report:
     """The report document of ``outcomes``; ``consume``: the list is the caller's to give
-    up, and each outcome goes as its item is made (100,000 of each are not held at once)."""
+    up, and each outcome goes as its item is made, the items packed (100,000 outcomes and
+    their items as dicts, ~1 KB each, were most of what apply held at its end)."""
     counts = {s: sum(1 for o in outcomes if o.status == s)
               for s in (APPLIED, UNCHANGED, STALE, FAILED, SKIPPED, MISSING)}
     # What leaves the specs, counted only when there is any (reports before it have none).
     counts.update({s: n for s in (MOVED, FORGOTTEN, REVERTED)
                    if (n := sum(1 for o in outcomes if o.status == s))})
-    items = []
+    items: list[ReportItem] | PackedList
     if consume:
+        items = PackedList(canonical=False)
         outcomes.reverse()
         while outcomes:
             items.append(report_item(outcomes.pop()))

@@ -20,6 +20,8 @@ an image set another spec still targets would undo that spec's attributes: an er
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable, Iterable
+from itertools import chain
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -79,6 +81,25 @@ def selected(name: str, targets: list[str], excludes: list[str]) -> bool:
             and not any(fnmatch.fnmatchcase(name, g) for g in excludes))
 
 
+def _covers(pairs: Iterable[tuple[str, str]]) -> Callable[[str, str], bool]:
+    """Whether ``(spec name, image set id)`` is one of ``pairs``. Held as spec name → its image
+    set id (a set of them when it has several), the strings the pairs already hold: a set of
+    100,000 pairs made a tuple for each at the end of every plan."""
+    by_spec: dict[str, str | set[str]] = {}
+    for name, image_set_id in pairs:
+        had = by_spec.setdefault(name, image_set_id)
+        if isinstance(had, set):
+            had.add(image_set_id)
+        elif had != image_set_id:
+            by_spec[name] = {had, image_set_id}
+
+    def covers(name: str, image_set_id: str) -> bool:
+        had = by_spec.get(name)
+        return had == image_set_id if isinstance(had, str) else (
+            had is not None and image_set_id in had)
+    return covers
+
+
 def plan_removed(hi: HealthImaging, state: State, assignments: list[Assignment],
                  specs: dict[str, Spec], lifecycle: Lifecycle, redactor: Redactor, *,
                  complete: bool, targets: list[str], excludes: list[str], waiting: Waiting,
@@ -89,7 +110,7 @@ def plan_removed(hi: HealthImaging, state: State, assignments: list[Assignment],
     that was removed (with only some spec files named on the command line, nothing is taken
     for removed but the image sets a loaded spec no longer covers). ``peers``: (spec, image
     set) of the peers this plan's study updates record: covered by their update."""
-    covered: set[tuple[str, str]] | None = None     # made once a record needs it
+    covered: Callable[[str, str], bool] | None = None     # made once a record needs it
     leaving: list[tuple[str, ImageSetRecord, str]] = []
     for name, record in state.records():
         if not selected(name, targets, excludes):
@@ -97,9 +118,10 @@ def plan_removed(hi: HealthImaging, state: State, assignments: list[Assignment],
         spec = specs.get(name)
         if spec is not None:
             if covered is None:
-                covered = {(a.spec.name, a.image_set_id) for a in assignments} | set(peers)
-            if (name, record.image_set_id) in covered or (
-                    record.peer_of is not None and (name, record.peer_of) in covered):
+                covered = _covers(chain(((a.spec.name, a.image_set_id) for a in assignments),
+                                        peers))
+            if covered(name, record.image_set_id) or (
+                    record.peer_of is not None and covered(name, record.peer_of)):
                 continue
             reason = (f"spec {name} no longer targets image set {record.image_set_id}"
                       + (" (its study update's leader left the spec)" if record.peer_of else ""))
