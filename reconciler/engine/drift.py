@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 from .. import __version__
 from ..core import errors
+from ..core.packed import PackedList
 from ..core.pools import bounded
 from ..dicom.dictionary import is_private_tag
 from ..dicom.paths import parse
@@ -319,7 +320,8 @@ def report_of(items: list[DriftItem], redactor: Redactor, now: datetime,
         "redacted": redactor.enabled, "summary": counts}
     if check_section is not None:
         report["check"] = check_section
-    report["image_sets"] = [i.to_json() for i in items]
+    # Packed as made: 100,000 items as dicts (~0.5 KB each) were drift's peak at its end.
+    report["image_sets"] = PackedList.of((i.to_json() for i in items), canonical=False)
     return report  # type: ignore[return-value]
 
 
