@@ -232,9 +232,9 @@ class StudyPlanner:
         entries = self.entries.finish()
         # In the order of the specs that lead them. Studies planned early come in that order
         # unless their image sets interleave; then (only then) they are unpacked to be sorted.
-        order = sorted(range(len(self.leaders)), key=self.leaders.__getitem__)
-        if not self.withdrawn and all(i == n for n, i in enumerate(order)):
+        if not self.withdrawn and all(a <= b for a, b in itertools.pairwise(self.leaders)):
             return entries, self.made
+        order = sorted(range(len(self.leaders)), key=self.leaders.__getitem__)
         texts = list(self.made.texts())
         return entries, PackedList((texts[i] for i in order if i not in self.withdrawn),
                                    canonical=False)

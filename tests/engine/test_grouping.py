@@ -372,19 +372,55 @@ def test_an_image_set_of_a_study_planned_early_that_its_listing_missed_withdraws
 def test_a_plan_keeps_the_facts_of_an_image_set_only_while_a_study_update_needs_them(
         monkeypatch):
     # Only an image set that leaves changes to a study update has its study facts kept (a
-    # study update reads its peers itself): a plan of 100,000 image sets, read again and
-    # unchanged or not primary, held them all (~0.5 KB each) to the end.
-    held: list[int] = []
+    # study update reads its peers itself), and only the entries a study not planned yet may
+    # change are held as dicts; the others are packed as they come. A plan of 100,000 image
+    # sets, read again and unchanged or not primary, held them all (~1.2 KB each) to the end.
+    held: list[tuple[int, int]] = []
     finish = StudyPlanner.finish
     monkeypatch.setattr(StudyPlanner, "finish", lambda self: (
-        held.append(len(self.studies._facts)), finish(self))[1])
+        held.append((len(self.studies._facts), len(self.entries.held))), finish(self))[1])
     specs = [_spec(i, name=f"s{n}") for n, i in enumerate(IDS)]
     doc, _ = _plan(specs, FakeHealthImaging(primary=False))
     assert [e["action"] for e in doc["image_sets"]] == ["update"] * 3 and doc["groups"] == []
     doc, _ = _plan(specs, FakeHealthImaging())
-    assert len(doc["groups"]) == 1
-    assert held == [0, 3]         # the primary ones wait for their study, planned at the end
+    assert len(doc["groups"]) == 1 and doc["image_sets"] == []
+    # The primary ones wait for their study, planned at the end.
+    assert held == [(0, 0), (3, 3)]
     unchanged = [_spec(i, name=f"u{n}", study={"StudyDescription": "CT"})
                  for n, i in enumerate(IDS)]
     doc, _ = _plan(unchanged, FakeHealthImaging())
-    assert [e["action"] for e in doc["image_sets"]] == ["no-op"] * 3 and held[2] == 0
+    assert [e["action"] for e in doc["image_sets"]] == ["no-op"] * 3 and held[2] == (0, 0)
+
+
+class TwoStudies(FakeHealthImaging):
+    """IDS[0] and IDS[1] in one study, IDS[2] in another; the search filters on the study."""
+
+    OTHER = "1.2.826.0.1.3680043.8.498.2"
+
+    def __init__(self):
+        super().__init__()
+        self.documents[IDS[2]] = _metadata(series="1.2.3.2", study=self.OTHER)
+
+    def search_image_sets(self, datastore_id, filters=None, sort=None):
+        self.searches.append(filters)
+        uid = next((v["DICOMStudyInstanceUID"] for f in filters or () for v in f["values"]
+                    if "DICOMStudyInstanceUID" in v), None)
+        return iter([ImageSetSummary(i, "1", is_primary=True) for i, d in self.documents.items()
+                     if uid is None or d["Study"]["DICOM"]["StudyInstanceUID"] == uid])
+
+
+def test_study_updates_made_out_of_order_come_in_the_order_of_the_specs_that_lead_them():
+    # The first study is due only after a later spec targets one of its image sets again; the
+    # second is due before that, so it is made first. The plan lists them by their leaders.
+    def by_study(name, uid):
+        s = _spec(IDS[0], name=name)
+        s.target = Target(datastore_id=DS, selector={"DICOMStudyInstanceUID": uid})
+        return s
+
+    hi = TwoStudies()
+    doc, _ = _plan([by_study("one", STUDY_UID), by_study("two", TwoStudies.OTHER),
+                    _spec(IDS[1], name="three")], hi)
+    assert [(g["leader"], sorted(m["image_set_id"] for m in g["members"]))
+            for g in doc["groups"]] == [(IDS[0], [IDS[0], IDS[1], IDS[1]]), (IDS[2], [IDS[2]])]
+    assert [m["spec"] for m in doc["groups"][0]["members"]] == ["one", "one", "three"]
+    assert doc["image_sets"] == [] and plans.validate(doc)
