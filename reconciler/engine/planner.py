@@ -305,7 +305,8 @@ def make_plan(specs: list[Spec], hi: HealthImaging, redactor: Redactor, *,
             grouping.add(entry)
     progress.close()
     not_reread = len(settled)
-    del settled, floor
+    settled.clear()     # (one() reads them: emptied, not deleted)
+    floor.clear()
     entries, groups = grouping.finish()
     del grouping        # its indexes: what follows holds only the entries and the updates
     if refused is not None:
