@@ -49,8 +49,10 @@ class PackedList(Sequence):
 
     @classmethod
     def of(cls, values: Iterable[Any], *, canonical: bool = True) -> PackedList:
-        encode = canonical_bytes if canonical else compact_bytes
-        return cls((encode(v) for v in values), canonical=canonical)
+        packed = cls(canonical=canonical)
+        for value in values:
+            packed.append(value)
+        return packed
 
     def encode(self, value: Any) -> bytes:
         """The text this list keeps of ``value``."""

@@ -209,7 +209,6 @@ def redact_values(doc: PlanDocument, show) -> PlanDocument:
     :meth:`reconciler.dicom.redact.Redactor.show`), for printing an unredacted plan where redaction
     is now on."""
     def shown(item: dict[str, Any]) -> dict[str, Any]:
-        item = copy.deepcopy(item)
         for entry in [item, *item.get("members", [])]:
             for change in entry.get("changes", []):
                 for side in ("before", "after"):
@@ -220,7 +219,7 @@ def redact_values(doc: PlanDocument, show) -> PlanDocument:
     view = _copied(doc, shown, shown)
     view["redacted"] = True
     if "removed" in view:
-        view["removed"] = [shown(e) for e in view["removed"]]
+        view["removed"] = [shown(e) for e in view["removed"]]      # (a copy already)
     view["checksum"] = checksum(view)
     return view
 
@@ -236,24 +235,25 @@ def public_view(doc: PlanDocument) -> PlanDocument:
 
 
 def _copied(doc: PlanDocument, entry, group) -> PlanDocument:
-    """A copy of ``doc`` with ``entry`` made of each of its entries and ``group`` of each study
-    update, one at a time and packed: a plan of 100,000 image sets is not copied whole."""
+    """A copy of ``doc`` with ``entry`` made of a copy of each of its entries and ``group`` of
+    each study update (each may change the copy it is given), one at a time and packed: a
+    plan of 100,000 image sets is not copied whole."""
     view = {k: copy.deepcopy(v) for k, v in doc.items() if k not in ("image_sets", "groups")}
-    view["image_sets"] = PackedList.of(map(entry, doc["image_sets"]), canonical=False)
+    view["image_sets"] = PackedList.of((entry(copy.deepcopy(e)) for e in doc["image_sets"]),
+                                       canonical=False)
     if "groups" in doc:
-        view["groups"] = PackedList.of(map(group, doc["groups"]), canonical=False)
+        view["groups"] = PackedList.of((group(copy.deepcopy(g)) for g in doc["groups"]),
+                                       canonical=False)
     return {k: view[k] for k in doc}              # the document's order of members
 
 
 def _public_entry(entry: PlanEntry) -> PlanEntry:
-    entry = copy.deepcopy(entry)
     entry["before_digest"] = None
     _public_requests(entry["requests"])
     return entry
 
 
 def _public_group(group: StudyUpdate) -> StudyUpdate:
-    group = copy.deepcopy(group)
     for member in group["members"]:
         member["before_digest"] = None
     _public_requests(group["requests"])

@@ -182,17 +182,19 @@ def cannot_converge(entries: Iterable[PlanEntry], groups: Iterable[StudyUpdate],
         stopped.add(group["study"])
         errors_after += [study_updates.member_error(group, m, _refusal_note(found))
                          for m in group["members"] if not m.get("peer")]
-    if not stopped and not any(e["requests"] and refusal(e) is not None for e in entries):
+    # One lookup pass; the entries are repacked only if it found something.
+    refusals = {i: found for i, entry in enumerate(entries)
+                if entry["requests"] and (found := refusal(entry)) is not None}
+    if not stopped and not refusals:
         return (entries if isinstance(entries, PackedList)
                 else PackedList.of(entries, canonical=False)), kept
 
     def changed() -> Iterable[PlanEntry]:
-        for entry in entries:
+        for i, entry in enumerate(entries):
             if entry.get("after_study") in stopped:
                 continue
-            found = refusal(entry) if entry["requests"] else None
-            if found is not None:
-                study_updates.refuse_entry(entry, _refusal_note(found))
+            if i in refusals:
+                study_updates.refuse_entry(entry, _refusal_note(refusals[i]))
             yield entry
         yield from errors_after
     return PackedList.of(changed(), canonical=False), kept

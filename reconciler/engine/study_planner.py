@@ -75,9 +75,6 @@ class _Entries:
         self.packed = PackedList(canonical=False)     # as made: plan --json prints them so
         self.held: dict[int, Entry | bytes | None] = {}
 
-    def __len__(self) -> int:
-        return len(self.packed)
-
     def add(self, entry: Entry, live: bool = False) -> int:
         index = len(self.packed)
         if live:
